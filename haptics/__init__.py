@@ -1,0 +1,1 @@
+"""Haptic devices, wire protocol, safety and calibration (later issues)."""

@@ -1,0 +1,1 @@
+"""Small mesh and instrument assets; generated meshes are preferred over stored ones."""

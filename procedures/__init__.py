@@ -1,0 +1,1 @@
+"""Surgical tasks built on the scene (later issues)."""

@@ -1,0 +1,1 @@
+"""trocar simulation core: tissue physics (Numba), meshes, scene, CLI."""
