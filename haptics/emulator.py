@@ -1,0 +1,622 @@
+"""Device emulator: a 3-DOF force device with a gripper and two buttons behind a real pty.
+
+Owns the device side of the protocol as firmware would implement it: a device clock streaming
+STATE at the stream rate, encoder quantisation, the motor force limit, the device watchdog (no
+FORCE for the watchdog period -> force ramps to zero within RAMP_DOWN_S, fault latched until
+CMD ENABLE), a hand model that moves the handle, miscalibration knobs (for calibration work) and
+fault injection (for tests). Runs as its own process: ``trocar device emulate`` or
+``python -m haptics.emulator``; prints the pty slave path as the first line of stdout.
+
+An optional event log (``--event-log FILE``) records, with time.monotonic() [s] stamps, what a
+scope on the motor would show (output_zero, watchdog_trip, unplug, ...), so tests can check the
+device side of a fault from outside the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import math
+import os
+import random
+import select
+import signal
+import sys
+import time
+import tty
+from dataclasses import dataclass, field
+
+from haptics import protocol as P
+
+RAMP_DOWN_S = 0.005  # watchdog/disable ramp to zero [s]: a step would kick the handle
+HOST_SILENCE_S = 0.2  # a frame after this much silence counts as a host (re)connecting [s]
+
+
+@dataclass
+class EmulatorConfig:
+    """All emulator settings. Lengths [m], forces [N], times [s] unless the name says ms."""
+
+    rate_hz: int = 1000
+    watchdog_ms: int = 100
+    max_force: float = 5.0
+    max_gripper_force: float = 2.0
+    max_stiffness: float = 2000.0
+    workspace: tuple[float, float, float] = (0.08, 0.08, 0.08)
+    counts_per_m: tuple[float, float, float] = (1e5, 1e5, 1e5)  # 10 um per count
+    gripper_counts_per_rad: float = 2000.0
+    serial: str = "EMU-0001"
+    firmware: tuple[int, int, int] = (1, 0, 0)
+    protocol: tuple[int, int] = (P.PROTOCOL_MAJOR, P.PROTOCOL_MINOR)
+    homed: bool = True
+    # hand model: spring (hand holds the handle at hand_at with a spring), still, circle, or
+    # script:FILE (rows "t x y z [gripper [buttons]]", linear interpolation, holds the last row)
+    hand: str = "spring"
+    hand_at: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    hand_stiffness: float = 200.0  # [N/m]
+    hand_mass: float = 0.1  # handle + hand [kg]; damping is critical
+    hand_radius: float = 0.02  # circle radius [m]
+    hand_period: float = 2.0  # circle period [s]
+    # miscalibration
+    encoder_offset: tuple[int, int, int] = (0, 0, 0)  # [counts]
+    gain_error: tuple[float, float, float] = (0.0, 0.0, 0.0)  # relative
+    axis_sign: tuple[int, int, int] = (1, 1, 1)
+    force_constant_error: tuple[float, float, float] = (0.0, 0.0, 0.0)  # relative
+    latency_ms: int = 0  # sensing and actuation delay
+    # fault injection (times are seconds after the first frame from the host)
+    drop_bytes: float = 0.0  # probability per outgoing byte
+    flip_bits: float = 0.0  # probability per outgoing byte of one flipped bit
+    duplicate: float = 0.0  # probability per outgoing frame
+    truncate: float = 0.0  # probability per outgoing frame (tail and delimiter lost)
+    stall_ms: int = 0  # freeze the whole device (no I/O, no watchdog) for this long
+    stall_at: float = 1.0
+    stop_replying_at: float | None = None  # stop sending (still reads, watchdog still runs)
+    unplug_at: float | None = None  # close the pty master
+    replug_after: float | None = None  # open a new pty (same --link) this long after unplug
+    garbage_at_open: int = 0  # random non-zero bytes sent when a host connects
+    seed: int = 0
+    # process
+    link: str | None = None
+    duration: float | None = None
+    event_log: str | None = None
+    exit_with_parent: bool = False
+    script: list[tuple[float, ...]] = field(default_factory=list)
+
+
+class Emulator:
+    """The device. `run()` owns the loop; everything else is per-tick state."""
+
+    def __init__(self, cfg: EmulatorConfig) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.master = -1
+        self.slave = -1
+        self.path = ""
+        self.decoder = P.FrameDecoder()
+        self.stop = False
+        self._log = open(cfg.event_log, "a", buffering=1) if cfg.event_log else None  # noqa: SIM115
+        # device state
+        self.seq = 0
+        self.homed = cfg.homed
+        self.enabled = False
+        self.fault = False
+        self.watchdog_tripped = False
+        self.calibrated = True
+        self.watchdog_s = cfg.watchdog_ms / 1000.0
+        self.sw_max_force = cfg.max_force
+        self.rate_hz = cfg.rate_hz
+        self.cmd_force = [0.0, 0.0, 0.0]  # newest FORCE command [N]
+        self.cmd_gripper = 0.0
+        self.cmd_enable = False
+        self.force_echo = 0
+        self.out = [0.0, 0.0, 0.0]  # motor output the device believes it applies [N]
+        self.out_gripper = 0.0
+        self.clamped = False
+        self.last_force_rx: float | None = None
+        self.last_rx = -1e9
+        self.host_t0: float | None = None
+        # counters
+        self.force_frames = 0
+        self.force_gaps = 0
+        self.watchdog_trips = 0
+        self.overruns = 0
+        self.tx_dropped = 0
+        # hand / mechanics (device frame [m])
+        self.p = list(cfg.hand_at)
+        self.v = [0.0, 0.0, 0.0]
+        self.grip = 0.3  # [rad]
+        self.buttons = 0
+        n = max(cfg.latency_ms * cfg.rate_hz // 1000, 0) + 1
+        self._lat_out = [(0.0, 0.0, 0.0)] * n  # ring of motor outputs (actuation delay)
+        self._lat_pos = [tuple(self.p)] * n  # ring of positions (sensing delay)
+        self._lat_i = 0
+        self._stalled = False
+        self._silent = False
+        self._unplugged_at: float | None = None
+        self.t0 = time.monotonic()
+
+    # ------------------------------------------------------------------------------------ io
+    def event(self, name: str, detail: str = "") -> None:
+        """Append one line to the event log (rare events only, never per frame)."""
+        if self._log is not None:
+            self._log.write(f"{time.monotonic():.6f} {name} {detail}\n")
+
+    def open_pty(self) -> str:
+        """Open a pty pair; the slave is raw (no echo, no newline translation) and kept open."""
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+        if self.cfg.link:
+            tmp = f"{self.cfg.link}.tmp{os.getpid()}"
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            os.symlink(self.path, tmp)
+            os.replace(tmp, self.cfg.link)  # atomic: a host never sees a missing link mid-swap
+        self.decoder.reset()
+        self.event("pty", self.path)
+        return self.path
+
+    def close_pty(self) -> None:
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                os.close(fd)
+        self.master = self.slave = -1
+
+    def send(self, frame: bytes) -> None:
+        """Write one frame, applying the byte/frame fault injections."""
+        if self.master < 0 or self._silent:
+            return
+        cfg = self.cfg
+        rng = self.rng
+        if cfg.drop_bytes or cfg.flip_bits:
+            b = bytearray()
+            for x in frame:
+                if cfg.drop_bytes and rng.random() < cfg.drop_bytes:
+                    continue
+                if cfg.flip_bits and rng.random() < cfg.flip_bits:
+                    x ^= 1 << rng.randrange(8)
+                b.append(x)
+            frame = bytes(b)
+        if cfg.truncate and rng.random() < cfg.truncate:
+            frame = frame[: rng.randrange(1, len(frame) - 1)]
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            frame = frame + frame
+        try:
+            n = os.write(self.master, frame)
+            if n < len(frame):
+                self.tx_dropped += 1
+        except BlockingIOError:
+            # Nobody is reading the slave: a real UART would drop bytes too.
+            self.tx_dropped += 1
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+
+    def receive(self, now: float) -> None:
+        """Read everything the host sent and act on it."""
+        try:
+            data = os.read(self.master, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return
+            raise
+        if not data:
+            return
+        if now - self.last_rx > HOST_SILENCE_S:
+            if self.host_t0 is None:
+                self.host_t0 = now
+            self.event("host_frame", "")
+            if self.cfg.garbage_at_open:
+                junk = bytes(self.rng.randrange(1, 256) for _ in range(self.cfg.garbage_at_open))
+                self.send(junk)
+        self.last_rx = now
+        for msg_type, payload in self.decoder.feed(data):
+            if msg_type == P.MSG_FORCE and len(payload) == P.FORCE_STRUCT.size:
+                seq, fx, fy, fz, fg, flags, _echo = P.FORCE_STRUCT.unpack(payload)
+                if self.force_frames and seq != (self.force_echo + 1) & 0xFFFFFFFF:
+                    gap = (seq - self.force_echo - 1) & 0xFFFFFFFF
+                    if gap < 0x80000000:
+                        self.force_gaps += gap
+                self.force_frames += 1
+                self.force_echo = seq
+                self.cmd_force[0] = fx * 1e-3
+                self.cmd_force[1] = fy * 1e-3
+                self.cmd_force[2] = fz * 1e-3
+                self.cmd_gripper = fg * 1e-3
+                self.cmd_enable = bool(flags & P.FORCE_ENABLE)
+                self.last_force_rx = now
+            elif msg_type == P.MSG_CMD:
+                try:
+                    cmd = P.decode_message(msg_type, payload)
+                except P.ProtocolError:
+                    continue
+                self.command(cmd, now)
+
+    def command(self, cmd: P.Cmd, now: float) -> None:
+        """Execute one CMD and send its ACK (and INFO for GET_INFO)."""
+        op, arg = cmd.opcode, cmd.arg
+        result, value = P.ACK_OK, 0
+        if op == P.CMD_ENABLE:
+            if not self.homed:
+                result, value = P.ACK_REFUSED, P.FAULT_NOT_HOMED
+            else:
+                self.enabled = True
+                self.fault = self.watchdog_tripped = False
+                self.last_force_rx = now  # the watchdog period starts now
+                self.event("enable")
+        elif op == P.CMD_DISABLE:
+            self.enabled = False
+            self.event("disable")
+        elif op == P.CMD_HOME:
+            self.homed = True
+        elif op == P.CMD_SET_WATCHDOG_MS:
+            if 5 <= arg <= 2000:
+                self.watchdog_s = arg / 1000.0
+                value = arg
+            else:
+                result = P.ACK_BAD_ARGUMENT
+        elif op == P.CMD_SET_MAX_FORCE_MN:
+            if arg >= 0:
+                self.sw_max_force = min(arg * 1e-3, self.cfg.max_force)
+                value = round(self.sw_max_force * 1000)
+            else:
+                result = P.ACK_BAD_ARGUMENT
+        elif op == P.CMD_SET_RATE_HZ:
+            if 100 <= arg <= 2000:
+                self.rate_hz = arg
+                value = arg
+            else:
+                result = P.ACK_BAD_ARGUMENT
+        elif op == P.CMD_GET_INFO:
+            pass
+        elif op == P.CMD_SAVE_CALIBRATION:
+            self.calibrated = True
+        elif op == P.CMD_GET_COUNTER:
+            counters = {P.COUNTER_FORCE_FRAMES: self.force_frames,
+                        P.COUNTER_FORCE_GAPS: self.force_gaps,
+                        P.COUNTER_FRAME_ERRORS: self.decoder.errors,
+                        P.COUNTER_WATCHDOG_TRIPS: self.watchdog_trips}
+            if arg in counters:
+                value = counters[arg] & 0x7FFFFFFF
+            else:
+                result = P.ACK_BAD_ARGUMENT
+        else:
+            result = P.ACK_UNKNOWN_OPCODE
+        self.send(P.encode(P.Ack(cmd.token, op, result, value)))
+        if op == P.CMD_GET_INFO:
+            self.send(P.encode_frame(P.MSG_INFO, self.info_payload()))
+
+    def info_payload(self) -> bytes:
+        cfg = self.cfg
+        _, payload = P.pack_payload(P.Info(
+            (P.PROTOCOL_MAJOR, P.PROTOCOL_MINOR), cfg.firmware, cfg.serial, cfg.counts_per_m,
+            cfg.gripper_counts_per_rad, cfg.max_force, cfg.max_gripper_force, cfg.max_stiffness,
+            cfg.workspace, round(self.watchdog_s * 1000), self.rate_hz))
+        # --protocol-version lets tests present another version; bytes 0..1 are the version.
+        return bytes(cfg.protocol) + payload[2:]
+
+    # ---------------------------------------------------------------------------------- tick
+    def hand(self, t: float, fx: float, fy: float, fz: float, dt: float) -> None:
+        """Move the handle for one tick under the true motor force (fx, fy, fz) [N]."""
+        cfg = self.cfg
+        kind = cfg.hand
+        if kind == "spring":
+            k, m = cfg.hand_stiffness, cfg.hand_mass
+            c = 2.0 * math.sqrt(k * m)
+            p, v, a0 = self.p, self.v, cfg.hand_at
+            for i, f in enumerate((fx, fy, fz)):
+                v[i] += dt * (f + k * (a0[i] - p[i]) - c * v[i]) / m
+                p[i] += dt * v[i]
+            self.grip = 0.3 + self.out_gripper / 2.0  # the fingers give 2 N/rad
+        elif kind == "circle":
+            w = 2.0 * math.pi * t / cfg.hand_period
+            self.p = [cfg.hand_at[0] + cfg.hand_radius * math.cos(w),
+                      cfg.hand_at[1] + cfg.hand_radius * math.sin(w), cfg.hand_at[2]]
+        elif kind == "script" and cfg.script:
+            rows = cfg.script
+            if t <= rows[0][0]:
+                row = rows[0]
+            elif t >= rows[-1][0]:
+                row = rows[-1]
+            else:
+                j = next(i for i in range(1, len(rows)) if rows[i][0] >= t)
+                r0, r1 = rows[j - 1], rows[j]
+                s = (t - r0[0]) / (r1[0] - r0[0])
+                row = tuple(a + s * (b - a) for a, b in zip(r0, r1, strict=True))
+                row = row[:5] + (rows[j - 1][5],) if len(row) > 5 else row
+            self.p = [row[1], row[2], row[3]]
+            if len(row) > 4:
+                self.grip = row[4]
+            if len(row) > 5:
+                self.buttons = int(row[5])
+
+    def tick(self, now: float) -> None:
+        """One device clock tick: watchdog, motor output, mechanics, STATE."""
+        cfg = self.cfg
+        dt = 1.0 / self.rate_hz
+        if (self.enabled and self.last_force_rx is not None
+                and now - self.last_force_rx > self.watchdog_s):
+            ms = round((now - self.last_force_rx) * 1000)
+            self.enabled = False
+            self.fault = self.watchdog_tripped = True
+            self.watchdog_trips += 1
+            self.event("watchdog_trip", str(ms))
+            self.send(P.encode(P.Fault(P.FAULT_WATCHDOG, ms)))
+        out = self.out
+        was_on = out[0] != 0.0 or out[1] != 0.0 or out[2] != 0.0
+        if self.enabled and self.cmd_enable and not self.fault:
+            fx, fy, fz = self.cmd_force
+            mag = math.sqrt(fx * fx + fy * fy + fz * fz)
+            self.clamped = mag > self.sw_max_force
+            if self.clamped:
+                s = self.sw_max_force / mag
+                fx, fy, fz = fx * s, fy * s, fz * s
+            out[0], out[1], out[2] = fx, fy, fz
+            mg = cfg.max_gripper_force
+            self.out_gripper = max(-mg, min(mg, self.cmd_gripper))
+        else:
+            # Ramp to zero: at most max_force per RAMP_DOWN_S.
+            mag = math.sqrt(out[0] ** 2 + out[1] ** 2 + out[2] ** 2)
+            step = cfg.max_force * dt / RAMP_DOWN_S
+            s = 0.0 if mag <= step else (mag - step) / mag
+            out[0] *= s
+            out[1] *= s
+            out[2] *= s
+            self.out_gripper = 0.0
+            self.clamped = False
+        is_on = out[0] != 0.0 or out[1] != 0.0 or out[2] != 0.0
+        if was_on != is_on:
+            self.event("output_nonzero" if is_on else "output_zero")
+        # latency ring: actuate the output from `latency` ticks ago, report the position likewise
+        ring = self._lat_out
+        i = self._lat_i
+        ring[i] = (out[0], out[1], out[2])
+        j = (i + 1) % len(ring)
+        ax, ay, az = ring[j]
+        ke = cfg.force_constant_error
+        self.hand(now - self.t0, ax * (1 + ke[0]), ay * (1 + ke[1]), az * (1 + ke[2]), dt)
+        self._lat_pos[i] = (self.p[0], self.p[1], self.p[2])
+        px = self._lat_pos[j]
+        self._lat_i = j
+        cpm, ge, sg, off = cfg.counts_per_m, cfg.gain_error, cfg.axis_sign, cfg.encoder_offset
+        counts = [round(sg[a] * (1 + ge[a]) * px[a] * cpm[a]) + off[a] for a in range(3)]
+        status = ((P.STATUS_ENABLED if self.enabled else 0) | (P.STATUS_HOMED if self.homed else 0)
+                  | (P.STATUS_FAULT if self.fault else 0)
+                  | (P.STATUS_WATCHDOG if self.watchdog_tripped else 0)
+                  | (P.STATUS_CLAMPED if self.clamped else 0)
+                  | (P.STATUS_CALIBRATED if self.calibrated else 0))
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        t_us = int((now - self.t0) * 1e6) & 0xFFFFFFFF
+        payload = P.STATE_STRUCT.pack(
+            self.seq, t_us, counts[0], counts[1], counts[2],
+            round(self.grip * cfg.gripper_counts_per_rad), self.buttons, status,
+            round(out[0] * 1000), round(out[1] * 1000), round(out[2] * 1000), self.force_echo)
+        self.send(P.encode_frame(P.MSG_STATE, payload))
+
+    # ---------------------------------------------------------------------------------- faults
+    def faults(self, now: float) -> None:
+        """Fire the time-based fault injections (seconds after the first host frame)."""
+        cfg = self.cfg
+        if self.host_t0 is None:
+            return
+        t = now - self.host_t0
+        if cfg.stall_ms and not self._stalled and t >= cfg.stall_at:
+            self._stalled = True
+            self.event("stall_begin", str(cfg.stall_ms))
+            time.sleep(cfg.stall_ms / 1000.0)  # the whole device freezes
+            self.event("stall_end")
+        if cfg.stop_replying_at is not None and not self._silent and t >= cfg.stop_replying_at:
+            self.event("stop_replying")
+            self._silent = True
+        if cfg.unplug_at is not None and self._unplugged_at is None and t >= cfg.unplug_at:
+            self.event("unplug", self.path)
+            self.close_pty()
+            self._unplugged_at = now
+            if cfg.replug_after is None:
+                self.stop = True
+        if (self._unplugged_at is not None and self.master < 0 and cfg.replug_after is not None
+                and now - self._unplugged_at >= cfg.replug_after):
+            path = self.open_pty()
+            self.event("replug", path)
+            print(f"trocar emulator: replugged at {path}", file=sys.stderr, flush=True)
+
+    # ---------------------------------------------------------------------------------- loop
+    def run(self) -> int:
+        """Open the pty, print its path, and run until SIGTERM/SIGINT, --duration or unplug."""
+        path = self.open_pty()
+        print(path, flush=True)
+        print(f"trocar emulator: {self.cfg.serial} on {path}"
+              + (f" (link {self.cfg.link})" if self.cfg.link else ""), file=sys.stderr, flush=True)
+        self.event("start", path)
+        parent = os.getppid()
+
+        def _stop(signum: int, frame: object) -> None:
+            self.stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        next_t = time.monotonic()
+        end = None if self.cfg.duration is None else next_t + self.cfg.duration
+        ticks = 0
+        try:
+            while not self.stop:
+                now = time.monotonic()
+                if now >= next_t:
+                    self.faults(now)
+                    now = time.monotonic()
+                    self.tick(now)
+                    ticks += 1
+                    next_t += 1.0 / self.rate_hz
+                    if now - next_t > 1.0 / self.rate_hz:
+                        # Late by more than a period: skip, never catch up with a burst.
+                        self.overruns += 1
+                        next_t = now + 1.0 / self.rate_hz
+                    if ticks % 100 == 0:
+                        if end is not None and now >= end:
+                            break
+                        if self.cfg.exit_with_parent and os.getppid() != parent:
+                            break
+                wait = next_t - time.monotonic()
+                if self.master >= 0:
+                    if wait <= 0:
+                        wait = 0.0
+                    r, _, _ = select.select([self.master], [], [], wait)
+                    if r:
+                        self.receive(time.monotonic())
+                elif wait > 0:
+                    time.sleep(wait)
+        finally:
+            self.event("stop")
+            self.close_pty()
+            if self.cfg.link:
+                try:
+                    if os.path.islink(self.cfg.link):
+                        os.unlink(self.cfg.link)
+                except OSError:
+                    pass
+            if self._log is not None:
+                self._log.close()
+        return 0
+
+
+# ------------------------------------------------------------------------------------- CLI glue
+
+def _floats(n: int):
+    def parse(s: str) -> tuple[float, ...]:
+        parts = s.split(",")
+        if len(parts) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {s!r}")
+        try:
+            return tuple(float(x) for x in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not numbers: {s!r}") from None
+    return parse
+
+
+def _version(s: str) -> tuple[int, int]:
+    try:
+        a, b = s.split(".")
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MAJOR.MINOR, got {s!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `trocar device emulate` options."""
+    d = EmulatorConfig()
+    p.add_argument("--link", help="also create this symlink to the pty (stable path)")
+    p.add_argument("--serial", default=d.serial, help="serial number in INFO")
+    p.add_argument("--rate", type=int, default=d.rate_hz, help="STATE rate [Hz] (default 1000)")
+    p.add_argument("--watchdog-ms", type=int, default=d.watchdog_ms,
+                   help="device watchdog until the host sets one [ms] (default 100)")
+    p.add_argument("--max-force", type=float, default=d.max_force, help="motor limit [N]")
+    p.add_argument("--protocol-version", type=_version, default=d.protocol,
+                   help="protocol version to announce in INFO (tests of negotiation)")
+    p.add_argument("--unhomed", action="store_true", help="start not homed (ENABLE refused)")
+    p.add_argument("--hand", default=d.hand,
+                   help="hand model: spring, still, circle, or script:FILE (default spring)")
+    p.add_argument("--hand-at", type=_floats(3), default=d.hand_at,
+                   help="where the hand holds the handle x,y,z [m]")
+    p.add_argument("--hand-stiffness", type=float, default=d.hand_stiffness,
+                   help="hand spring [N/m] (default 200)")
+    p.add_argument("--hand-radius", type=float, default=d.hand_radius, help="circle radius [m]")
+    p.add_argument("--hand-period", type=float, default=d.hand_period, help="circle period [s]")
+    g = p.add_argument_group("miscalibration")
+    g.add_argument("--encoder-offset", type=_floats(3), default=(0, 0, 0), help="counts x,y,z")
+    g.add_argument("--gain-error", type=_floats(3), default=d.gain_error,
+                   help="relative encoder gain error x,y,z")
+    g.add_argument("--axis-sign", type=_floats(3), default=(1, 1, 1), help="+1/-1 per axis")
+    g.add_argument("--force-constant-error", type=_floats(3), default=d.force_constant_error,
+                   help="relative motor force constant error x,y,z")
+    g.add_argument("--latency-ms", type=int, default=0, help="sensing+actuation delay [ms]")
+    f = p.add_argument_group("fault injection (times after the host's first frame)")
+    f.add_argument("--drop-bytes", type=float, default=0.0, help="probability per byte")
+    f.add_argument("--flip-bits", type=float, default=0.0, help="probability per byte")
+    f.add_argument("--duplicate", type=float, default=0.0, help="probability per frame")
+    f.add_argument("--truncate", type=float, default=0.0, help="probability per frame")
+    f.add_argument("--stall-ms", type=int, default=0, help="freeze the device this long [ms]")
+    f.add_argument("--stall-at", type=float, default=1.0, help="when to stall [s]")
+    f.add_argument("--stop-replying-at", type=float, help="stop sending at [s]")
+    f.add_argument("--unplug-at", type=float, help="close the pty master at [s]")
+    f.add_argument("--replug-after", type=float, help="new pty (same --link) after [s]")
+    f.add_argument("--garbage-at-open", type=int, default=0,
+                   help="random bytes sent when a host connects")
+    f.add_argument("--seed", type=int, default=0, help="fault RNG seed")
+    p.add_argument("--duration", type=float, help="exit after this many seconds")
+    p.add_argument("--event-log", help="append device events (monotonic time) to this file")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="exit when the parent process goes away")
+
+
+class EmulatorArgError(ValueError):
+    """Bad emulator option; one line."""
+
+
+def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
+    """Validate options into an EmulatorConfig (EmulatorArgError on bad values)."""
+    for name in ("drop_bytes", "flip_bits", "duplicate", "truncate"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            raise EmulatorArgError(f"--{name.replace('_', '-')} must be a probability in [0, 1]")
+    if not 100 <= a.rate <= 2000:
+        raise EmulatorArgError("--rate must be in 100..2000 Hz")
+    if any(s not in (1.0, -1.0) for s in a.axis_sign):
+        raise EmulatorArgError("--axis-sign takes +1 or -1 per axis")
+    hand, script = a.hand, []
+    if hand.startswith("script:"):
+        fname = hand.split(":", 1)[1]
+        try:
+            with open(fname) as fh:
+                for ln, line in enumerate(fh, 1):
+                    line = line.split("#")[0].strip()
+                    if line:
+                        row = tuple(float(x) for x in line.split())
+                        if not 4 <= len(row) <= 6:
+                            raise EmulatorArgError(
+                                f"{fname}:{ln}: expected 't x y z [gripper [buttons]]'")
+                        script.append(row)
+        except OSError as exc:
+            raise EmulatorArgError(f"cannot read hand script: {exc}") from None
+        except ValueError:
+            raise EmulatorArgError(f"{fname}: rows must be numbers") from None
+        if not script:
+            raise EmulatorArgError(f"{fname}: empty hand script")
+        hand = "script"
+    elif hand not in ("spring", "still", "circle"):
+        raise EmulatorArgError(f"unknown --hand {hand!r}: spring, still, circle or script:FILE")
+    return EmulatorConfig(
+        rate_hz=a.rate, watchdog_ms=a.watchdog_ms, max_force=a.max_force, serial=a.serial,
+        protocol=a.protocol_version, homed=not a.unhomed, hand=hand, hand_at=a.hand_at,
+        hand_stiffness=a.hand_stiffness, hand_radius=a.hand_radius, hand_period=a.hand_period,
+        encoder_offset=tuple(int(x) for x in a.encoder_offset), gain_error=a.gain_error,
+        axis_sign=tuple(int(x) for x in a.axis_sign),
+        force_constant_error=a.force_constant_error, latency_ms=a.latency_ms,
+        drop_bytes=a.drop_bytes, flip_bits=a.flip_bits, duplicate=a.duplicate,
+        truncate=a.truncate, stall_ms=a.stall_ms, stall_at=a.stall_at,
+        stop_replying_at=a.stop_replying_at, unplug_at=a.unplug_at, replug_after=a.replug_after,
+        garbage_at_open=a.garbage_at_open, seed=a.seed, link=a.link, duration=a.duration,
+        event_log=a.event_log, exit_with_parent=a.exit_with_parent, script=script)
+
+
+def run_from_args(a: argparse.Namespace) -> int:
+    """Entry for `trocar device emulate`."""
+    return Emulator(config_from_args(a)).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m haptics.emulator",
+                                description="trocar haptic device emulator on a pty")
+    add_arguments(p)
+    a = p.parse_args(argv)
+    try:
+        return run_from_args(a)
+    except (EmulatorArgError, OSError) as exc:
+        print(f"trocar: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
