@@ -1,0 +1,114 @@
+"""Linear-tetrahedron FEM in plain NumPy/SciPy: shape gradients, lumped masses, stiffness assembly,
+and the slow reference of the co-rotational element force that the Numba kernels are tested against.
+
+Nothing here runs in the haptic loop; it builds models and checks them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def lame(young: float, poisson: float) -> tuple[float, float]:
+    """Lamé parameters (mu, lambda) [Pa] from Young's modulus [Pa] and Poisson's ratio [-]."""
+    mu = young / (2.0 * (1.0 + poisson))
+    lam = young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
+    return mu, lam
+
+
+def rest_shape(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse rest edge matrices Dm^-1 [1/m], shape (m, 3, 3), and rest volumes [m^3], shape (m,).
+
+    Dm = [X1-X0, X2-X0, X3-X0] (edge vectors as columns), so F = Ds Dm^-1.
+    """
+    p = points[tets]
+    dm = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1)
+    return np.linalg.inv(dm), np.linalg.det(dm) / 6.0
+
+
+def shape_gradients(dm_inv: np.ndarray) -> np.ndarray:
+    """Gradients of the 4 linear shape functions [1/m], shape (m, 4, 3): grad N_a = row a-1 of Dm^-1."""
+    g = np.empty((dm_inv.shape[0], 4, 3))
+    g[:, 1:, :] = dm_inv
+    g[:, 0, :] = -dm_inv.sum(axis=1)
+    return g
+
+
+def lumped_masses(node_count: int, tets: np.ndarray, volumes: np.ndarray, density) -> np.ndarray:
+    """Node masses [kg], shape (n,): each tet's mass split equally over its 4 nodes."""
+    m = np.zeros(node_count)
+    np.add.at(m, tets.reshape(-1), np.repeat(np.broadcast_to(density, volumes.shape) * volumes / 4, 4))
+    return m
+
+
+def stiffness_matrix(points, tets, mu, lam, rotations=None) -> sp.csr_matrix:
+    """Linear-elastic stiffness K [N/m], (3n, 3n) CSR, DOF 3*i+axis. mu, lam [Pa]: scalars or (m,).
+
+    With `rotations` (m, 3, 3), each element block is warped to R K_e R^T (the co-rotational
+    tangent without the rotation-derivative terms).
+    """
+    dm_inv, vol = rest_shape(points, tets)
+    g = shape_gradients(dm_inv)
+    m = tets.shape[0]
+    mu = np.broadcast_to(np.asarray(mu, float), (m,))
+    lam = np.broadcast_to(np.asarray(lam, float), (m,))
+    # K_e[a,i,b,j] = V (lam g_ai g_bj + mu g_aj g_bi + mu delta_ij g_a.g_b)
+    gg = np.einsum("eai,ebj->eaibj", g, g)
+    dot = np.einsum("eak,ebk->eab", g, g)
+    gg_t = np.einsum("eaj,ebi->eaibj", g, g)
+    ke = lam[:, None, None, None, None] * gg + mu[:, None, None, None, None] * gg_t
+    ke += mu[:, None, None, None, None] * dot[:, :, None, :, None] * np.eye(3)[None, None, :, None, :]
+    ke *= vol[:, None, None, None, None]
+    if rotations is not None:
+        ke = np.einsum("eij,eajbk,elk->eaibl", rotations, ke, rotations)
+    dof = (3 * tets[:, :, None] + np.arange(3)[None, None, :]).reshape(m, 12)
+    rows = np.repeat(dof, 12, axis=1).reshape(-1)
+    cols = np.tile(dof, (1, 12)).reshape(-1)
+    n3 = 3 * points.shape[0]
+    return sp.csr_matrix((ke.reshape(-1), (rows, cols)), shape=(n3, n3))
+
+
+def polar_rotation(f: np.ndarray) -> np.ndarray:
+    """Rotation part of F, shape (..., 3, 3), by SVD with det = +1 (a reflection goes to the stretch)."""
+    u, _, vt = np.linalg.svd(f)
+    flip = np.linalg.det(u @ vt) < 0
+    u[flip, :, -1] *= -1
+    return u @ vt
+
+
+def _corotated_stress(x, tets, dm_inv, mu, lam):
+    """Deformation gradients, rotations and co-rotated strain/stress per tet (vectorised)."""
+    m = tets.shape[0]
+    mu = np.broadcast_to(np.asarray(mu, float), (m,))[:, None, None]
+    lam = np.broadcast_to(np.asarray(lam, float), (m,))[:, None, None]
+    p = x[tets]
+    f = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1) @ dm_inv
+    r = polar_rotation(f)
+    g = r.transpose(0, 2, 1) @ f
+    eps = 0.5 * (g + g.transpose(0, 2, 1)) - np.eye(3)
+    tr = np.trace(eps, axis1=1, axis2=2)[:, None, None]
+    sigma = 2 * mu * eps + lam * tr * np.eye(3)
+    return r, eps, sigma, mu, lam
+
+
+def corotated_forces_reference(x, tets, dm_inv, vol, mu, lam) -> np.ndarray:
+    """Co-rotational elastic node forces [N], shape (n, 3): the slow reference of the kernels.
+
+    Energy per tet V (mu |eps|^2 + lam/2 tr(eps)^2) with eps = sym(R^T F) - I, R = polar(F) by
+    SVD; force = -V R sigma Dm^-T on nodes 1..3, node 0 takes minus their sum.
+    """
+    r, _, sigma, _, _ = _corotated_stress(x, tets, dm_inv, mu, lam)
+    h = -vol[:, None, None] * (r @ sigma) @ dm_inv.transpose(0, 2, 1)
+    fe = np.concatenate([-h.sum(axis=2)[:, None, :], h.transpose(0, 2, 1)], axis=1)
+    f = np.zeros_like(x)
+    np.add.at(f, tets.reshape(-1), fe.reshape(-1, 3))
+    return f
+
+
+def corotated_energy_reference(x, tets, dm_inv, vol, mu, lam) -> float:
+    """Total co-rotational elastic energy [J] of positions x (n, 3)."""
+    _, eps, _, mu_, lam_ = _corotated_stress(x, tets, dm_inv, mu, lam)
+    tr = np.trace(eps, axis1=1, axis2=2)
+    dens = mu_[:, 0, 0] * np.sum(eps * eps, axis=(1, 2)) + 0.5 * lam_[:, 0, 0] * tr**2
+    return float(np.sum(vol * dens))

@@ -1,0 +1,377 @@
+"""Soft tissue: `TissueModel` (static), `TissueState` (changes every tick) and `step()`.
+
+Built like Newton/MuJoCo: a builder's `finalize()` makes the model once; `make_state()` makes the
+state; `step(model, state, control, contacts, dt)` advances the state in place. The method (see
+`sim.tissue_kernels` and docs/tissue-solver.md) is co-rotational linear FEM on linear tets with one
+linearly implicit Euler step per tick against a prefactored, node-rotated rest system matrix.
+
+Units: m, s, kg, N, Pa.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from sim import fem
+from sim.mesh import TetMesh, validate
+from sim.sparse_factor import BlockLDLFactor, block_ldl_solve, factor_spd_blocked
+from sim.tissue_kernels import element_pass, node_gather, node_update
+
+GRAVITY = (0.0, 0.0, -9.81)
+
+
+class TissueDivergedError(RuntimeError):
+    """The tissue state became non-physical (NaN/inf or runaway speed); the step is not trusted."""
+
+
+@dataclass(frozen=True)
+class TissueMaterial:
+    """Homogeneous isotropic material.
+
+    Attributes:
+        young: Young's modulus [Pa].
+        poisson: Poisson's ratio [-], in (-1, 0.5).
+        density: mass density [kg/m^3].
+        damping: stiffness-proportional (Rayleigh beta) damping [s]; the viscous stress is
+            damping * (elastic stress rate). Same meaning as PyBullet's NeoHookeanDamping.
+        mass_damping: mass-proportional (Rayleigh alpha) damping [1/s], drag against the world.
+    """
+
+    young: float = 10e3
+    poisson: float = 0.45
+    density: float = 1000.0
+    damping: float = 0.01
+    mass_damping: float = 0.0
+
+    def __post_init__(self):
+        if not self.young > 0:
+            raise ValueError(f"Young's modulus must be > 0 Pa, got {self.young}")
+        if not -1.0 < self.poisson < 0.5:
+            raise ValueError(f"Poisson's ratio must be in (-1, 0.5), got {self.poisson}")
+        if not self.density > 0:
+            raise ValueError(f"density must be > 0 kg/m^3, got {self.density}")
+        if not (self.damping >= 0 and self.mass_damping >= 0):
+            raise ValueError("damping coefficients must be >= 0")
+
+    @property
+    def lame(self) -> tuple[float, float]:
+        """(mu, lambda) [Pa]."""
+        return fem.lame(self.young, self.poisson)
+
+
+@dataclass(eq=False)
+class TissueModel:
+    """Everything about a tissue body that the loop never changes.
+
+    Attributes:
+        rest: rest node positions [m], shape (n, 3).
+        tets: tetrahedra, shape (m, 4), int32, positively oriented.
+        surface: outward boundary triangles for contact and rendering, shape (k, 3), int32.
+        mass: lumped node masses [kg], shape (n,).
+        fixed: nodes held at their rest position, shape (n,), bool.
+        material: the material the per-element arrays were made from.
+        mu, lam: Lamé parameters per element [Pa], shape (m,).
+        dm_inv: inverse rest edge matrices [1/m], shape (m, 3, 3).
+        volume: rest volumes [m^3], shape (m,).
+        gravity: gravitational acceleration [m/s^2], shape (3,).
+        node_ptr, node_inc: node -> (element*4 + local corner) incidence, CSR, int32.
+        polar_iters: rotation-extraction iterations per step (warm-started; 2 is converged for
+            rotations of up to a few degrees per millisecond).
+        max_speed: node speed [m/s] above which a step is declared diverged.
+    """
+
+    rest: np.ndarray
+    tets: np.ndarray
+    surface: np.ndarray
+    mass: np.ndarray
+    fixed: np.ndarray
+    material: TissueMaterial
+    mu: np.ndarray
+    lam: np.ndarray
+    dm_inv: np.ndarray
+    volume: np.ndarray
+    gravity: np.ndarray
+    node_ptr: np.ndarray
+    node_inc: np.ndarray
+    polar_iters: int = 2
+    max_speed: float = 20.0
+    _systems: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def node_count(self) -> int:
+        return int(self.rest.shape[0])
+
+    @property
+    def tet_count(self) -> int:
+        return int(self.tets.shape[0])
+
+    def stiffness(self) -> sp.csr_matrix:
+        """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis."""
+        return fem.stiffness_matrix(self.rest, self.tets, self.mu, self.lam)
+
+    def system(self, dt: float) -> TissueSystem:
+        """The factored step matrix for time step dt [s]; factored on first use, then cached."""
+        sys_ = self._systems.get(dt)
+        if sys_ is None:
+            sys_ = self._systems[dt] = TissueSystem.build(self, dt)
+        return sys_
+
+
+@dataclass(frozen=True)
+class TissueSystem:
+    """The prefactored rest system matrix (1 + h alpha) M + h (h + beta) K over the free nodes.
+
+    Attributes:
+        dt: the time step [s] it was built for.
+        factor: block LDL^T factor (see `sim.sparse_factor`).
+        fpos: node -> factor position, shape (n,), int32; -1 for fixed nodes.
+    """
+
+    dt: float
+    factor: BlockLDLFactor
+    fpos: np.ndarray
+
+    @staticmethod
+    def build(model: TissueModel, dt: float) -> TissueSystem:
+        if not dt > 0:
+            raise ValueError(f"time step must be > 0 s, got {dt}")
+        mat = model.material
+        free = np.flatnonzero(~model.fixed)
+        if free.size == 0:
+            raise ValueError("every node is fixed: nothing to simulate")
+        dof = (3 * free[:, None] + np.arange(3)).reshape(-1)
+        a = sp.diags(np.repeat((1.0 + dt * mat.mass_damping) * model.mass, 3)) + dt * (
+            dt + mat.damping
+        ) * model.stiffness()
+        a = sp.csr_matrix(a)[dof][:, dof]
+        try:
+            factor = factor_spd_blocked(a)
+        except ValueError as exc:
+            raise ValueError(
+                f"tissue system matrix cannot be factored ({exc}); is some free part of the mesh "
+                "disconnected and massless?"
+            ) from exc
+        fpos = np.full(model.node_count, -1, dtype=np.int32)
+        fpos[free[factor.order]] = np.arange(free.size, dtype=np.int32)
+        return TissueSystem(dt=dt, factor=factor, fpos=fpos)
+
+
+class TissueModelBuilder:
+    """Collects a mesh, a material and boundary conditions; `finalize()` makes a `TissueModel`."""
+
+    def __init__(self, mesh: TetMesh, material: TissueMaterial | None = None):
+        self.mesh = validate(mesh)
+        self.material = material or TissueMaterial()
+        self.fixed = np.zeros(self.mesh.node_count, dtype=bool)
+        self.gravity = np.array(GRAVITY)
+
+    def fix_nodes(self, mask_or_indices) -> TissueModelBuilder:
+        """Hold these nodes at their rest positions (boolean mask (n,) or index array)."""
+        idx = np.asarray(mask_or_indices)
+        if idx.dtype == bool:
+            self.fixed |= idx
+        else:
+            self.fixed[idx] = True
+        return self
+
+    def fix_below(self, z: float, *, tol: float = 1e-9) -> TissueModelBuilder:
+        """Fix every node with rest height <= z + tol [m] (e.g. the bottom face on the floor)."""
+        return self.fix_nodes(self.mesh.points[:, 2] <= z + tol)
+
+    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 2) -> TissueModel:
+        """Build the model; with dt [s] given, also factor its step matrix now (not in the loop)."""
+        pts, tets = self.mesh.points, self.mesh.tets
+        dm_inv, vol = fem.rest_shape(pts, tets)
+        mu, lam = self.material.lame
+        m = tets.shape[0]
+        corners = tets.reshape(-1).astype(np.int64)
+        order = np.argsort(corners, kind="stable")
+        node_ptr = np.zeros(pts.shape[0] + 1, dtype=np.int32)
+        np.cumsum(np.bincount(corners, minlength=pts.shape[0]), out=node_ptr[1:])
+        model = TissueModel(
+            rest=pts.copy(),
+            tets=tets.copy(),
+            surface=self.mesh.surface_triangles(),
+            mass=fem.lumped_masses(pts.shape[0], tets, vol, self.material.density),
+            fixed=self.fixed.copy(),
+            material=self.material,
+            mu=np.full(m, mu),
+            lam=np.full(m, lam),
+            dm_inv=np.ascontiguousarray(dm_inv),
+            volume=vol,
+            gravity=self.gravity.astype(np.float64).copy(),
+            node_ptr=node_ptr,
+            node_inc=order.astype(np.int32),  # flat corner index = element*4 + local corner
+            polar_iters=int(polar_iters),
+        )
+        if dt is not None:
+            model.system(dt)
+        return model
+
+
+@dataclass(eq=False)
+class TissueControl:
+    """Inputs to the tissue for one step.
+
+    Attributes:
+        force: external node loads [N], shape (n, 3) (e.g. a weight on the top face).
+    """
+
+    force: np.ndarray
+
+    @staticmethod
+    def zeros(model: TissueModel) -> TissueControl:
+        return TissueControl(np.zeros((model.node_count, 3)))
+
+
+@dataclass(eq=False)
+class TissueContacts:
+    """Per-step contact results from the tool-tissue stage (filled outside the tissue step).
+
+    Attributes:
+        force: contact forces on the nodes [N], shape (n, 3); their reaction goes to the tools.
+    """
+
+    force: np.ndarray
+
+    @staticmethod
+    def zeros(model: TissueModel) -> TissueContacts:
+        return TissueContacts(np.zeros((model.node_count, 3)))
+
+
+@dataclass(eq=False)
+class TissueState:
+    """Everything about a tissue body that changes in the loop, plus the step's scratch arrays.
+
+    Attributes:
+        x: node positions [m], shape (n, 3).
+        v: node velocities [m/s], shape (n, 3).
+        q_elem: per-element rotation (unit quaternion w, x, y, z), warm start, shape (m, 4).
+        q_node: per-node rotation (unit quaternion), warm start, shape (n, 4).
+        time: simulated time [s]; step_count: steps taken.
+        inverted: elements with det F <= 0 at the last step (co-rotation pushes them back).
+        max_speed: largest node speed at the last step [m/s].
+    Scratch (overwritten each step): f_elem (m, 4, 3) [N], r_node (n, 3, 3),
+    rhs (free nodes, 3), f_sum (n, 3) [N].
+    """
+
+    x: np.ndarray
+    v: np.ndarray
+    q_elem: np.ndarray
+    q_node: np.ndarray
+    f_elem: np.ndarray
+    r_node: np.ndarray
+    rhs: np.ndarray
+    f_sum: np.ndarray
+    time: float = 0.0
+    step_count: int = 0
+    inverted: int = 0
+    max_speed: float = 0.0
+
+
+def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
+    """A state at rest (or at positions x [m], (n, 3)), rotations fully extracted."""
+    n, m = model.node_count, model.tet_count
+    q_elem = np.zeros((m, 4))
+    q_elem[:, 0] = 1.0
+    q_node = np.zeros((n, 4))
+    q_node[:, 0] = 1.0
+    state = TissueState(
+        x=np.array(model.rest if x is None else x, dtype=np.float64, order="C"),
+        v=np.zeros((n, 3)),
+        q_elem=q_elem,
+        q_node=q_node,
+        f_elem=np.zeros((m, 4, 3)),
+        r_node=np.zeros((n, 3, 3)),
+        rhs=np.zeros((int((~model.fixed).sum()), 3)),
+        f_sum=np.zeros((n, 3)),
+    )
+    converge_rotations(model, state)
+    return state
+
+
+def converge_rotations(model: TissueModel, state: TissueState, iters: int = 100) -> None:
+    """Re-extract element and node rotations from scratch (after a teleport or a reset)."""
+    state.q_elem[:] = (1.0, 0.0, 0.0, 0.0)
+    state.q_node[:] = (1.0, 0.0, 0.0, 0.0)
+    element_pass(model.tets, model.dm_inv, model.volume, model.mu, model.lam, state.x, state.v,
+                 0.0, state.q_elem, iters, state.f_elem)
+    system = next(iter(model._systems.values()), None) or model.system(1e-3)
+    state.f_sum.fill(0.0)
+    node_gather(model.node_ptr, model.node_inc, model.volume, state.f_elem, state.q_elem,
+                state.f_sum, model.mass, model.gravity, state.v, 0.0, 0.0, system.fpos,
+                state.q_node, state.r_node, state.rhs)
+
+
+def elastic_forces(model: TissueModel, state: TissueState, iters: int = 100) -> np.ndarray:
+    """Co-rotational elastic node forces [N], (n, 3), at state.x with converged rotations."""
+    converge_rotations(model, state, iters)
+    f = np.zeros((model.node_count, 3))
+    np.add.at(f, model.tets.reshape(-1), state.f_elem.reshape(-1, 3))
+    return f
+
+
+def step(model: TissueModel, state: TissueState, control: TissueControl | None,
+         contacts: TissueContacts | None, dt: float) -> None:
+    """Advance `state` by dt [s] in place.
+
+    Raises TissueDivergedError if any node becomes NaN/inf or faster than model.max_speed; the
+    caller must then zero the forces it sends to a device and reset or discard this state.
+    """
+    system = model.system(dt)
+    mat = model.material
+    if control is not None and contacts is not None:
+        f_ext = np.add(control.force, contacts.force, out=state.f_sum)
+    elif control is not None:
+        f_ext = control.force
+    elif contacts is not None:
+        f_ext = contacts.force
+    else:
+        f_ext = state.f_sum
+        f_ext.fill(0.0)
+    fac = system.factor
+    state.inverted = element_pass(
+        model.tets, model.dm_inv, model.volume, model.mu, model.lam, state.x, state.v,
+        dt + mat.damping, state.q_elem, model.polar_iters, state.f_elem,
+    )
+    node_gather(model.node_ptr, model.node_inc, model.volume, state.f_elem, state.q_elem, f_ext,
+                model.mass, model.gravity, state.v, dt, mat.mass_damping, system.fpos,
+                state.q_node, state.r_node, state.rhs)
+    block_ldl_solve(fac.l_ptr, fac.l_col, fac.l_val, fac.d_inv, state.rhs)
+    vmax, bad = node_update(system.fpos, state.r_node, state.rhs, dt, state.x, state.v)
+    state.time += dt
+    state.step_count += 1
+    state.max_speed = vmax
+    if bad:
+        raise TissueDivergedError(
+            f"tissue diverged at step {state.step_count} (t = {state.time:.4f} s): {bad} node(s) "
+            "have NaN/inf velocity"
+        )
+    if vmax > model.max_speed:
+        raise TissueDivergedError(
+            f"tissue diverged at step {state.step_count} (t = {state.time:.4f} s): node speed "
+            f"{vmax:.3g} m/s exceeds {model.max_speed} m/s (energy blow-up)"
+        )
+
+
+def kinetic_energy(model: TissueModel, state: TissueState) -> float:
+    """Kinetic energy [J]."""
+    return 0.5 * float(np.sum(model.mass[:, None] * state.v * state.v))
+
+
+def warmup() -> float:
+    """Compile (or load from cache) every tissue kernel before a loop starts; returns seconds."""
+    import time
+
+    from sim.mesh_generators import block
+
+    t0 = time.perf_counter()
+    model = TissueModelBuilder(block((0.01, 0.01, 0.01), (1, 1, 1))).fix_below(0.0).finalize()
+    state = make_state(model)
+    control = TissueControl.zeros(model)
+    step(model, state, control, None, 1e-3)
+    step(model, state, control, TissueContacts.zeros(model), 1e-3)
+    return time.perf_counter() - t0
