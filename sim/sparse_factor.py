@@ -27,7 +27,8 @@ class BlockLDLFactor:
 
     Attributes:
         order: factor position -> node (row of the (k, 3) right-hand side), shape (k,), int32.
-        l_ptr, l_col: block rows of L strictly below the diagonal, block-CSR: for factor row I,
+        l_ptr, l_col: block rows of L strictly below the diagonal, block-CSR (uint32: unsigned
+            indices spare Numba's negative-index wraparound in the solve): for factor row I,
             blocks l_val[l_ptr[I]:l_ptr[I+1]] sit in columns l_col[...] < I.
         l_val: the blocks, shape (nnzb, 3, 3).
         d_inv: inverses of the diagonal blocks D, shape (k, 3, 3).
@@ -92,10 +93,10 @@ def factor_spd_blocked(a: sp.spmatrix) -> BlockLDLFactor:
     db = ld_blocks @ (d.reshape(k, 3)[:, :, None] * ld_blocks.transpose(0, 2, 1))
     # Off-diagonal blocks: Lb_IJ = L_IJ Ld_J^-1.
     off = ~diag_sel
-    l_col = ld.indices[off].astype(np.int32)
+    l_col = ld.indices[off].astype(np.uint32)
     l_val = np.ascontiguousarray(ld.data[off] @ ld_inv[l_col])
     counts = np.bincount(rows[off], minlength=k)
-    l_ptr = np.zeros(k + 1, dtype=np.int32)
+    l_ptr = np.zeros(k + 1, dtype=np.uint32)
     np.cumsum(counts, out=l_ptr[1:])
     return BlockLDLFactor(
         order=order.astype(np.int32),

@@ -17,8 +17,8 @@ import scipy.sparse as sp
 
 from sim import fem
 from sim.mesh import TetMesh, validate
-from sim.sparse_factor import BlockLDLFactor, block_ldl_solve, factor_spd_blocked
-from sim.tissue_kernels import element_pass, node_gather, node_update
+from sim.sparse_factor import BlockLDLFactor, factor_spd_blocked
+from sim.tissue_kernels import element_forces, gather_gradients, polar_refine, step_kernel
 
 GRAVITY = (0.0, 0.0, -9.81)
 
@@ -75,11 +75,15 @@ class TissueModel:
         material: the material the per-element arrays were made from.
         mu, lam: Lamé parameters per element [Pa], shape (m,).
         dm_inv: inverse rest edge matrices [1/m], shape (m, 3, 3).
+        dm_inv_rows: the same, one row per matrix entry (row-major), shape (9, m), for the kernels.
         volume: rest volumes [m^3], shape (m,).
         gravity: gravitational acceleration [m/s^2], shape (3,).
-        node_ptr, node_inc: node -> (element*4 + local corner) incidence, CSR, int32.
-        polar_iters: rotation-extraction iterations per step (warm-started; 2 is converged for
-            rotations of up to a few degrees per millisecond).
+        node_ptr, node_inc: node -> (element*4 + local corner) incidence, CSR, uint32.
+        node_rep: one element adjacent to each node, whose rotation is the node's frame when
+            every adjacent element is inverted, shape (n,), uint32.
+        tets_u: `tets` as uint32 for the kernels.
+        polar_iters: rotation-extraction iterations per step (warm-started from the last step, so
+            1 tracks rotations of several degrees per millisecond and converges at rest).
         max_speed: node speed [m/s] above which a step is declared diverged.
     """
 
@@ -92,11 +96,14 @@ class TissueModel:
     mu: np.ndarray
     lam: np.ndarray
     dm_inv: np.ndarray
+    dm_inv_rows: np.ndarray
     volume: np.ndarray
     gravity: np.ndarray
     node_ptr: np.ndarray
     node_inc: np.ndarray
-    polar_iters: int = 2
+    node_rep: np.ndarray
+    tets_u: np.ndarray
+    polar_iters: int = 1
     max_speed: float = 20.0
     _systems: dict = field(default_factory=dict, repr=False)
 
@@ -181,7 +188,7 @@ class TissueModelBuilder:
         """Fix every node with rest height <= z + tol [m] (e.g. the bottom face on the floor)."""
         return self.fix_nodes(self.mesh.points[:, 2] <= z + tol)
 
-    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 2) -> TissueModel:
+    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 1) -> TissueModel:
         """Build the model; with dt [s] given, also factor its step matrix now (not in the loop)."""
         pts, tets = self.mesh.points, self.mesh.tets
         dm_inv, vol = fem.rest_shape(pts, tets)
@@ -189,7 +196,7 @@ class TissueModelBuilder:
         m = tets.shape[0]
         corners = tets.reshape(-1).astype(np.int64)
         order = np.argsort(corners, kind="stable")
-        node_ptr = np.zeros(pts.shape[0] + 1, dtype=np.int32)
+        node_ptr = np.zeros(pts.shape[0] + 1, dtype=np.uint32)
         np.cumsum(np.bincount(corners, minlength=pts.shape[0]), out=node_ptr[1:])
         model = TissueModel(
             rest=pts.copy(),
@@ -201,10 +208,13 @@ class TissueModelBuilder:
             mu=np.full(m, mu),
             lam=np.full(m, lam),
             dm_inv=np.ascontiguousarray(dm_inv),
+            dm_inv_rows=np.ascontiguousarray(dm_inv.reshape(m, 9).T),
             volume=vol,
             gravity=self.gravity.astype(np.float64).copy(),
             node_ptr=node_ptr,
-            node_inc=order.astype(np.int32),  # flat corner index = element*4 + local corner
+            node_inc=order.astype(np.uint32),  # flat corner index = element*4 + local corner
+            node_rep=(order[node_ptr[:-1].astype(np.int64)] // 4).astype(np.uint32),
+            tets_u=tets.astype(np.uint32),
             polar_iters=int(polar_iters),
         )
         if dt is not None:
@@ -249,20 +259,21 @@ class TissueState:
     Attributes:
         x: node positions [m], shape (n, 3).
         v: node velocities [m/s], shape (n, 3).
-        q_elem: per-element rotation (unit quaternion w, x, y, z), warm start, shape (m, 4).
-        q_node: per-node rotation (unit quaternion), warm start, shape (n, 4).
+        q: per-element rotation (unit quaternion rows w, x, y, z), warm start, shape (4, m).
         time: simulated time [s]; step_count: steps taken.
         inverted: elements with det F <= 0 at the last step (co-rotation pushes them back).
         max_speed: largest node speed at the last step [m/s].
-    Scratch (overwritten each step): f_elem (m, 4, 3) [N], r_node (n, 3, 3),
+    Scratch (overwritten each step): grad (18, m) deformation gradients, force (9, m) [N] element
+    corner forces, weight (m,) [m^3] volume or 0 if inverted, r_node (n, 3, 3) node frames,
     rhs (free nodes, 3), f_sum (n, 3) [N].
     """
 
     x: np.ndarray
     v: np.ndarray
-    q_elem: np.ndarray
-    q_node: np.ndarray
-    f_elem: np.ndarray
+    q: np.ndarray
+    grad: np.ndarray
+    force: np.ndarray
+    weight: np.ndarray
     r_node: np.ndarray
     rhs: np.ndarray
     f_sum: np.ndarray
@@ -275,16 +286,15 @@ class TissueState:
 def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
     """A state at rest (or at positions x [m], (n, 3)), rotations fully extracted."""
     n, m = model.node_count, model.tet_count
-    q_elem = np.zeros((m, 4))
-    q_elem[:, 0] = 1.0
-    q_node = np.zeros((n, 4))
-    q_node[:, 0] = 1.0
+    q = np.zeros((4, m))
+    q[0] = 1.0
     state = TissueState(
         x=np.array(model.rest if x is None else x, dtype=np.float64, order="C"),
         v=np.zeros((n, 3)),
-        q_elem=q_elem,
-        q_node=q_node,
-        f_elem=np.zeros((m, 4, 3)),
+        q=q,
+        grad=np.zeros((18, m)),
+        force=np.zeros((9, m)),
+        weight=np.zeros(m),
         r_node=np.zeros((n, 3, 3)),
         rhs=np.zeros((int((~model.fixed).sum()), 3)),
         f_sum=np.zeros((n, 3)),
@@ -294,23 +304,23 @@ def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
 
 
 def converge_rotations(model: TissueModel, state: TissueState, iters: int = 100) -> None:
-    """Re-extract element and node rotations from scratch (after a teleport or a reset)."""
-    state.q_elem[:] = (1.0, 0.0, 0.0, 0.0)
-    state.q_node[:] = (1.0, 0.0, 0.0, 0.0)
-    element_pass(model.tets, model.dm_inv, model.volume, model.mu, model.lam, state.x, state.v,
-                 0.0, state.q_elem, iters, state.f_elem)
-    system = next(iter(model._systems.values()), None) or model.system(1e-3)
-    state.f_sum.fill(0.0)
-    node_gather(model.node_ptr, model.node_inc, model.volume, state.f_elem, state.q_elem,
-                state.f_sum, model.mass, model.gravity, state.v, 0.0, 0.0, system.fpos,
-                state.q_node, state.r_node, state.rhs)
+    """Re-extract the element rotations from scratch (after a teleport or a reset)."""
+    state.q[:] = 0.0
+    state.q[0] = 1.0
+    gather_gradients(model.tets_u, model.dm_inv_rows, state.x, state.v, 0.0, state.grad)
+    for _ in range(iters):
+        polar_refine(state.grad, state.q)
+    element_forces(state.grad, state.q, model.dm_inv_rows, model.volume, model.mu, model.lam,
+                   state.force, state.weight)
 
 
 def elastic_forces(model: TissueModel, state: TissueState, iters: int = 100) -> np.ndarray:
     """Co-rotational elastic node forces [N], (n, 3), at state.x with converged rotations."""
     converge_rotations(model, state, iters)
+    corners = state.force.T.reshape(-1, 3, 3)
     f = np.zeros((model.node_count, 3))
-    np.add.at(f, model.tets.reshape(-1), state.f_elem.reshape(-1, 3))
+    np.add.at(f, model.tets[:, 1:].reshape(-1), corners.reshape(-1, 3))
+    np.add.at(f, model.tets[:, 0], -corners.sum(axis=1))
     return f
 
 
@@ -333,15 +343,14 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         f_ext = state.f_sum
         f_ext.fill(0.0)
     fac = system.factor
-    state.inverted = element_pass(
-        model.tets, model.dm_inv, model.volume, model.mu, model.lam, state.x, state.v,
-        dt + mat.damping, state.q_elem, model.polar_iters, state.f_elem,
+    inverted, vmax, bad = step_kernel(
+        model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.mass,
+        model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos, fac.l_ptr,
+        fac.l_col, fac.l_val, fac.d_inv, float(dt), mat.damping, mat.mass_damping,
+        model.polar_iters, f_ext, state.x, state.v, state.q, state.grad, state.force,
+        state.weight, state.r_node, state.rhs,
     )
-    node_gather(model.node_ptr, model.node_inc, model.volume, state.f_elem, state.q_elem, f_ext,
-                model.mass, model.gravity, state.v, dt, mat.mass_damping, system.fpos,
-                state.q_node, state.r_node, state.rhs)
-    block_ldl_solve(fac.l_ptr, fac.l_col, fac.l_val, fac.d_inv, state.rhs)
-    vmax, bad = node_update(system.fpos, state.r_node, state.rhs, dt, state.x, state.v)
+    state.inverted = inverted
     state.time += dt
     state.step_count += 1
     state.max_speed = vmax
