@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sim.errors import UserError
 from sim.mesh import MeshError
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line, exit status 2."""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -44,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="headless tissue demo: a block settles under gravity and a load")
     d.add_argument("--tets", type=int, default=5000, help="approximate tet count (default 5000)")
     d.add_argument("--mesh", help="simulate this mesh file (.vtu/.vtk/.msh) instead of the block")
-    d.add_argument("--load", type=float, default=0.2,
-                   help="downward load on the top face [N] (default 0.2)")
+    d.add_argument("--load", type=float, default=1.0,
+                   help="downward load spread over the top face [N] (default 1)")
     d.add_argument("--seconds", type=float, default=1.0, help="simulated time [s] (default 1)")
     d.set_defaults(func=_cmd_demo)
 

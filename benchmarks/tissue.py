@@ -1,0 +1,174 @@
+"""`trocar bench tissue`: step time and static-sag accuracy of the tissue core, optionally against
+PyBullet's deformable body on the same mesh in the same run.
+
+The scene is the issue's tissue pad: a 0.10 x 0.06 x 0.02 m block, E = 10 kPa, nu = 0.45,
+rho = 1000 kg/m^3, stiffness damping 0.01 s, bottom face clamped, gravity, dt = 1 ms. Each engine
+settles for `--settle` simulated seconds (untimed), then `--repeats` runs of `--steps` steps are
+timed step by step (perf_counter_ns, GC off); median and p99 pool all timed steps, and the median
+of each run is reported too, because this machine is shared and noisy. The sag is the mean
+downward displacement of the top face; the reference is converged linear static FEM on the same
+mesh (small load: linear is right), solved with SciPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from sim.errors import UserError
+from sim.mesh import TetMesh
+from sim.mesh_generators import block, block_cells_for
+from sim.tissue import TissueMaterial, TissueModelBuilder, make_state, step, warmup
+
+SIZE = (0.10, 0.06, 0.02)
+MATERIAL = TissueMaterial(young=10e3, poisson=0.45, density=1000.0, damping=0.01)
+DT = 1e-3
+
+
+def top_face(points: np.ndarray) -> np.ndarray:
+    return points[:, 2] >= points[:, 2].max() - 1e-9
+
+
+def reference_sag_mm(model) -> float:
+    """Converged linear static FEM sag [mm] of the top face under gravity (K u = M g)."""
+    free = np.repeat(~model.fixed, 3)
+    load = (model.mass[:, None] * model.gravity).reshape(-1)
+    u = np.zeros(3 * model.node_count)
+    u[free] = spla.spsolve(sp.csc_matrix(model.stiffness()[free][:, free]), load[free])
+    return float(-u.reshape(-1, 3)[top_face(model.rest), 2].mean() * 1e3)
+
+
+def time_steps(fn, steps: int, repeats: int) -> tuple[np.ndarray, list[float]]:
+    """Per-step wall times [us] of `repeats` x `steps` calls, pooled, and each run's median."""
+    times = np.empty(steps * repeats)
+    medians = []
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(repeats):
+            for i in range(steps):
+                t0 = time.perf_counter_ns()
+                fn()
+                times[r * steps + i] = (time.perf_counter_ns() - t0) * 1e-3
+            medians.append(float(np.median(times[r * steps:(r + 1) * steps])))
+    finally:
+        gc.enable()
+    return times, medians
+
+
+def run_trocar(mesh: TetMesh, *, threads: int, settle_steps: int, steps: int, repeats: int,
+               sag_ref: float) -> dict:
+    numba.set_num_threads(threads)
+    t0 = time.perf_counter()
+    model = TissueModelBuilder(mesh, MATERIAL).fix_below(float(mesh.points[:, 2].min())).finalize(
+        dt=DT)
+    setup_s = time.perf_counter() - t0
+    state = make_state(model)
+    stable = True
+    error = None
+    try:
+        for _ in range(settle_steps):
+            step(model, state, None, None, DT)
+        times, medians = time_steps(lambda: step(model, state, None, None, DT), steps, repeats)
+    except Exception as exc:  # a diverged solver is a result, not a crash of the benchmark
+        stable, error = False, str(exc)
+        times, medians = np.array([np.nan]), [float("nan")]
+    top = top_face(model.rest)
+    sag = float(-(state.x[top, 2] - model.rest[top, 2]).mean() * 1e3)
+    stable = stable and bool(np.isfinite(state.x).all())
+    out = {
+        "engine": "trocar",
+        "threads": threads,
+        "tets": model.tet_count,
+        "nodes": model.node_count,
+        "median_us": round(float(np.median(times)), 1),
+        "p99_us": round(float(np.percentile(times, 99)), 1),
+        "run_medians_us": [round(m, 1) for m in medians],
+        "sag_mm": round(sag, 6),
+        "sag_ref_mm": round(sag_ref, 6),
+        "sag_err": round(sag / sag_ref - 1.0, 5),
+        "stable": stable,
+        "steps": steps,
+        "repeats": repeats,
+        "factor_blocks": model.system(DT).factor.block_count,
+        "setup_s": round(setup_s, 3),
+    }
+    if error:
+        out["error"] = error
+    return out
+
+
+def run_peer(mesh: TetMesh, *, settle_steps: int, steps: int, repeats: int, sag_ref: float) -> dict:
+    from benchmarks.pybullet_peer import run_pybullet_block
+
+    res = run_pybullet_block(mesh, young=MATERIAL.young, poisson=MATERIAL.poisson,
+                             density=MATERIAL.density, damping=MATERIAL.damping, dt=DT,
+                             settle_steps=settle_steps, steps=steps, repeats=repeats)
+    times = np.asarray(res.pop("step_us"), dtype=float)
+    res["median_us"] = round(float(res["median_us"]), 1)
+    res["p99_us"] = round(float(res["p99_us"]), 1)
+    res["run_medians_us"] = [round(float(np.median(c)), 1) for c in np.array_split(times, repeats)]
+    res["sag_mm"] = round(float(res["sag_mm"]), 6)
+    res["sag_ref_mm"] = round(sag_ref, 6)
+    res["sag_err"] = round(res["sag_mm"] / sag_ref - 1.0, 5)
+    res["steps"] = steps
+    res["repeats"] = repeats
+    return res
+
+
+def run(args: argparse.Namespace) -> int:
+    if any(t < 6 for t in args.tets):
+        raise UserError("--tets must be at least 6 (one hexahedral cell)")
+    if args.steps < 1 or args.repeats < 1 or args.settle < 0:
+        raise UserError("--steps and --repeats must be >= 1 and --settle >= 0")
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    if any(t < 1 or t > max_threads for t in args.threads):
+        raise UserError(f"--threads must be between 1 and {max_threads} (cores Numba can use)")
+    warmup()
+    settle_steps = int(round(args.settle / DT))
+    rows = []
+    for target in args.tets:
+        mesh = block(SIZE, block_cells_for(target, SIZE))
+        if args.export_mesh:
+            from sim.mesh_io import save_mesh
+
+            save_mesh(args.export_mesh.replace("{tets}", str(target)), mesh)
+        probe = TissueModelBuilder(mesh, MATERIAL).fix_below(0.0).finalize(dt=None)
+        sag_ref = reference_sag_mm(probe)
+        peer = None
+        if args.peer == "pybullet":
+            peer = run_peer(mesh, settle_steps=settle_steps, steps=args.steps,
+                            repeats=args.repeats, sag_ref=sag_ref)
+        for threads in args.threads:
+            row = run_trocar(mesh, threads=threads, settle_steps=settle_steps, steps=args.steps,
+                             repeats=args.repeats, sag_ref=sag_ref)
+            if peer is not None:
+                row["speedup_vs_pybullet"] = round(peer["median_us"] / row["median_us"], 2)
+                row["p99_speedup_vs_pybullet"] = round(peer["p99_us"] / row["p99_us"], 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if peer is not None:
+            rows.append(peer)
+            print(json.dumps(peer), flush=True)
+    numba.set_num_threads(max_threads)
+    if not args.json:
+        print(summary(rows), file=sys.stderr)
+    return 0
+
+
+def summary(rows: list[dict]) -> str:
+    lines = [f"{'engine':<10}{'threads':>8}{'tets':>8}{'median us':>11}{'p99 us':>10}"
+             f"{'sag mm':>10}{'ref mm':>10}{'sag err':>9}  stable"]
+    for r in rows:
+        lines.append(f"{r['engine']:<10}{r.get('threads', ''):>8}{r['tets']:>8}{r['median_us']:>11.1f}"
+                     f"{r['p99_us']:>10.1f}{r['sag_mm']:>10.4f}{r['sag_ref_mm']:>10.4f}"
+                     f"{100 * r['sag_err']:>8.2f}%  {r['stable']}")
+    return "\n".join(lines)
