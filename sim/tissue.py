@@ -324,6 +324,26 @@ def elastic_forces(model: TissueModel, state: TissueState, iters: int = 100) -> 
     return f
 
 
+def element_stress(model: TissueModel, state: TissueState) -> np.ndarray:
+    """Von Mises stress of each element [Pa], shape (m,), at the positions of the last step.
+
+    Computed on demand (NumPy, from the step's deformation gradients and rotations) for damage
+    and metrics at display rate; the 1 kHz step does not pay for it.
+    """
+    f = state.grad[:9].T.reshape(-1, 3, 3)
+    w, x, y, z = state.q
+    r = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                  2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                  2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+                 axis=1).reshape(-1, 3, 3)
+    g = r.transpose(0, 2, 1) @ f
+    eps = 0.5 * (g + g.transpose(0, 2, 1)) - np.eye(3)
+    sigma = 2 * model.mu[:, None, None] * eps + (model.lam * np.trace(eps, axis1=1, axis2=2))[
+        :, None, None] * np.eye(3)
+    dev = sigma - np.trace(sigma, axis1=1, axis2=2)[:, None, None] / 3 * np.eye(3)
+    return np.sqrt(1.5 * np.sum(dev * dev, axis=(1, 2)))
+
+
 def step(model: TissueModel, state: TissueState, control: TissueControl | None,
          contacts: TissueContacts | None, dt: float) -> None:
     """Advance `state` by dt [s] in place.

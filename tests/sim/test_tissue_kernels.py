@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 from tissue_helpers import pad_model
 
 from sim import fem
-from sim.tissue import elastic_forces, make_state
+from sim.tissue import elastic_forces, element_stress, make_state
 from sim.tissue_kernels import polar_quat
 
 
@@ -68,3 +68,15 @@ def test_rotation_of_an_inverted_element_is_a_proper_rotation():
     r = polar_quat(a, np.array([1.0, 0.0, 0.0, 0.0]), 200)
     assert np.isclose(np.linalg.det(r), 1.0)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+
+
+@pytest.mark.parametrize("angle", [0.0, 70.0])
+def test_element_stress_of_a_simple_shear_is_sqrt3_mu_gamma_in_any_orientation(model, angle):
+    gamma = 0.01
+    shear = np.eye(3) + gamma * np.outer([1, 0, 0], [0, 1, 0])
+    rot = Rotation.from_rotvec(np.radians(angle) * np.array([0.0, 0.6, 0.8])).as_matrix()
+    state = make_state(model, model.rest @ (rot @ shear).T)
+    vm = element_stress(model, state)
+    # Co-rotated small shear: sigma_xy = mu * gamma (to O(gamma^2)); von Mises = sqrt(3) sigma_xy.
+    expected = np.sqrt(3) * model.mu * gamma
+    np.testing.assert_allclose(vm, expected, rtol=2 * gamma)
