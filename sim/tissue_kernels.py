@@ -94,42 +94,19 @@ def gather_gradients(tets, dm_inv, x, v, shift, grad):
         d0, d1, d2 = dm_inv[0, e], dm_inv[1, e], dm_inv[2, e]
         d3, d4, d5 = dm_inv[3, e], dm_inv[4, e], dm_inv[5, e]
         d6, d7, d8 = dm_inv[6, e], dm_inv[7, e], dm_inv[8, e]
-        a1 = x[i1, 0] - x[i0, 0]
-        a2 = x[i2, 0] - x[i0, 0]
-        a3 = x[i3, 0] - x[i0, 0]
-        b1 = a1 + shift * (v[i1, 0] - v[i0, 0])
-        b2 = a2 + shift * (v[i2, 0] - v[i0, 0])
-        b3 = a3 + shift * (v[i3, 0] - v[i0, 0])
-        grad[0, e] = a1 * d0 + a2 * d3 + a3 * d6
-        grad[1, e] = a1 * d1 + a2 * d4 + a3 * d7
-        grad[2, e] = a1 * d2 + a2 * d5 + a3 * d8
-        grad[9, e] = b1 * d0 + b2 * d3 + b3 * d6
-        grad[10, e] = b1 * d1 + b2 * d4 + b3 * d7
-        grad[11, e] = b1 * d2 + b2 * d5 + b3 * d8
-        a1 = x[i1, 1] - x[i0, 1]
-        a2 = x[i2, 1] - x[i0, 1]
-        a3 = x[i3, 1] - x[i0, 1]
-        b1 = a1 + shift * (v[i1, 1] - v[i0, 1])
-        b2 = a2 + shift * (v[i2, 1] - v[i0, 1])
-        b3 = a3 + shift * (v[i3, 1] - v[i0, 1])
-        grad[3, e] = a1 * d0 + a2 * d3 + a3 * d6
-        grad[4, e] = a1 * d1 + a2 * d4 + a3 * d7
-        grad[5, e] = a1 * d2 + a2 * d5 + a3 * d8
-        grad[12, e] = b1 * d0 + b2 * d3 + b3 * d6
-        grad[13, e] = b1 * d1 + b2 * d4 + b3 * d7
-        grad[14, e] = b1 * d2 + b2 * d5 + b3 * d8
-        a1 = x[i1, 2] - x[i0, 2]
-        a2 = x[i2, 2] - x[i0, 2]
-        a3 = x[i3, 2] - x[i0, 2]
-        b1 = a1 + shift * (v[i1, 2] - v[i0, 2])
-        b2 = a2 + shift * (v[i2, 2] - v[i0, 2])
-        b3 = a3 + shift * (v[i3, 2] - v[i0, 2])
-        grad[6, e] = a1 * d0 + a2 * d3 + a3 * d6
-        grad[7, e] = a1 * d1 + a2 * d4 + a3 * d7
-        grad[8, e] = a1 * d2 + a2 * d5 + a3 * d8
-        grad[15, e] = b1 * d0 + b2 * d3 + b3 * d6
-        grad[16, e] = b1 * d1 + b2 * d4 + b3 * d7
-        grad[17, e] = b1 * d2 + b2 * d5 + b3 * d8
+        for c in range(3):
+            a1 = x[i1, c] - x[i0, c]
+            a2 = x[i2, c] - x[i0, c]
+            a3 = x[i3, c] - x[i0, c]
+            b1 = a1 + shift * (v[i1, c] - v[i0, c])
+            b2 = a2 + shift * (v[i2, c] - v[i0, c])
+            b3 = a3 + shift * (v[i3, c] - v[i0, c])
+            grad[3 * c, e] = a1 * d0 + a2 * d3 + a3 * d6
+            grad[3 * c + 1, e] = a1 * d1 + a2 * d4 + a3 * d7
+            grad[3 * c + 2, e] = a1 * d2 + a2 * d5 + a3 * d8
+            grad[9 + 3 * c, e] = b1 * d0 + b2 * d3 + b3 * d6
+            grad[10 + 3 * c, e] = b1 * d1 + b2 * d4 + b3 * d7
+            grad[11 + 3 * c, e] = b1 * d2 + b2 * d5 + b3 * d8
 
 
 @nb.njit(**_KERNEL)
