@@ -20,9 +20,12 @@ def pad_model(cells=(12, 7, 2), material=None, dt=DT) -> TissueModel:
     return b.fix_below(0.0).finalize(dt=dt)
 
 
-def cantilever_model(material, cells=(10, 2, 2), length=0.1, side=0.01) -> TissueModel:
-    """A beam along +x, clamped at x = 0, hanging under gravity."""
+def cantilever_model(material, cells=(10, 2, 2), length=0.1, side=0.01,
+                     gravity=True) -> TissueModel:
+    """A beam along +x, clamped at x = 0, hanging under gravity (or weightless)."""
     b = TissueModelBuilder(block((length, side, side), cells), material)
+    if not gravity:
+        b.gravity[:] = 0.0
     return b.fix_nodes(b.mesh.points[:, 0] <= 1e-9).finalize(dt=DT)
 
 
@@ -41,8 +44,9 @@ def linear_static(model: TissueModel, load: np.ndarray) -> np.ndarray:
     return u.reshape(-1, 3)
 
 
-def gravity_load(model: TissueModel) -> np.ndarray:
-    return model.mass[:, None] * model.gravity[None, :]
+def gravity_load(model: TissueModel, g=(0.0, 0.0, -9.81)) -> np.ndarray:
+    """Node weights [N], (n, 3), under gravitational acceleration g [m/s^2]."""
+    return model.mass[:, None] * np.asarray(g)[None, :]
 
 
 def nonlinear_static(model: TissueModel, load: np.ndarray, increments: int = 4) -> np.ndarray:
