@@ -42,12 +42,8 @@ def lumped_masses(node_count: int, tets: np.ndarray, volumes: np.ndarray, densit
     return m
 
 
-def stiffness_matrix(points, tets, mu, lam, rotations=None) -> sp.csr_matrix:
-    """Linear-elastic stiffness K [N/m], (3n, 3n) CSR, DOF 3*i+axis. mu, lam [Pa]: scalars or (m,).
-
-    With `rotations` (m, 3, 3), each element block is warped to R K_e R^T (the co-rotational
-    tangent without the rotation-derivative terms).
-    """
+def stiffness_matrix(points, tets, mu, lam) -> sp.csr_matrix:
+    """Linear-elastic stiffness K [N/m], (3n, 3n) CSR, DOF 3*i+axis. mu, lam [Pa]: scalars or (m,)."""
     dm_inv, vol = rest_shape(points, tets)
     g = shape_gradients(dm_inv)
     m = tets.shape[0]
@@ -60,8 +56,6 @@ def stiffness_matrix(points, tets, mu, lam, rotations=None) -> sp.csr_matrix:
     ke = lam[:, None, None, None, None] * gg + mu[:, None, None, None, None] * gg_t
     ke += mu[:, None, None, None, None] * dot[:, :, None, :, None] * np.eye(3)[None, None, :, None, :]
     ke *= vol[:, None, None, None, None]
-    if rotations is not None:
-        ke = np.einsum("eij,eajbk,elk->eaibl", rotations, ke, rotations)
     dof = (3 * tets[:, :, None] + np.arange(3)[None, None, :]).reshape(m, 12)
     rows = np.repeat(dof, 12, axis=1).reshape(-1)
     cols = np.tile(dof, (1, 12)).reshape(-1)
