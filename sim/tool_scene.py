@@ -1,0 +1,284 @@
+"""ToolScene: PyBullet world + instruments behind ports + virtual coupling + rigid-object grasping.
+
+Owns step 3 of the tick in ../shared/ARCHITECTURE.md for the rigid part of the world: each tool proxy
+follows its projected target through a virtual coupling, the fulcrum holds by the joint chain
+(`sim.instruments`), rigid objects collide with the tools, and closing jaws on a ring or clip grasps
+it. `tick(targets, jaw_commands, dt)` returns the per-tool coupling force. It will be merged into the
+full Scene together with the tissue.
+
+Virtual coupling (per tool, at the tool tip x, in world coordinates):
+
+    F = k (x_t - x) + B (v_t - v),      B = 2 sqrt(k) Lambda^(1/2)
+
+x_t is the target tip after port projection (`sim.ports.project_tip_target`), v_t its finite
+difference, Lambda = J^-T M J^-1 the tip's task-space inertia from PyBullet's joint-space mass matrix
+M of (a, b, s), so every mode of the tip is critically damped whatever the insertion depth. F is
+applied as joint torques J^T F plus PyBullet's gravity torques (the hand carries the instrument's
+weight, so gravity does not show up as a coupling force); roll follows its target through a joint
+spring-damper with the same natural frequency. F is returned: it is the force on the proxy; the hand
+(device) feels -F.
+
+Stability at 1 kHz: the torques are explicit, PyBullet integrates semi-implicitly, so each mode needs
+omega dt well below ~1.2 with omega = sqrt(k / lambda_min(Lambda)). The lightest mode (lateral, deepest
+insertion) is 0.040 kg for the 0.15 kg grasper, so the default k = 500 N/m gives omega dt = 0.11.
+`ToolScene` refuses a stiffness that would make omega dt > 0.5 at the most extreme insertion, and
+never more than the device's max stiffness at 1 kHz when one is given.
+
+Grasping rigid objects: friction between position-servoed jaws and a 2 g ring is not reliable at
+1 kHz (the ring squirts out), so when a tool's jaw command is closed (< GRASP_CLOSE rad) and both jaws
+are within GRASP_REACH of a graspable body, a fixed constraint binds that body to the shaft link with
+its current relative pose; opening the jaws (> GRASP_OPEN rad) removes it. While held, the body does
+not collide with that tool; collision comes back once it is GRASP_REACH clear of the tool.
+
+Lockstep determinism: one DIRECT client per scene, fixed step, deterministic pair ordering, no
+wall-clock input; the same inputs give bit-identical poses (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pybullet as pb
+
+from sim import ports, rigid_world
+from sim.instruments import LINK_SHAFT, Instrument, InstrumentSpec
+
+GRASP_CLOSE = 0.15  # [rad] jaw command below which the tool tries to grasp
+GRASP_OPEN = 0.25  # [rad] jaw command above which a grasp is released (hysteresis)
+GRASP_REACH = 1.5e-3  # [m] how near both jaws must be to the object
+DEFAULT_STIFFNESS = 500.0  # [N/m]
+MAX_OMEGA_DT = 0.5
+
+
+@dataclass(frozen=True)
+class ToolSetup:
+    """One tool in the scene: what instrument, through which port, initial depth [m]."""
+
+    spec: InstrumentSpec
+    port: ports.Port
+    depth: float = 0.15
+
+
+def critical_damping(k: float, task_inertia: np.ndarray) -> np.ndarray:
+    """Damping matrix B = 2 sqrt(k) Lambda^(1/2) [N s/m], shape (3, 3).
+
+    k: stiffness [N/m]; task_inertia: Lambda [kg], shape (3, 3), symmetric positive definite. Every mode
+    of Lambda x'' = -k x - B x' is then critically damped.
+    """
+    w, v = np.linalg.eigh(0.5 * (task_inertia + task_inertia.T))
+    return 2.0 * np.sqrt(k) * (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
+
+
+def coupling_force(k: float, damping: np.ndarray, x_target: np.ndarray, x: np.ndarray,
+                   v_target: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Spring-damper force on the proxy [N], shape (3,): k (x_t - x) + B (v_t - v)."""
+    return k * (x_target - x) + damping @ (v_target - v)
+
+
+class ToolScene:
+    """Rigid world + tools, advanced in lockstep by `tick`.
+
+    Args:
+        tools: the tools (instrument + port each).
+        stiffness: coupling stiffness k [N/m].
+        max_stiffness: the haptic device's max stable stiffness at 1 kHz [N/m], or None.
+        pegboard: add the FLS-style peg-transfer board (spec or True for the default).
+        dt: fixed physics step [s].
+    """
+
+    def __init__(self, tools: Sequence[ToolSetup], *, stiffness: float = DEFAULT_STIFFNESS,
+                 max_stiffness: float | None = None,
+                 pegboard: rigid_world.PegboardSpec | bool = True, dt: float = 1e-3) -> None:
+        if max_stiffness is not None and stiffness > max_stiffness:
+            raise ValueError(f"coupling stiffness {stiffness} N/m exceeds the device's {max_stiffness} N/m")
+        self.stiffness = float(stiffness)
+        self.dt = float(dt)
+        self.client = rigid_world.make_client(self.dt)
+        self.floor = rigid_world.add_floor(self.client)
+        self.pegboard = None
+        if pegboard:
+            spec = pegboard if isinstance(pegboard, rigid_world.PegboardSpec) else None
+            self.pegboard = rigid_world.add_pegboard(self.client, spec)
+        self.graspable: list[int] = list(self.pegboard.rings) if self.pegboard else []
+        self.tools = [Instrument(self.client, t.spec, t.port, depth=t.depth) for t in tools]
+        n = len(self.tools)
+        self._prev_target = [inst.tip() for inst in self.tools]
+        self._target_roll = np.zeros(n)
+        self.grasped: list[int | None] = [None] * n  # body id held by each tool
+        self._constraint: list[int | None] = [None] * n
+        self._no_collide: list[tuple[int, int]] = []  # (tool index, body) pairs with collision off
+        self.last_target = [t.copy() for t in self._prev_target]
+        self.last_force = np.zeros((n, 3))
+        for inst in self.tools:
+            self._check_stability(inst)
+
+    # -- setup helpers -------------------------------------------------------------------------------
+
+    def _check_stability(self, inst: Instrument) -> None:
+        """Raise if k makes the lightest tip mode too fast for dt at the deepest insertion."""
+        st = inst.read_state()
+        q_saved = st.q.copy()
+        worst = np.inf
+        for s in (inst.spec.min_insert + 0.02, inst.spec.max_insert):
+            pb.resetJointState(inst.body, 2, s, 0.0, physicsClientId=self.client)
+            lam = self._task_inertia(inst, inst.read_state())
+            worst = min(worst, float(np.linalg.eigvalsh(lam)[0]))
+        pb.resetJointState(inst.body, 2, q_saved[2], 0.0, physicsClientId=self.client)
+        omega_dt = np.sqrt(self.stiffness / worst) * self.dt
+        if omega_dt > MAX_OMEGA_DT:
+            raise ValueError(f"stiffness {self.stiffness} N/m unstable for {inst.spec.name} at dt={self.dt}: "
+                             f"omega*dt = {omega_dt:.2f} > {MAX_OMEGA_DT}")
+
+    def _task_inertia(self, inst: Instrument, st) -> np.ndarray:
+        jac = ports.tip_jacobian(st.q[0], st.q[1], st.q[2])
+        jinv = np.linalg.inv(jac)
+        return jinv.T @ inst.mass_matrix(st)[:3, :3] @ jinv
+
+    def settle(self, steps: int = 300) -> None:
+        """Let the rigid objects come to rest with the tools held where they are."""
+        targets = np.array([np.r_[inst.tip(), 0.0] for inst in self.tools])
+        for _ in range(steps):
+            self.tick(targets, np.zeros(len(self.tools)), self.dt)
+
+    def add_clip(self, position: np.ndarray, **kwargs) -> int:
+        """Add a released clip (graspable) at position [m] (3,); returns its body id."""
+        body = rigid_world.add_clip(self.client, position, **kwargs)
+        self.graspable.append(body)
+        return body
+
+    # -- the tick ------------------------------------------------------------------------------------
+
+    def tick(self, targets: np.ndarray, jaw_commands: np.ndarray, dt: float) -> np.ndarray:
+        """Advance one physics step.
+
+        Args:
+            targets: per tool (x, y, z [m], roll [rad]) of the commanded tool tip, shape (n_tools, 4);
+                projected onto what the port allows before use.
+            jaw_commands: total jaw opening per tool [rad], shape (n_tools,).
+            dt: step [s]; must equal the scene's fixed step (the coupling gains are checked for it).
+
+        Returns:
+            Coupling force on each proxy [N], shape (n_tools, 3); the device should render -F.
+        """
+        if dt != self.dt:
+            raise ValueError(f"tick dt {dt} != scene dt {self.dt}")
+        targets = np.asarray(targets, dtype=np.float64)
+        forces = np.zeros((len(self.tools), 3))
+        k = self.stiffness
+        for i, inst in enumerate(self.tools):
+            spec = inst.spec
+            x_t, _, _ = ports.project_tip_target(
+                inst.port_point, targets[i, :3], max_angle=inst.port.max_angle,
+                min_depth=spec.min_insert, max_depth=spec.max_insert,
+            )
+            v_t = (x_t - self._prev_target[i]) / dt
+            self._prev_target[i] = x_t
+            self.last_target[i] = x_t
+            st = inst.read_state()
+            jac = ports.tip_jacobian(st.q[0], st.q[1], st.q[2])
+            x = ports.tip_position(inst.port_point, st.q[0], st.q[1], st.q[2])
+            v = jac @ st.qd[:3]
+            jinv = np.linalg.inv(jac)
+            mass = inst.mass_matrix(st)
+            lam = jinv.T @ mass[:3, :3] @ jinv
+            f = coupling_force(k, critical_damping(k, lam), x_t, x, v_t, v)
+            forces[i] = f
+            tau = inst.gravity_torques(st)
+            tau[:3] += jac.T @ f
+            # Roll: joint spring-damper with the same natural frequency as a tip of the tool's mass.
+            i_roll = mass[3, 3]
+            k_roll = k * i_roll / spec.mass
+            tau[3] += k_roll * (targets[i, 3] - st.q[3]) - 2.0 * np.sqrt(k_roll * i_roll) * st.qd[3]
+            inst.apply_arm_torques(tau)
+            inst.set_jaw(float(jaw_commands[i]))
+        pb.stepSimulation(physicsClientId=self.client)
+        for i, inst in enumerate(self.tools):
+            self._update_grasp(i, inst, float(jaw_commands[i]))
+        self._restore_collisions()
+        self.last_force = forces
+        return forces
+
+    # -- grasping ------------------------------------------------------------------------------------
+
+    def _jaws_reach(self, inst: Instrument, body: int) -> bool:
+        for link in (4, 5):
+            pts = pb.getClosestPoints(inst.body, body, GRASP_REACH, linkIndexA=link,
+                                      physicsClientId=self.client)
+            if not pts:
+                return False
+        return True
+
+    def _set_collision(self, inst: Instrument, body: int, enable: bool) -> None:
+        for link in inst.link_ids():
+            pb.setCollisionFilterPair(inst.body, body, link, -1, int(enable), physicsClientId=self.client)
+
+    def _update_grasp(self, i: int, inst: Instrument, jaw: float) -> None:
+        if not inst.spec.has_jaws:
+            return
+        held = self.grasped[i]
+        if held is None and jaw < GRASP_CLOSE:
+            tip = inst.tip()
+            for body in self.graspable:
+                if body in self.grasped:
+                    continue
+                # Cheap pre-filter before the narrow-phase query: graspables are < 3 cm across.
+                centre = np.array(pb.getBasePositionAndOrientation(body, physicsClientId=self.client)[0])
+                near = np.linalg.norm(centre - tip) < 0.03 + inst.spec.jaw_length
+                if not (near and self._jaws_reach(inst, body)):
+                    continue
+                ls = pb.getLinkState(inst.body, LINK_SHAFT, computeForwardKinematics=1,
+                                     physicsClientId=self.client)
+                pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=self.client)
+                inv_p, inv_o = pb.invertTransform(ls[0], ls[1])
+                rel_p, rel_o = pb.multiplyTransforms(inv_p, inv_o, pos, orn)
+                cid = pb.createConstraint(inst.body, LINK_SHAFT, body, -1, pb.JOINT_FIXED, [0, 0, 0],
+                                          rel_p, [0, 0, 0], rel_o, [0, 0, 0, 1], physicsClientId=self.client)
+                pb.changeConstraint(cid, maxForce=20.0, physicsClientId=self.client)
+                self._set_collision(inst, body, False)
+                if (i, body) not in self._no_collide:
+                    self._no_collide.append((i, body))
+                self.grasped[i], self._constraint[i] = body, cid
+                break
+        elif held is not None and jaw > GRASP_OPEN:
+            pb.removeConstraint(self._constraint[i], physicsClientId=self.client)
+            self.grasped[i], self._constraint[i] = None, None
+
+    def _restore_collisions(self) -> None:
+        keep = []
+        for i, body in self._no_collide:
+            inst = self.tools[i]
+            if self.grasped[i] != body and not pb.getClosestPoints(inst.body, body, GRASP_REACH,
+                                                                   physicsClientId=self.client):
+                self._set_collision(inst, body, True)
+            else:
+                keep.append((i, body))
+        self._no_collide = keep
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def tool_poses(self) -> np.ndarray:
+        """Joint coordinates of all tools, shape (n_tools, 5): a, b [rad], s [m], roll, jaw [rad]."""
+        out = np.zeros((len(self.tools), 5))
+        for i, inst in enumerate(self.tools):
+            st = inst.read_state()
+            out[i, :4], out[i, 4] = st.q, st.jaw
+        return out
+
+    def body_pose(self, body: int) -> np.ndarray:
+        """Position [m] and quaternion (x, y, z, w) of a rigid body, shape (7,)."""
+        p, o = pb.getBasePositionAndOrientation(body, physicsClientId=self.client)
+        return np.array([*p, *o], dtype=np.float64)
+
+    def close(self) -> None:
+        """Disconnect the PyBullet client."""
+        if self.client is not None:
+            pb.disconnect(physicsClientId=self.client)
+            self.client = None
+
+    def __enter__(self) -> ToolScene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
