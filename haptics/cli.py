@@ -96,6 +96,14 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     m.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     m.add_argument("--plain", action="store_true", help="one text line per second, no live view")
     m.set_defaults(func=_cmd_monitor)
+    from haptics.calibrate_cli import add_arguments as add_calibration_arguments
+    from haptics.calibrate_cli import cmd_calibrate, cmd_check
+
+    cal = dsub.add_parser("calibrate", help="calibration wizard; writes the device's profile")
+    chk = dsub.add_parser("check", help="re-verify the stored calibration profile of a device")
+    add_calibration_arguments(cal, chk)
+    cal.set_defaults(func=cmd_calibrate)
+    chk.set_defaults(func=cmd_check)
 
     bd = bench_sub.add_parser("device", help="host <-> emulator link at 1 kHz over a pty")
     bd.add_argument("--seconds", type=float, default=10.0, help="run time [s] (default 10)")
