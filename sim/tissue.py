@@ -18,7 +18,13 @@ import scipy.sparse as sp
 from sim import fem
 from sim.mesh import TetMesh, validate
 from sim.sparse_factor import BlockLDLFactor, factor_spd_blocked
-from sim.tissue_kernels import element_forces, gather_gradients, polar_refine, step_kernel
+from sim.tissue_kernels import (
+    element_forces,
+    gather_gradients,
+    polar_refine,
+    quat_to_mat,
+    step_kernel,
+)
 
 GRAVITY = (0.0, 0.0, -9.81)
 
@@ -325,17 +331,15 @@ def elastic_forces(model: TissueModel, state: TissueState, iters: int = 100) -> 
 
 
 def element_stress(model: TissueModel, state: TissueState) -> np.ndarray:
-    """Von Mises stress of each element [Pa], shape (m,), at the positions of the last step.
+    """Von Mises stress of each element [Pa], shape (m,), at the positions the last step started
+    from (one tick old; right after `make_state`, at state.x).
 
     Computed on demand (NumPy, from the step's deformation gradients and rotations) for damage
     and metrics at display rate; the 1 kHz step does not pay for it.
     """
     f = state.grad[:9].T.reshape(-1, 3, 3)
-    w, x, y, z = state.q
-    r = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                  2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                  2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-                 axis=1).reshape(-1, 3, 3)
+    # The kernel's own quaternion -> matrix formula, evaluated on whole (m,) rows by NumPy.
+    r = np.stack(quat_to_mat.py_func(*state.q), axis=1).reshape(-1, 3, 3)
     g = r.transpose(0, 2, 1) @ f
     eps = 0.5 * (g + g.transpose(0, 2, 1)) - np.eye(3)
     sigma = 2 * model.mu[:, None, None] * eps + (model.lam * np.trace(eps, axis1=1, axis2=2))[

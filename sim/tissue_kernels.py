@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import numba as nb
+import numpy as np
 from numba import prange
 
 from sim.sparse_factor import block_ldl_solve
@@ -75,8 +76,6 @@ def polar_quat(a, q, iters):
 
     Python-level convenience around `polar_step` for tests and set-up code.
     """
-    import numpy as np
-
     w, x, y, z = q
     for _ in range(iters):
         w, x, y, z = polar_step(*np.asarray(a, float).reshape(-1), w, x, y, z)
