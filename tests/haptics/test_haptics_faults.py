@@ -37,7 +37,10 @@ def events(dev, kind):
 def test_host_stall_trips_the_device_watchdog_which_zeroes_force_and_latches(make_device):
     dev = make_device(watchdog_ms=50)
     ramp_up(dev)
+    # Stamp the clock, then send the last FORCE frame: the device cannot receive it before
+    # last_tx, so its watchdog cannot trip before last_tx + 50 ms however loaded the machine is.
     last_tx = time.monotonic()
+    dev.write_force((1.0, 0.0, 0.0))
     time.sleep(0.4)  # the host's tick stalls: no FORCE frames
     trip = first_event(dev.event_log, "watchdog_trip", after=last_tx - 1)
     zero = first_event(dev.event_log, "output_zero", after=last_tx - 1)
@@ -61,7 +64,9 @@ def test_device_that_stops_replying_is_reported_and_zeroed_on_both_sides(make_de
     lost = events(dev, "link_lost")
     assert lost, "host did not notice the silent device"
     t_stop = first_event(dev.event_log, "stop_replying")
-    assert 0.045 <= lost[0].t - t_stop <= 0.05 + MARGIN_S
+    # Not early: the host waits its 50 ms STATE timeout; the lower bound leaves 20 ms for the
+    # emulator's last frames before it went silent being late on a loaded machine.
+    assert 0.030 <= lost[0].t - t_stop <= 0.05 + MARGIN_S
     assert "no STATE frame for" in lost[0].message and "force output stopped" in lost[0].message
     assert dev.read().connected is False
     servo(dev, 0.3, force=(1.0, 0, 0))  # the simulation keeps commanding; nothing reaches it
@@ -117,8 +122,7 @@ def test_corrupted_streams_are_counted_and_the_session_keeps_working(make_device
     assert st["phase"] == "running" and st["bad_messages"] == 0
     if counter == "duplicates":
         assert st["frames_lost"] == 0 and st["crc_errors"] == 0
-    s = servo(dev, 0.2, force=(1.0, 0, 0))[-1]
-    assert s.force_applied[0] == pytest.approx(1.0)
+    ramp_up(dev)  # and the force is (still, or again after a soft start) applied
 
 
 def test_garbage_at_open_does_not_stop_the_handshake(make_device):
