@@ -12,7 +12,15 @@ import numpy as np
 
 from sim.errors import UserError
 from sim.mesh_generators import block, block_cells_for
-from sim.tissue import TissueControl, TissueMaterial, TissueModelBuilder, make_state, step, warmup
+from sim.tissue import (
+    TissueControl,
+    TissueMaterial,
+    TissueModelBuilder,
+    linear_static,
+    make_state,
+    step,
+    warmup,
+)
 
 DT = 1e-3
 PAD = (0.10, 0.06, 0.02)
@@ -60,20 +68,10 @@ def run_demo(args: argparse.Namespace) -> int:
                       f"step {times[phase * steps + i]:6.0f} us")
         if phase == 0:
             gravity_sag = sag_mm()
-    ref = _linear_sag_mm(model, control.force, top)
+    ref = float(-linear_static(model, control.force)[top, 2].mean() * 1e3)
     print(f"settled: sag {gravity_sag:.4f} mm under gravity, {sag_mm():.4f} mm with {args.load:g} N "
           f"on top; linear FEM {ref:.4f} mm ({100 * (sag_mm() / ref - 1):+.2f} %)")
     print(f"step time: median {np.median(times):.0f} us, p99 {np.percentile(times, 99):.0f} us "
           f"(haptic budget 1000 us); inverted elements {state.inverted}")
     return 0
 
-
-def _linear_sag_mm(model, force, top) -> float:
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spla
-
-    free = np.repeat(~model.fixed, 3)
-    load = (model.mass[:, None] * model.gravity + force).reshape(-1)
-    u = np.zeros(3 * model.node_count)
-    u[free] = spla.spsolve(sp.csc_matrix(model.stiffness()[free][:, free]), load[free])
-    return float(-u.reshape(-1, 3)[top, 2].mean() * 1e3)

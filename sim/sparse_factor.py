@@ -45,11 +45,6 @@ class BlockLDLFactor:
         """Stored off-diagonal 3x3 blocks of L."""
         return int(self.l_col.shape[0])
 
-    @property
-    def size(self) -> int:
-        """Block rows (nodes)."""
-        return int(self.order.shape[0])
-
 
 def node_ordering(a: sp.spmatrix) -> np.ndarray:
     """Fill-reducing order of the nodes of a (3k, 3k) matrix: factor position -> node, shape (k,)."""

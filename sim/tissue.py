@@ -390,6 +390,22 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         )
 
 
+def linear_static(model: TissueModel, load: np.ndarray | None = None) -> np.ndarray:
+    """Converged linear static FEM displacement [m], (n, 3), under gravity plus node loads [N]
+    (n, 3): K u = M g + f on the free nodes (SciPy sparse solve). The reference the demo and the
+    benchmark compare the solver's settled state with; not for the loop.
+    """
+    import scipy.sparse.linalg as spla
+
+    free = np.repeat(~model.fixed, 3)
+    f = model.mass[:, None] * model.gravity
+    if load is not None:
+        f = f + load
+    u = np.zeros(3 * model.node_count)
+    u[free] = spla.spsolve(sp.csc_matrix(model.stiffness()[free][:, free]), f.reshape(-1)[free])
+    return u.reshape(-1, 3)
+
+
 def kinetic_energy(model: TissueModel, state: TissueState) -> float:
     """Kinetic energy [J]."""
     return 0.5 * float(np.sum(model.mass[:, None] * state.v * state.v))
