@@ -1,0 +1,285 @@
+"""The Scene: PyBullet world + instruments + Numba tissue, advanced by one `tick(control, dt)`.
+
+`tick` runs steps 3-6 of the tick in ../shared/ARCHITECTURE.md:
+
+3. PyBullet (`sim.tool_scene.ToolScene`): each tool proxy follows its commanded target through the
+   virtual coupling and the port fulcrum; rigid objects collide with the tools; last tick's tissue
+   reaction is applied to the tool bodies as an external force, so the coupling stretches against it.
+4. Tool-tissue contact (`sim.contact`): tool capsules from PyBullet's link poses against the tissue
+   surface; grasp attachments; constraint forces carried into the tissue step.
+5. Tissue step (`sim.tissue.step`, Numba, nogil).
+6. Contact projection after the step; the reaction per tool is stored for the next tick's step 3.
+
+The returned force per tool is the coupling force on the proxy [N]; the device renders its negative.
+The tissue reaction reaches the hand one tick (1 ms) later, through the coupling, which keeps the
+loop passive (the hand never feels the tissue directly).
+
+Scenes (`build_scene(name)`):
+- ``default``: the tissue pad (0.10 x 0.06 x 0.02 m, ~5k tets) on the trainer floor, centred at the
+  origin, an atraumatic grasper through the left port and curved scissors through the right one.
+- ``peg_transfer``: the FLS-style peg board with six rings and two graspers (no tissue).
+The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
+in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
+
+Lockstep determinism: no wall-clock input anywhere in `tick`; the same controls give bit-identical
+states (`checksum`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pybullet as pb
+
+from sim import instruments as inst
+from sim.contact import ToolTissueContact
+from sim.mesh_generators import block, block_cells_for
+from sim.ports import Port
+from sim.tissue import (
+    TissueContacts,
+    TissueMaterial,
+    TissueModel,
+    TissueModelBuilder,
+    TissueState,
+    make_state,
+    step,
+)
+from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
+
+#: Trainer-top ports used by the built-in scenes [m] (the trainer top is 0.25 m above the floor).
+LEFT_PORT = Port((-0.07, -0.11, 0.25))
+RIGHT_PORT = Port((0.07, -0.11, 0.25))
+SCOPE_PORT = Port((0.0, -0.15, 0.25))
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """What is in a scene.
+
+    Attributes:
+        name: scene name (recorded in sessions).
+        tools: instruments and their ports.
+        tissue_tets: target tet count of the tissue pad; 0 for no tissue.
+        tissue_size: pad size (x, y, z) [m]; tissue_centre: pad centre on the floor (x, y) [m].
+        material: tissue material.
+        pegboard: add the FLS peg-transfer board.
+        stiffness: coupling stiffness [N/m].
+        scope_port: where the laparoscope enters (the renderer's camera pivots about it).
+        dt: fixed step [s].
+    """
+
+    name: str = "default"
+    tools: tuple[ToolSetup, ...] = (ToolSetup(inst.GRASPER, LEFT_PORT, depth=0.2),
+                                    ToolSetup(inst.SCISSORS, RIGHT_PORT, depth=0.2))
+    tissue_tets: int = 5000
+    tissue_size: tuple[float, float, float] = (0.10, 0.06, 0.02)
+    tissue_centre: tuple[float, float] = (0.0, 0.0)
+    material: TissueMaterial = field(default_factory=TissueMaterial)
+    pegboard: bool = False
+    stiffness: float = DEFAULT_STIFFNESS
+    scope_port: Port = SCOPE_PORT
+    dt: float = 1e-3
+
+
+def scene_config(name: str = "default", **overrides) -> SceneConfig:
+    """A built-in scene's configuration, with field overrides (e.g. tissue_tets=1000)."""
+    if name == "default":
+        cfg = SceneConfig()
+    elif name == "peg_transfer":
+        cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
+                          tools=(ToolSetup(inst.GRASPER, Port((-0.01, -0.10, 0.25)), depth=0.2),
+                                 ToolSetup(inst.GRASPER, Port((0.09, -0.06, 0.25)), depth=0.2)))
+    else:
+        raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
+    return SceneConfig(**{**cfg.__dict__, **overrides})
+
+
+SCENES = ("default", "peg_transfer")
+
+
+@dataclass(eq=False)
+class SceneControl:
+    """Commands for one tick.
+
+    Attributes:
+        targets: per tool commanded tip (x, y, z [m], roll [rad]), shape (n_tools, 4).
+        jaws: per tool commanded total jaw opening [rad], shape (n_tools,).
+    """
+
+    targets: np.ndarray
+    jaws: np.ndarray
+
+
+@dataclass(frozen=True)
+class SceneEvent:
+    """Something a procedure or a recording cares about.
+
+    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_diverged';
+    tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
+    force at a slip [N]); message: one line for people.
+    """
+
+    tick: int
+    kind: str
+    tool: int
+    value: float
+    message: str
+
+
+def make_tissue(cfg: SceneConfig) -> TissueModel:
+    """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor)."""
+    size = cfg.tissue_size
+    origin = (cfg.tissue_centre[0] - size[0] / 2, cfg.tissue_centre[1] - size[1] / 2, 0.0)
+    mesh = block(size, block_cells_for(cfg.tissue_tets, size), origin=origin)
+    return (TissueModelBuilder(mesh, cfg.material).fix_below(0.1 * size[2] + 1e-9)
+            .finalize(dt=cfg.dt))
+
+
+class Scene:
+    """A world with tools, rigid objects and (optionally) one tissue body, ticked in lockstep.
+
+    Attributes (read-only to callers):
+        config: what was built. tools: the `sim.instruments.Instrument`s (tool i = control row i).
+        tissue: TissueModel or None; tissue_state: TissueState or None.
+        events: SceneEvents appended by `tick` (callers may clear the list).
+        tick_count: ticks done. part_ns: last tick's time per part (pybullet, contact, tissue) [ns].
+    """
+
+    def __init__(self, config: SceneConfig | None = None) -> None:
+        cfg = config or SceneConfig()
+        self.config = cfg
+        self.dt = cfg.dt
+        self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
+        self.tools = self.rigid.tools
+        self.n_tools = len(self.tools)
+        self.tissue: TissueModel | None = make_tissue(cfg) if cfg.tissue_tets > 0 else None
+        self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
+        self.contact = ToolTissueContact(self.tissue, self.tools, cfg.dt) if self.tissue else None
+        self._contacts = TissueContacts.zeros(self.tissue) if self.tissue else None
+        self.events: list[SceneEvent] = []
+        self.tick_count = 0
+        self.part_ns = np.zeros(3, dtype=np.int64)
+        self.reaction = np.zeros((self.n_tools, 3))  # tissue force on each tool [N]
+        self._grasped_obj: list[int | None] = [None] * self.n_tools
+
+    # -- the tick ------------------------------------------------------------------------------------
+
+    def tick(self, control: SceneControl, dt: float) -> np.ndarray:
+        """Advance one step of dt [s] (must equal config.dt).
+
+        Returns the coupling force on each tool proxy [N], shape (n_tools, 3); the device renders -F.
+        Raises sim.tissue.TissueDivergedError (after recording a 'tissue_diverged' event) if the
+        tissue blows up: the caller must zero the device force.
+        """
+        t0 = time.perf_counter_ns()
+        if self.contact is not None:
+            self.contact.apply_reaction(self.rigid.client)
+        force = self.rigid.tick(control.targets, control.jaws, dt)
+        self._object_grasp_events()
+        t1 = time.perf_counter_ns()
+        if self.contact is not None:
+            self.contact.before_step(control.jaws, self._contacts.force)
+            t2 = time.perf_counter_ns()
+            try:
+                step(self.tissue, self.tissue_state, None, self._contacts, dt)
+            except Exception as exc:
+                self.events.append(SceneEvent(self.tick_count, "tissue_diverged", -1, 0.0, str(exc)))
+                raise
+            t3 = time.perf_counter_ns()
+            self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
+            for kind, tool, value, message in self.contact.drain_events():
+                self.events.append(SceneEvent(self.tick_count, kind, tool, value, message))
+            t4 = time.perf_counter_ns()
+            self.part_ns[:] = (t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2)
+        else:
+            self.part_ns[:] = (t1 - t0, 0, 0)
+        self.tick_count += 1
+        return force
+
+    def _object_grasp_events(self) -> None:
+        for i, held in enumerate(self.rigid.grasped):
+            if held != self._grasped_obj[i]:
+                if held is None:
+                    self.events.append(SceneEvent(self.tick_count, "release_object", i, float(
+                        self._grasped_obj[i]), f"tool {i} released body {self._grasped_obj[i]}"))
+                else:
+                    self.events.append(SceneEvent(self.tick_count, "grasp_object", i, float(held),
+                                                  f"tool {i} grasped body {held}"))
+                self._grasped_obj[i] = held
+
+    def hold_control(self) -> SceneControl:
+        """A control that holds every tool where it is, jaws closed."""
+        return SceneControl(np.array([np.r_[t.tip(), t.read_state().q[3]] for t in self.tools]),
+                            np.zeros(self.n_tools))
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def tool_link_poses(self) -> np.ndarray:
+        """World poses of each tool's shaft, jaw A and jaw B links: (n_tools, 3, 7), rows are
+        position [m] and quaternion (x, y, z, w). The shaft link's origin is the tool tip (jaws
+        closed) and its +z axis points up the shaft."""
+        out = np.zeros((self.n_tools, 3, 7))
+        for i, tool in enumerate(self.tools):
+            states = pb.getLinkStates(tool.body, [inst.LINK_SHAFT, inst.JOINT_JAW_A, inst.JOINT_JAW_B],
+                                      computeForwardKinematics=1, physicsClientId=self.rigid.client)
+            for k, ls in enumerate(states):
+                out[i, k, :3], out[i, k, 3:] = ls[4], ls[5]
+        return out
+
+    def body_poses(self) -> np.ndarray:
+        """Poses of the movable rigid bodies (rings, clips) in `rigid.graspable` order, (k, 7)."""
+        return np.array([self.rigid.body_pose(b) for b in self.rigid.graspable]).reshape(-1, 7)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """What a renderer or recorder needs of this tick, as fixed-shape float64 arrays:
+        tissue_x (n_nodes, 3) [m] (0 rows without tissue), tool_links (n_tools, 3, 7),
+        tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
+        tick (1,) (tick index as float64)."""
+        return {
+            "tissue_x": (self.tissue_state.x.copy() if self.tissue_state is not None else np.zeros((0, 3))),
+            "tool_links": self.tool_link_poses(),
+            "tool_force": self.rigid.last_force.copy(),
+            "bodies": self.body_poses(),
+            "tick": np.array([float(self.tick_count)]),
+        }
+
+    def checksum(self) -> str:
+        """SHA-256 (hex) of the full dynamic state: tool joint states, rigid body poses and
+        velocities, tissue positions and velocities, constraint forces. Equal checksums = the same run."""
+        h = hashlib.sha256()
+        for tool in self.tools:
+            js = pb.getJointStates(tool.body, list(range(6)), physicsClientId=self.rigid.client)
+            h.update(np.array([(j[0], j[1]) for j in js], dtype=np.float64).tobytes())
+        for b in self.rigid.graspable:
+            p, o = pb.getBasePositionAndOrientation(b, physicsClientId=self.rigid.client)
+            lv, av = pb.getBaseVelocity(b, physicsClientId=self.rigid.client)
+            h.update(np.array([*p, *o, *lv, *av], dtype=np.float64).tobytes())
+        if self.tissue_state is not None:
+            h.update(self.tissue_state.x.tobytes())
+            h.update(self.tissue_state.v.tobytes())
+            h.update(self._contacts.force.tobytes())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        """Disconnect PyBullet."""
+        self.rigid.close()
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def build_scene(name: str = "default", **overrides) -> Scene:
+    """Build a built-in scene (see the module docstring), e.g. build_scene("default", tissue_tets=1000)."""
+    return Scene(scene_config(name, **overrides))
+
+
+def tool_setups(specs: Sequence[inst.InstrumentSpec], ports_: Sequence[Port]) -> tuple[ToolSetup, ...]:
+    """Tool setups from instrument specs and ports, paired in order."""
+    return tuple(ToolSetup(s, p, depth=0.2) for s, p in zip(specs, ports_, strict=True))
