@@ -77,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     from haptics.cli import register as register_haptics
 
     register_haptics(sub, bsub)
+    # Each subsystem adds its own subcommands (run/replay/bench loop, render, bench scene).
+    import importlib
+
+    for module in ("sim.runtime.cli", "sim.render.cli", "benchmarks.scene_cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but something it imports is missing
+                raise
+            continue
+        mod.register(sub, bsub)
     return p
 
 

@@ -247,6 +247,48 @@ class Scene:
             "tick": np.array([float(self.tick_count)]),
         }
 
+    def describe(self) -> dict:
+        """Static description for renderers (picklable plain data, fixed for the scene's life).
+
+        Keys: name; dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
+        surface; empty without tissue); tools: list of dicts (name, port (3,) [m], shaft_length,
+        shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
+        [rad]) in control order; scope: dict(port (3,), view_angle [rad]); floor_half_extent [m]
+        (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
+        pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
+        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
+        """
+        pegboard = None
+        if self.rigid.pegboard is not None:
+            spec = self.rigid.pegboard.spec
+            pegboard = {"centre": np.array(spec.centre), "size": np.array(spec.size),
+                        "pegs": np.array([spec.peg_world(i) for i in range(len(spec.peg_xy))]),
+                        "peg_radius": spec.peg_radius, "peg_height": spec.peg_height}
+        rings = set(self.rigid.pegboard.rings) if self.rigid.pegboard is not None else set()
+        bodies = [{"kind": "ring", "radius": self.rigid.pegboard.spec.ring_radius,
+                   "tube": self.rigid.pegboard.spec.ring_tube} if b in rings else {"kind": "clip"}
+                  for b in self.rigid.graspable]
+        tools = []
+        for tool in self.tools:
+            s = tool.spec
+            tools.append({"name": s.name, "port": tool.port_point.copy(), "shaft_length": s.shaft_length,
+                          "shaft_radius": s.shaft_radius, "jaw_length": s.jaw_length,
+                          "jaw_width": s.jaw_width, "jaw_thickness": s.jaw_thickness,
+                          "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
+        return {
+            "name": self.config.name,
+            "dt": self.dt,
+            "tissue_rest": self.tissue.rest.copy() if self.tissue else np.zeros((0, 3)),
+            "tissue_triangles": (self.tissue.surface.astype(np.int32) if self.tissue
+                                 else np.zeros((0, 3), np.int32)),
+            "tools": tools,
+            "scope": {"port": self.config.scope_port.point(), "view_angle": 0.0},
+            "floor_half_extent": 0.25,
+            "trainer_top": 0.25,
+            "pegboard": pegboard,
+            "bodies": bodies,
+        }
+
     def checksum(self) -> str:
         """SHA-256 (hex) of the full dynamic state: tool joint states, rigid body poses and
         velocities, tissue positions and velocities, constraint forces. Equal checksums = the same run."""
