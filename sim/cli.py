@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but something it imports is missing
+            if exc.name is None or not module.startswith(exc.name):  # a dependency of it is missing
                 raise
             continue
         mod.register(sub, bsub)
