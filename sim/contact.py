@@ -1,26 +1,230 @@
-"""Tool-tissue contact (placeholder: no contact yet; the Numba stage lands next)."""
+"""Tool-tissue contact and tissue grasping (steps 4 and 6 of the tick in ../shared/ARCHITECTURE.md).
+
+Geometry: each tool is three capsules read from PyBullet's link poses every tick: the lower
+SHAFT_CONTACT_LENGTH of the shaft (radius = shaft radius) and one per jaw, hinge to jaw tip (radius =
+half the jaw width; curved jaws are straightened hinge-to-tip). They meet the tissue's surface nodes
+(Numba, box pre-filter per capsule).
+
+Method: hard, position-level node constraints with forces carried between steps.
+- After the tissue step, every surface node inside a capsule is pushed out to its surface along the
+  axis-to-node direction. The push d also sets v += d / dt (an inelastic contact) and adds
+  m d / dt^2 to the node force f carried into the next step as an external load. The next implicit
+  step therefore already holds the node against its elastic push; the correction left over shrinks
+  every tick, so at rest the carried force equals the elastic reaction (the indentation test checks
+  it against linear FEM).
+- Complementarity per node: a node that drifted up to `margin` off the capsule is pulled back only
+  as far as its carried push allows (the tool pushes, never pulls); beyond the band it drops it.
+- Friction: the carried tangential force plus what would stop the node sliding on the tool, clamped
+  to |f_t| <= mu f_n (Coulomb, stick/slip per node).
+- The sum of -f over a tool's nodes is the tissue's force on the tool [N]; it is applied to the
+  tool's shaft link in PyBullet at the force-weighted contact point on the next tick, so the
+  virtual coupling stretches against it and the hand feels it through the coupling.
+Why not penalty springs: one stiff enough to stop a tool would need the implicit matrix refactored
+whenever contacts change (~0.2 s at 5k tets), and an explicit one is unstable at 1 kHz.
+
+Limits (measured, docs/instruments.md): contact is against nodes, so a capsule thinner than the node
+spacing can sink between nodes where it lands inside a face (5k tets: ~5 mm spacing vs 2.25 mm jaw
+radius); a face-projection pass was tried and destabilised the one-step tissue solver. A node pushed
+more than ~60 % of an element height makes the tissue solver diverge; the scene then resets the
+tissue (event 'tissue_reset') rather than kick the hand.
+
+Grasping: when a tool's jaw command crosses below GRASP_CLOSE, the tissue nodes between its jaws
+(inside the wedge the open jaws span, within half a jaw width + 0.5 mm sideways) are attached with
+their current position in the shaft frame; they follow the jaws as bilateral constraints with the
+same carried-force scheme. Opening past GRASP_OPEN releases them. If the force pulling on the grasped
+nodes exceeds the grip limit 2 mu_grip N (N = jaw_max_torque / (jaw_length / 2) per jaw, mu_grip =
+GRIP_MU), the tissue slips out: the nodes are released and a 'slip' event is recorded.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pybullet as pb
+
+from sim import contact_kernels as ck
+from sim import instruments as inst
+from sim.tissue import TissueModel, TissueState
+from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
+
+SHAFT_CONTACT_LENGTH = 0.12  # [m] of shaft above the jaw hinge that can touch tissue
+GRIP_MU = 0.3  # wet tissue on atraumatic jaws
+DEFAULT_MU = 0.3  # tool-tissue friction
+DEFAULT_MARGIN = 2e-4  # [m]
+
+
+def grip_limit(spec: inst.InstrumentSpec) -> float:
+    """Largest pull [N] the jaws hold tissue against before it slips out."""
+    if not spec.has_jaws:
+        return 0.0
+    return 2.0 * GRIP_MU * spec.jaw_max_torque / (0.5 * spec.jaw_length)
+
+
+def _local_segments(spec: inst.InstrumentSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Capsule segment ends in their link frames, (3, 6) [m], and radii (3,) [m]."""
+    jl = spec.jaw_length
+    seg = np.zeros((3, 6))
+    seg[0] = (0.0, 0.0, jl, 0.0, 0.0, jl + SHAFT_CONTACT_LENGTH)
+    rad = np.array([spec.shaft_radius, 0.5 * spec.jaw_width, 0.5 * spec.jaw_width])
+    if spec.has_jaws:
+        l1, l2, c = 0.6 * jl, 0.4 * jl, spec.jaw_curve
+        for k, side in ((1, 1.0), (2, -1.0)):
+            y = side * (spec.jaw_gap / 2 + spec.jaw_thickness / 2)
+            seg[k] = (0.0, y, 0.0, np.sin(c) * l2, y, -l1 - np.cos(c) * l2)
+    else:  # the scope: its jaw links carry nothing; a zero-length capsule inside the shaft
+        rad[1:] = spec.shaft_radius
+    return seg, rad
 
 
 class ToolTissueContact:
-    """Tool capsules against one tissue body; grasp attachments. Interface used by sim.scene."""
+    """Tool capsules against one tissue body, plus grasp attachments.
 
-    def __init__(self, model, tools, dt: float) -> None:
-        self.model, self.tools, self.dt = model, tools, dt
+    Args:
+        model: the tissue. tools: the scene's instruments (index = control row). dt: step [s].
+        mu: tool-tissue friction coefficient; margin: contact band [m]; iters: Gauss-Seidel sweeps.
+    """
+
+    def __init__(self, model: TissueModel, tools: list[inst.Instrument], dt: float, *, mu: float = DEFAULT_MU,
+                 margin: float = DEFAULT_MARGIN, iters: int = 2) -> None:
+        self.model, self.tools, self.dt = model, tools, float(dt)
+        self.mu, self.margin, self.iters = float(mu), float(margin), int(iters)
+        t, n = len(tools), model.node_count
+        self.local_seg = np.zeros((t, 3, 6))
+        self.radius = np.zeros((t, 3))
+        for i, tool in enumerate(tools):
+            self.local_seg[i], self.radius[i] = _local_segments(tool.spec)
+        self.grip = np.array([grip_limit(tool.spec) for tool in tools])
+        self.link_pose = np.zeros((t, 3, 7))
+        self.caps = np.zeros((3 * t, 7))
+        self.caps_prev = np.zeros((3 * t, 7))
+        self.cap_tool = np.repeat(np.arange(t, dtype=np.int64), 3)
+        self.frame_r = np.zeros((t, 3, 3))
+        self.frame_p = np.zeros((t, 3))
+        self.tris = np.ascontiguousarray(model.surface, dtype=np.int64)
+        self.surf_nodes = np.unique(self.tris)
+        self.mass = model.mass
+        self.inv_mass = np.where(model.fixed, 0.0, 1.0 / model.mass)
+        self.normal = np.zeros((n, 3))
+        self.touched = np.zeros(n, dtype=np.int64)
+        self.skip = np.zeros(n, dtype=np.bool_)
+        self.corr = np.zeros((n, 3))
+        self.tool_force = np.zeros((t, 3))
+        self.tool_point = np.zeros((t, 4))
+        self.att_node = np.zeros(0, dtype=np.int64)
+        self.att_tool = np.zeros(0, dtype=np.int64)
+        self.att_local = np.zeros((0, 3))
+        self.grasping = [False] * t
+        self._jaw_prev = np.full(t, np.inf)
+        self._client = tools[0].client if tools else None
         self._events: list[tuple[str, int, float, str]] = []
+        self._read_links()
+        self.caps_prev[:] = self.caps
+
+    # -- per tick ------------------------------------------------------------------------------------
+
+    def _read_links(self) -> None:
+        for i, tool in enumerate(self.tools):
+            states = pb.getLinkStates(tool.body, [inst.LINK_SHAFT, inst.JOINT_JAW_A, inst.JOINT_JAW_B],
+                                      computeForwardKinematics=1, physicsClientId=tool.client)
+            for k, ls in enumerate(states):
+                self.link_pose[i, k, :3] = ls[4]
+                self.link_pose[i, k, 3:] = ls[5]
+        ck.build_capsules(self.link_pose, self.local_seg, self.radius, self.caps, self.frame_r, self.frame_p)
 
     def apply_reaction(self, client: int) -> None:
-        """Apply last tick's tissue reaction to the tool bodies (before stepSimulation)."""
+        """Apply last tick's tissue force to each tool's shaft link (before stepSimulation)."""
+        for i, tool in enumerate(self.tools):
+            w = self.tool_point[i, 3]
+            if w <= 0.0:
+                continue
+            point = (self.tool_point[i, :3] / w).tolist()
+            pb.applyExternalForce(tool.body, inst.LINK_SHAFT, self.tool_force[i].tolist(), point,
+                                  pb.WORLD_FRAME, physicsClientId=client)
 
-    def before_step(self, jaws: np.ndarray, f_ext: np.ndarray) -> None:
-        """Contact detection and grasp updates; f_ext (n, 3) [N] is the force carried into the step."""
+    def before_step(self, state: TissueState, jaws: np.ndarray, f_ext: np.ndarray) -> None:
+        """Read the tools' new link poses; start or end grasps from the jaw commands [rad] (n_tools,).
 
-    def after_step(self, state, f_ext: np.ndarray, reaction: np.ndarray) -> None:
-        """Project the tissue out of the tools; reaction (n_tools, 3) [N] receives the force on each tool."""
+        f_ext (n, 3) [N]: the carried constraint forces, used by the caller as the step's contact force.
+        """
+        self.caps_prev[:] = self.caps
+        self._read_links()
+        for i, tool in enumerate(self.tools):
+            if not tool.spec.has_jaws:
+                continue
+            jaw = float(jaws[i])
+            if self.grasping[i] and jaw > GRASP_OPEN:
+                self._release(i, f_ext, "release", 0.0, f"tool {i} released the tissue")
+            elif not self.grasping[i] and jaw < GRASP_CLOSE <= self._jaw_prev[i]:
+                self._grasp(i, tool, state.x)
+            self._jaw_prev[i] = jaw
+
+    def after_step(self, state: TissueState, f_ext: np.ndarray, reaction: np.ndarray) -> None:
+        """Project the tissue out of the tools and onto the jaws; reaction (n_tools, 3) [N] out."""
+        self.touched[:] = 0
+        if self.att_node.size:
+            ck.attach_project(self.att_node, self.att_tool, self.att_local, self.frame_r, self.frame_p,
+                              self.mass, self.dt, state.x, state.v, f_ext, self.touched)
+        ck.contact_project(self.caps, self.caps_prev, self.cap_tool, self.surf_nodes, state.x, state.v,
+                           self.mass, self.inv_mass, self.dt, self.margin, self.mu, self.iters, f_ext,
+                           self.normal, self.touched, self.skip, self.corr, self.tool_force, self.tool_point)
+        if self.att_node.size:
+            for i in range(len(self.tools)):
+                if self.grasping[i]:
+                    pull = np.linalg.norm(f_ext[self.att_node[self.att_tool == i]].sum(axis=0))
+                    if pull > self.grip[i]:
+                        self._release(i, f_ext, "slip", pull,
+                                      f"tissue slipped out of tool {i}'s jaws at {pull:.2f} N "
+                                      f"(grip limit {self.grip[i]:.2f} N)")
+        reaction[:] = self.tool_force
+
+    # -- grasping ------------------------------------------------------------------------------------
+
+    def _grasp(self, i: int, tool: inst.Instrument, x: np.ndarray) -> None:
+        spec = tool.spec
+        jl, half = spec.jaw_length, 0.5 * tool.read_state().jaw
+        rot, origin = self.frame_r[i], self.frame_p[i]
+        local = (x - origin) @ rot  # node positions in the shaft frame
+        along = jl - local[:, 2]  # distance from the hinge toward the tip [m]
+        wedge = along * np.tan(max(half, 0.0)) + spec.jaw_thickness + spec.jaw_gap / 2
+        inside = ((local[:, 2] >= -5e-4) & (along >= 0.0)
+                  & (np.abs(local[:, 0]) <= 0.5 * spec.jaw_width + 5e-4)
+                  & (np.abs(local[:, 1]) <= wedge) & ~self.skip & (self.inv_mass > 0.0))
+        nodes = np.flatnonzero(inside)
+        if nodes.size == 0:
+            return
+        self.att_node = np.concatenate([self.att_node, nodes])
+        self.att_tool = np.concatenate([self.att_tool, np.full(nodes.size, i, dtype=np.int64)])
+        self.att_local = np.concatenate([self.att_local, local[nodes]])
+        self.skip[nodes] = True
+        self.grasping[i] = True
+        self._events.append(("grasp", i, float(nodes.size), f"tool {i} grasped {nodes.size} tissue node(s)"))
+
+    def _release(self, i: int, f_ext: np.ndarray, kind: str, value: float, message: str) -> None:
+        mine = self.att_tool == i
+        nodes = self.att_node[mine]
+        f_ext[nodes] = 0.0
+        self.skip[nodes] = False
+        keep = ~mine
+        self.att_node, self.att_tool = self.att_node[keep], self.att_tool[keep]
+        self.att_local = self.att_local[keep]
+        self.grasping[i] = False
+        self._events.append((kind, i, value, message))
+
+    def reset(self) -> None:
+        """Drop every attachment and contact memory (after a tissue reset)."""
+        self.att_node = self.att_node[:0]
+        self.att_tool = self.att_tool[:0]
+        self.att_local = self.att_local[:0]
+        self.skip[:] = False
+        self.normal[:] = 0.0
+        self.tool_force[:] = 0.0
+        self.tool_point[:] = 0.0
+        self.grasping = [False] * len(self.tools)
+
+    def attached_nodes(self, tool: int) -> np.ndarray:
+        """Tissue node ids currently held by a tool's jaws."""
+        return self.att_node[self.att_tool == tool].copy()
 
     def drain_events(self) -> list[tuple[str, int, float, str]]:
+        """Events since the last call: (kind, tool, value, message)."""
         out, self._events = self._events, []
         return out

@@ -41,6 +41,7 @@ from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
 from sim.tissue import (
     TissueContacts,
+    TissueDivergedError,
     TissueMaterial,
     TissueModel,
     TissueModelBuilder,
@@ -49,6 +50,12 @@ from sim.tissue import (
     step,
 )
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
+
+#: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa). Why not
+#: softer: with ~5 mm elements a tool tip may push one surface node at most ~60 % of an element
+#: height before the one-step tissue solver turns unstable (docs/instruments.md, "limits"), and a
+#: 30 kPa pad needs ~1 N on one node for that, which the coupling reaches only well past the surface.
+TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0.01)
 
 #: Trainer-top ports used by the built-in scenes [m] (the trainer top is 0.25 m above the floor).
 LEFT_PORT = Port((-0.07, -0.11, 0.25))
@@ -78,7 +85,7 @@ class SceneConfig:
     tissue_tets: int = 5000
     tissue_size: tuple[float, float, float] = (0.10, 0.06, 0.02)
     tissue_centre: tuple[float, float] = (0.0, 0.0)
-    material: TissueMaterial = field(default_factory=TissueMaterial)
+    material: TissueMaterial = field(default_factory=lambda: TRAINER_PAD)
     pegboard: bool = False
     stiffness: float = DEFAULT_STIFFNESS
     scope_port: Port = SCOPE_PORT
@@ -118,7 +125,7 @@ class SceneControl:
 class SceneEvent:
     """Something a procedure or a recording cares about.
 
-    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_diverged';
+    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset';
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
     force at a slip [N]); message: one line for people.
     """
@@ -172,8 +179,8 @@ class Scene:
         """Advance one step of dt [s] (must equal config.dt).
 
         Returns the coupling force on each tool proxy [N], shape (n_tools, 3); the device renders -F.
-        Raises sim.tissue.TissueDivergedError (after recording a 'tissue_diverged' event) if the
-        tissue blows up: the caller must zero the device force.
+        A tissue blow-up (sim.tissue.TissueDivergedError) does not propagate: the tissue is reset to
+        rest, grasps are released and a 'tissue_reset' event is recorded.
         """
         t0 = time.perf_counter_ns()
         if self.contact is not None:
@@ -182,15 +189,15 @@ class Scene:
         self._object_grasp_events()
         t1 = time.perf_counter_ns()
         if self.contact is not None:
-            self.contact.before_step(control.jaws, self._contacts.force)
+            self.contact.before_step(self.tissue_state, control.jaws, self._contacts.force)
             t2 = time.perf_counter_ns()
             try:
                 step(self.tissue, self.tissue_state, None, self._contacts, dt)
-            except Exception as exc:
-                self.events.append(SceneEvent(self.tick_count, "tissue_diverged", -1, 0.0, str(exc)))
-                raise
-            t3 = time.perf_counter_ns()
-            self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
+                t3 = time.perf_counter_ns()
+                self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
+            except TissueDivergedError as exc:
+                t3 = time.perf_counter_ns()
+                self._reset_tissue(str(exc))
             for kind, tool, value, message in self.contact.drain_events():
                 self.events.append(SceneEvent(self.tick_count, kind, tool, value, message))
             t4 = time.perf_counter_ns()
@@ -199,6 +206,20 @@ class Scene:
             self.part_ns[:] = (t1 - t0, 0, 0)
         self.tick_count += 1
         return force
+
+    def _reset_tissue(self, why: str) -> None:
+        """Recover from a tissue blow-up: back to rest, grasps released, no contact forces left.
+
+        The hand then feels no tissue for a tick instead of a kick; the event says what happened.
+        """
+        rest = make_state(self.tissue)
+        for name in ("x", "v", "q"):
+            getattr(self.tissue_state, name)[...] = getattr(rest, name)
+        self._contacts.force[:] = 0.0
+        self.reaction[:] = 0.0
+        self.contact.reset()
+        self.events.append(SceneEvent(self.tick_count, "tissue_reset", -1, 0.0,
+                                      f"{why}; tissue reset to rest"))
 
     def _object_grasp_events(self) -> None:
         for i, held in enumerate(self.rigid.grasped):

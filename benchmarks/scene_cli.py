@@ -1,0 +1,120 @@
+"""`trocar bench scene`: lockstep ticks of the default scene with both tools pressing the tissue.
+
+Prints one JSON line per run (and a summary line over all runs): whole-tick and per-part
+(pybullet, contact, tissue) median and p99 [us], the 1 ms budget share, contact counts. The tools are
+scripted: each goes down onto the pad, presses ~1 mm and then traces slow 2 mm circles while pressing
+(sliding contact with friction), the grasper with closed jaws, the scissors likewise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+from sim.errors import UserError
+
+SPOTS = ((-0.025, 0.0), (0.025, 0.0))  # [m] where the tools press, one per tool
+
+
+def _script(scene, seconds: float, warm: float):
+    """Yield (phase, control) per tick: 'warm' while approaching, 'timed' while pressing."""
+    from sim.scene import SceneControl
+
+    dt = scene.dt
+    n = scene.n_tools
+    control = scene.hold_control()
+    start = control.targets[:, :3].copy()
+    top = float(scene.tissue.rest[:, 2].max()) if scene.tissue is not None else 0.02
+    press = np.array([[*SPOTS[i % len(SPOTS)], top - 1.0e-3] for i in range(n)])
+    above = press + np.array([0.0, 0.0, 0.006])
+    steps_warm = max(2, int(round(warm / dt)))
+    for k in range(1, steps_warm + 1):
+        w = 0.5 - 0.5 * np.cos(np.pi * min(1.0, 2.0 * k / steps_warm))
+        w2 = 0.5 - 0.5 * np.cos(np.pi * max(0.0, 2.0 * k / steps_warm - 1.0))
+        control.targets[:, :3] = start + w * (above - start) + w2 * (press - above)
+        yield "warm", control
+    for k in range(int(round(seconds / dt))):
+        phase = 2 * np.pi * 0.5 * k * dt  # 0.5 Hz circles of 2 mm radius
+        control.targets[:, 0] = press[:, 0] + 2e-3 * np.sin(phase)
+        control.targets[:, 1] = press[:, 1] + 2e-3 * (np.cos(phase) - 1.0)
+        yield "timed", SceneControl(control.targets, control.jaws)
+
+
+def run_once(tets: int, tools: int, seconds: float, warm: float) -> dict:
+    from sim import instruments as inst
+    from sim.scene import LEFT_PORT, RIGHT_PORT, SCOPE_PORT, build_scene
+    from sim.tissue import warmup
+    from sim.tool_scene import ToolSetup
+
+    warmup()
+    specs = (inst.GRASPER, inst.SCISSORS, inst.MARYLAND)
+    ports_ = (LEFT_PORT, RIGHT_PORT, SCOPE_PORT)
+    setups = tuple(ToolSetup(specs[i], ports_[i], depth=0.2) for i in range(tools))
+    with build_scene("default", tissue_tets=tets, tools=setups) as scene:
+        n_ticks = int(round(seconds / scene.dt))
+        whole = np.empty(n_ticks)
+        parts = np.empty((n_ticks, 3))
+        contacts = np.empty(n_ticks)
+        i = 0
+        for phase, control in _script(scene, seconds, warm):
+            t0 = time.perf_counter_ns()
+            scene.tick(control, scene.dt)
+            t1 = time.perf_counter_ns()
+            if phase == "timed":
+                whole[i] = (t1 - t0) * 1e-3
+                parts[i] = scene.part_ns * 1e-3
+                contacts[i] = np.count_nonzero(scene.contact.touched)
+                i += 1
+        resets = [e for e in scene.events if e.kind == "tissue_reset"]
+        row = {
+            "bench": "scene", "tets": scene.tissue.tet_count, "nodes": scene.tissue.node_count,
+            "tools": tools, "ticks": n_ticks,
+            "median_us": round(float(np.median(whole)), 1),
+            "p99_us": round(float(np.percentile(whole, 99)), 1),
+            "max_us": round(float(whole.max()), 1),
+            "over_1ms_fraction": round(float(np.mean(whole > 1000.0)), 5),
+            "contact_nodes_mean": round(float(contacts.mean()), 1),
+            "tool_force_N": [round(float(np.linalg.norm(f)), 3) for f in scene.reaction],
+            "tissue_resets": len(resets),
+        }
+        for k, name in enumerate(("pybullet", "contact", "tissue")):
+            row[f"{name}_median_us"] = round(float(np.median(parts[:, k])), 1)
+            row[f"{name}_p99_us"] = round(float(np.percentile(parts[:, k], 99)), 1)
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tets < 6 or args.tools < 1 or args.tools > 3 or args.seconds <= 0 or args.repeats < 1:
+        raise UserError("--tets >= 6, --tools 1..3, --seconds > 0 and --repeats >= 1 are required")
+    rows = [run_once(args.tets, args.tools, args.seconds, args.warm) for _ in range(args.repeats)]
+    for row in rows:
+        print(json.dumps(row))
+    summary = {
+        "bench": "scene_summary", "runs": len(rows), "machine": platform.processor() or platform.machine(),
+        "median_us_of_runs": round(float(np.median([r["median_us"] for r in rows])), 1),
+        "p99_us_of_runs": round(float(np.median([r["p99_us"] for r in rows])), 1),
+        "p99_us_worst_run": round(float(max(r["p99_us"] for r in rows)), 1),
+        "target_p99_us": 900.0,
+    }
+    print(json.dumps(summary))
+    if not args.json:
+        print(f"whole tick: median {summary['median_us_of_runs']} us, p99 {summary['p99_us_of_runs']} us "
+              f"(target p99 <= 900 us at 5k tets, one core)")
+    return 0
+
+
+def register(sub, bsub) -> None:
+    """Add `trocar bench scene`."""
+    b = bsub.add_parser("scene", help="whole-tick time of the default scene, tools pressing the tissue")
+    b.add_argument("--tets", type=int, default=5000, help="approximate tissue tet count (default 5000)")
+    b.add_argument("--tools", type=int, default=2, help="tools pressing the tissue, 1-3 (default 2)")
+    b.add_argument("--seconds", type=float, default=5.0, help="timed simulated seconds per run (default 5)")
+    b.add_argument("--warm", type=float, default=0.6, help="untimed approach [s] before timing (default 0.6)")
+    b.add_argument("--repeats", type=int, default=1,
+                   help="runs; one JSON line each plus a summary (default 1)")
+    b.add_argument("--json", action="store_true", help="JSON lines only")
+    b.set_defaults(func=run)

@@ -1,0 +1,31 @@
+"""`trocar bench scene` through the real CLI: JSON rows with every part, bad options refused."""
+
+import json
+import subprocess
+import sys
+
+
+def trocar(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_bench_scene_prints_whole_tick_and_parts_with_tools_in_contact():
+    out = trocar("bench", "scene", "--tets", "2000", "--seconds", "0.3", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    row, summary = rows[0], rows[-1]
+    assert row["bench"] == "scene" and row["ticks"] == 300 and row["tools"] == 2
+    for part in ("pybullet", "contact", "tissue"):
+        assert 0 < row[f"{part}_median_us"] <= row[f"{part}_p99_us"]
+    assert row["median_us"] <= row["p99_us"] <= row["max_us"]
+    # The script presses both tools into the pad: contacts and a tissue force exist.
+    assert row["contact_nodes_mean"] > 0
+    assert max(row["tool_force_N"]) > 0
+    assert summary["bench"] == "scene_summary" and summary["target_p99_us"] == 900.0
+
+
+def test_bench_scene_refuses_bad_options_in_one_line():
+    out = trocar("bench", "scene", "--tools", "0")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "trocar: error:" in out.stderr

@@ -1,0 +1,242 @@
+"""Tool-tissue contact and grasping in the full Scene (real PyBullet DIRECT + Numba tissue)."""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+from sim import instruments as inst
+from sim.contact_kernels import clearance
+from sim.ports import Port
+from sim.scene import Scene, SceneConfig, SceneControl, build_scene
+from sim.tool_scene import ToolSetup
+
+DT = 1e-3
+
+
+def top_node_near(scene: Scene, xy) -> int:
+    """The free top-face node closest to (x, y) [m]."""
+    rest = scene.tissue.rest
+    top = np.flatnonzero(rest[:, 2] >= rest[:, 2].max() - 1e-9)
+    return int(top[np.argmin(np.linalg.norm(rest[top, :2] - np.asarray(xy), axis=1))])
+
+
+TETS = 2000  # a coarser pad than the default 5k keeps these tests quick; the physics is the same
+
+
+def vertical_tool_scene(xy, spec=inst.GRASPER, **overrides) -> Scene:
+    """One tool whose port is straight above (x, y) on the trainer top, so its shaft is vertical."""
+    port = Port((float(xy[0]), float(xy[1]), 0.25))
+    return Scene(SceneConfig(tools=(ToolSetup(spec, port, depth=0.2),), tissue_tets=TETS, **overrides))
+
+
+def settle(scene: Scene, control: SceneControl, seconds: float) -> None:
+    for _ in range(int(round(seconds / DT))):
+        scene.tick(control, DT)
+
+
+def move(scene: Scene, control: SceneControl, to, seconds: float, jaw=None, record=None) -> None:
+    """Cosine-smoothed move of tool 0's target to `to` [m]; record(scene, force) every tick."""
+    p0 = control.targets[0, :3].copy()
+    j0 = control.jaws[0]
+    n = int(round(seconds / DT))
+    for k in range(1, n + 1):
+        w = 0.5 - 0.5 * np.cos(np.pi * k / n)
+        control.targets[0, :3] = p0 + w * (np.asarray(to, dtype=float) - p0)
+        if jaw is not None:
+            control.jaws[0] = j0 + w * (jaw - j0)
+        f = scene.tick(control, DT)
+        if record is not None:
+            record(scene, f)
+
+
+def single_node_stiffness(scene: Scene, node: int) -> float:
+    """Linear FEM reference [N/m]: the force to push one free node down by a unit displacement
+    with every other free node free (rest stiffness, the scene's clamps)."""
+    model = scene.tissue
+    k = model.stiffness().tocsc()
+    dof = 3 * node + 2
+    free = np.flatnonzero(np.repeat(~model.fixed, 3))
+    free = free[free != dof]
+    u = np.zeros(3 * model.node_count)
+    u[dof] = 1.0
+    u[free] = spla.spsolve(k[free][:, free], -(k[free][:, [dof]] @ np.ones(1)))
+    return float((k @ u)[dof])
+
+
+def test_indentation_force_depth_matches_linear_fem_and_is_monotone():
+    probe = build_scene(tissue_tets=TETS)
+    node = top_node_near(probe, (-0.02, 0.0))
+    xy = probe.tissue.rest[node, :2].copy()
+    probe.close()
+    with vertical_tool_scene(xy) as scene:
+        control = scene.hold_control()
+        settle(scene, control, 0.4)  # the pad sags under gravity first
+        z_node = scene.tissue_state.x[node, 2]
+        r_tip = 0.5 * inst.GRASPER.jaw_width  # the closed jaws end in a 2.25 mm radius cap
+        move(scene, control, (*xy, z_node + r_tip + 1.5e-3), 0.3)
+        settle(scene, control, 0.2)
+        depth, force = [], []
+
+        def record(s, f):
+            depth.append(z_node - (s.tools[0].tip()[2] - r_tip))
+            force.append(-f[0, 2])  # the coupling pulls the proxy up: the hand feels the push
+
+        # 6 mm of target travel at 7.5 mm/s (the pad is stiffer than the 500 N/m coupling, so the
+        # tool goes ~1/3 as deep): slow enough that inertia and damping stay < 1 % of the force.
+        z0 = control.targets[0, 2]
+        for k in range(1, 801):
+            control.targets[0, 2] = z0 - 6e-3 * k / 800
+            record(scene, scene.tick(control, DT))
+        depth, force = np.array(depth), np.array(force)
+    print(f"k_sim stiffness fit over {depth.max() * 1e3:.2f} mm, max force {force.max():.3f} N")
+    touching = depth > 0.2e-3
+    assert touching.any() and depth.max() > 1.0e-3
+    # Monotone: force never drops by more than the 1 mN noise while the depth grows.
+    order = np.argsort(depth[touching])
+    f_sorted = force[touching][order]
+    assert np.all(np.diff(f_sorted) > -1e-3)
+    # Small-depth stiffness vs linear FEM for the same indenter (one node pushed straight down).
+    sel = (depth > 0.2e-3) & (depth < 1.0e-3)
+    k_sim = np.polyfit(depth[sel], force[sel], 1)[0]
+    k_ref = single_node_stiffness(scene, node)
+    assert k_sim == pytest.approx(k_ref, rel=0.15), (k_sim, k_ref)
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: node-only contact lets a 2.25 mm jaw tip slip between "
+                   "5 mm-spaced nodes (docs/instruments.md, 'Limits'); the face pass destabilised the solver")
+def test_tool_jabbed_at_half_a_metre_per_second_stops_at_the_surface():
+    probe = build_scene(tissue_tets=TETS)
+    node = top_node_near(probe, (0.01, 0.005))
+    xy = probe.tissue.rest[node, :2] + 0.8e-3  # just off the node (contact is node-based)
+    probe.close()
+    with vertical_tool_scene(xy) as scene:
+        control = scene.hold_control()
+        top = scene.tissue.rest[:, 2].max()
+        move(scene, control, (*xy, top + 0.012), 0.3)
+        settle(scene, control, 0.2)
+        worst = np.inf
+        tip_z = []
+        # Straight down at 0.5 m/s to 4 mm below the rest surface, then hold there.
+        z0 = control.targets[0, 2]
+        steps = int(round((z0 - (top - 4e-3)) / 0.5 / DT))
+        for k in range(1, steps + 300):
+            control.targets[0, 2] = max(z0 - 0.5 * k * DT, top - 4e-3)
+            scene.tick(control, DT)
+            worst = min(worst, node_clearance(scene))
+            tip_z.append(scene.tools[0].tip()[2])
+        assert not [e for e in scene.events if e.kind == "tissue_reset"]
+        # No surface node ever inside a tool capsule at the end of a tick.
+        assert worst > -1e-6, worst
+        # The tissue carries the tool: it stays above the target, pressing with the coupling force.
+        assert min(tip_z) > top - 4e-3 + 0.3e-3
+        assert scene.reaction[0, 2] > 0.2
+
+
+def node_clearance(scene: Scene) -> float:
+    """Smallest distance [m] from a free surface node to a tool capsule's surface (negative: inside)."""
+    caps = scene.contact.caps
+    x = scene.tissue_state.x[scene.contact.surf_nodes[scene.contact.inv_mass[scene.contact.surf_nodes] > 0]]
+    worst = np.inf
+    for p0, p1, r in zip(caps[:, :3], caps[:, 3:6], caps[:, 6], strict=True):
+        d = p1 - p0
+        s = np.clip((x - p0) @ d / (d @ d), 0.0, 1.0)
+        worst = min(worst, float((np.linalg.norm(x - (p0 + s[:, None] * d), axis=1) - r).min()))
+    return worst
+
+
+def test_clearance_kernel_measures_capsule_to_face_distance():
+    x = np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0], [0.0, 0.01, 0.0]])
+    tris = np.array([[0, 1, 2]])
+    above = np.array([[0.002, 0.002, 0.004, 0.002, 0.002, 0.02, 0.001]])  # 3 mm clear
+    assert clearance(above, tris, x) == pytest.approx(0.003)
+    through = np.array([[0.002, 0.002, -0.004, 0.002, 0.002, 0.02, 0.001]])  # axis crosses the face
+    assert clearance(through, tris, x) == pytest.approx(-0.001)
+
+
+def grasp_setup():
+    probe = build_scene(tissue_tets=TETS)
+    node = top_node_near(probe, (0.0, 0.0))
+    xy = probe.tissue.rest[node, :2].copy()
+    probe.close()
+    scene = vertical_tool_scene(xy)
+    control = scene.hold_control()
+    top = scene.tissue.rest[:, 2].max()
+    # Open the jaws above the pad, lower them so the jaw tips sink 2 mm into the surface, close.
+    move(scene, control, (*xy, top + 0.01), 0.3, jaw=0.8)
+    settle(scene, control, 0.2)
+    untouched = scene.tissue_state.x.copy()  # settled under gravity, no tool contact yet
+    move(scene, control, (*xy, top - 0.002), 0.3)
+    settle(scene, control, 0.1)
+    return scene, control, untouched
+
+
+def test_grasp_lift_release_follows_the_jaws_then_springs_back():
+    scene, control, untouched = grasp_setup()
+    with scene:
+        move(scene, control, control.targets[0, :3], 0.1, jaw=0.0)
+        held = scene.contact.attached_nodes(0)
+        assert held.size >= 1
+        assert [e.kind for e in scene.events].count("grasp") == 1
+        settle(scene, control, 0.1)
+        # Lift 6 mm: the held nodes move with the jaws (rigidly, in the shaft frame).
+        tip0 = scene.tools[0].tip().copy()
+        x0 = scene.tissue_state.x[held].copy()
+        move(scene, control, control.targets[0, :3] + (0, 0, 0.006), 0.5)
+        settle(scene, control, 0.2)
+        lift = scene.tools[0].tip() - tip0
+        # The 30 kPa pad pulls back (~1 N): with the 500 N/m coupling the tool rises ~3 mm of 6.
+        assert lift[2] > 0.002
+        moved = scene.tissue_state.x[held] - x0
+        assert np.allclose(moved, lift, atol=2e-4)
+        # The pad pulls the tool down: the hand feels the tissue's weight and elasticity.
+        assert scene.reaction[0, 2] < -0.01
+        # Open: released, and elasticity brings the nodes back to where they were.
+        move(scene, control, control.targets[0, :3], 0.1, jaw=0.8)
+        assert "release" in [e.kind for e in scene.events]
+        assert scene.contact.attached_nodes(0).size == 0
+        move(scene, control, control.targets[0, :3] + (0, 0, 0.02), 0.3)
+        settle(scene, control, 1.0)
+        back = np.linalg.norm(scene.tissue_state.x[held] - untouched[held], axis=1)
+        assert back.max() < 0.1e-3, back
+
+
+def test_pulling_harder_than_the_grip_limit_slips_and_is_reported():
+    scene, control, _ = grasp_setup()
+    with scene:
+        scene.contact.grip[0] = 0.15  # [N] a weak grip, so the pad (not the solver) limits the pull
+        move(scene, control, control.targets[0, :3], 0.1, jaw=0.0)
+        assert scene.contact.attached_nodes(0).size >= 1
+        move(scene, control, control.targets[0, :3] + (0, 0, 0.015), 1.0)
+        slips = [e for e in scene.events if e.kind == "slip"]
+        assert len(slips) == 1 and slips[0].tool == 0
+        assert slips[0].value > 0.15
+        assert "slipped" in slips[0].message
+        assert scene.contact.attached_nodes(0).size == 0
+
+
+def test_same_scripted_contact_run_twice_is_bit_identical():
+    def run():
+        scene, control, _ = grasp_setup()
+        with scene:
+            move(scene, control, control.targets[0, :3], 0.1, jaw=0.0)
+            move(scene, control, control.targets[0, :3] + (0.003, 0, 0.004), 0.2)
+            return scene.checksum(), scene.tissue_state.x.copy()
+
+    (c1, x1), (c2, x2) = run(), run()
+    assert c1 == c2
+    assert np.array_equal(x1, x2)
+
+
+def test_default_scene_has_tissue_two_tools_and_consistent_snapshot():
+    with build_scene() as scene:
+        assert 4500 <= scene.tissue.tet_count <= 5500
+        assert [t.spec.name for t in scene.tools] == ["atraumatic_grasper", "curved_scissors"]
+        control = scene.hold_control()
+        settle(scene, control, 0.05)
+        snap = scene.snapshot()
+        assert snap["tissue_x"].shape == (scene.tissue.node_count, 3)
+        assert snap["tool_links"].shape == (2, 3, 7)
+        # The shaft link's origin is the tool tip.
+        assert np.allclose(snap["tool_links"][:, 0, :3], [t.tip() for t in scene.tools], atol=1e-6)
+        desc = scene.describe()
+        assert desc["tissue_triangles"].max() < scene.tissue.node_count
