@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# System packages the renderer and its tests need: Mesa (EGL surfaceless + llvmpipe, GLX for GLFW),
+# Xvfb (the window tests' X server) and mmdebstrap (builds the Debian trixie root that runs Monado,
+# scripts/xr-root.sh). Idempotent: installs only what is missing. Needs root (or passwordless sudo);
+# without either it prints one line and exits 0, and the EGL/XR tests skip with that reason.
+set -euo pipefail
+
+PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgles2 xvfb xauth mmdebstrap)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+else
+    echo "render deps: not root and no passwordless sudo; not installing ${missing[*]} (EGL/XR tests will skip)"
+    exit 0
+fi
+
+echo "render deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q >/dev/null
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

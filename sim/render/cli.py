@@ -1,0 +1,75 @@
+"""`trocar render` and `trocar bench render` (registered by sim.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    display = args.display
+    if display == "xr":
+        from sim.render.xr import XrUnavailable, run_xr_live
+
+        try:
+            return run_xr_live(args)
+        except XrUnavailable as exc:
+            print(f"trocar: OpenXR unavailable ({exc}); falling back to the desktop window", file=sys.stderr)
+            display = "window"
+    if display == "window":
+        from sim.render.window import WindowUnavailable, run_window_live
+
+        try:
+            return run_window_live(args)
+        except WindowUnavailable as exc:
+            target = args.out_dir or args.out or "frame.png"
+            print(f"trocar: no window ({exc}); rendering headless to {target}", file=sys.stderr)
+    from sim.render.egl import HeadlessUnavailable
+    from sim.render.offscreen import render_frames
+
+    try:
+        return render_frames(args)
+    except HeadlessUnavailable as exc:
+        from sim.errors import UserError
+
+        raise UserError(f"cannot render headless: {exc}") from None
+
+
+def _cmd_bench_render(args: argparse.Namespace) -> int:
+    from sim.render.offscreen import bench_render
+
+    return bench_render(args)
+
+
+def register(sub, bsub) -> None:
+    r = sub.add_parser("render",
+                       help="render the laparoscope view: PNG frames (headless EGL), a window or OpenXR")
+    r.add_argument("scene", nargs="?", default="default", help="scene name (default, peg_transfer)")
+    r.add_argument("--out", help="PNG file for a single frame (default frame.png)")
+    r.add_argument("--frames", type=int, default=1, help="number of frames (needs --out-dir when > 1)")
+    r.add_argument("--out-dir", help="directory for frame_00000.png ...")
+    r.add_argument("--video", help="also write a video (needs imageio-ffmpeg), e.g. out.mp4")
+    r.add_argument("--width", type=int, default=960, help="frame width [px] (default 960)")
+    r.add_argument("--height", type=int, default=540, help="frame height [px] (default 540)")
+    r.add_argument("--scope", type=float, choices=[0.0, 30.0], default=0.0, help="scope angle [deg]: 0 or 30")
+    r.add_argument("--fps", type=float, default=30.0, help="frames per simulated second (default 30)")
+    r.add_argument("--at", type=float, default=0.9,
+                   help="simulated time of the first frame [s] (default 0.9: tools over the tissue)")
+    r.add_argument("--tets", type=int, help="tissue tet count override (smaller = faster)")
+    r.add_argument("--no-hud", action="store_true", help="no HUD overlay")
+    r.add_argument("--display", choices=["headless", "window", "xr"], default="headless",
+                   help="headless PNGs (default), a desktop window (keyboard/mouse drive the tools) or "
+                        "OpenXR; falls back xr -> window -> headless")
+    r.add_argument("--seconds", type=float, default=0.0,
+                   help="window/xr: close after this many seconds (0 = until closed)")
+    r.set_defaults(func=_cmd_render)
+
+    b = bsub.add_parser("render", help="headless render frame time (EGL): fps, median, p99")
+    b.add_argument("scene", nargs="?", default="default")
+    b.add_argument("--width", type=int, default=1280)
+    b.add_argument("--height", type=int, default=720)
+    b.add_argument("--seconds", type=float, default=10.0, help="timed wall-clock seconds (default 10)")
+    b.add_argument("--snapshots", type=int, default=20, help="distinct scene states cycled (default 20)")
+    b.add_argument("--tets", type=int, help="tissue tet count override")
+    b.add_argument("--json", action="store_true", help="JSON line only")
+    b.set_defaults(func=_cmd_bench_render)

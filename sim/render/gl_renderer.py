@@ -1,0 +1,451 @@
+"""`Renderer`: the OpenGL 3.3 core renderer shared by the window, the headless path and OpenXR.
+
+Needs a current GL 3.3 core context (from `egl`, `window` or `xr`). It draws in the simulation's
+world frame (z up, metres); callers pass a view and projection (and, for OpenXR, a `world` transform
+placing the trainer in the room). Per frame, the tissue surface is re-uploaded from the snapshot
+with vertex normals from `geometry.vertex_normals` (vectorised NumPy); everything else is a few
+static meshes drawn with per-object transforms from the snapshot's link and body poses.
+
+Shading: Blinn-Phong with a tight specular lobe plus a broad sheen (the wet look of serosa), lit by a
+spot light at the scope tip with distance falloff (the scope's light cable), a little ambient, and
+(for the outside views in OpenXR) a dim room light.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+from OpenGL import GL
+
+# Vertex data always lives in buffer objects, so the raw binding is enough: PyOpenGL's wrapper would
+# keep the (offset) "array" alive per context and ask its platform for the current context, which
+# fails when an EGL context is drawn through after pyopenxr forced PyOpenGL's GLX platform (the
+# xr -> window -> headless fallback in one process).
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as _vertex_attrib_pointer
+
+from sim.render import geometry as geo
+from sim.render.camera import LaparoscopeCamera
+from sim.render.hud import hud_quads, hud_state
+
+#: Base colours (linear RGB). The tissue colour is what the tests look for.
+TISSUE_RGB = (0.62, 0.16, 0.14)
+FLOOR_RGB = (0.10, 0.16, 0.12)
+WALL_RGB = (0.07, 0.08, 0.09)
+SHAFT_RGB = (0.05, 0.05, 0.055)
+JAW_RGB = (0.55, 0.56, 0.58)
+BOARD_RGB = (0.60, 0.62, 0.64)
+PEG_RGB = (0.85, 0.85, 0.80)
+RING_RGB = (0.85, 0.55, 0.05)
+CLIP_RGB = (0.70, 0.70, 0.75)
+CLEAR_RGB = (0.02, 0.02, 0.025)
+
+_MESH_VS = """#version 330 core
+layout(location = 0) in vec3 a_pos;
+layout(location = 1) in vec3 a_normal;
+uniform mat4 u_model;
+uniform mat4 u_view_proj;
+uniform mat3 u_normal_mat;
+out vec3 v_world;
+out vec3 v_normal;
+void main() {
+    vec4 w = u_model * vec4(a_pos, 1.0);
+    v_world = w.xyz;
+    v_normal = u_normal_mat * a_normal;
+    gl_Position = u_view_proj * w;
+}
+"""
+
+_MESH_FS = """#version 330 core
+in vec3 v_world;
+in vec3 v_normal;
+uniform vec3 u_colour;
+uniform float u_shininess;   // tight specular exponent
+uniform float u_specular;    // tight lobe strength
+uniform float u_sheen;       // broad wet sheen strength
+uniform vec3 u_eye;
+uniform vec3 u_light_pos;    // scope tip
+uniform vec3 u_light_dir;    // scope view direction
+uniform float u_light_range; // distance at which the light falls to half [m]
+uniform float u_light_power;
+uniform float u_ambient;
+uniform vec3 u_room_dir;     // towards a dim room light (0 for none)
+uniform float u_room;
+out vec4 frag;
+void main() {
+    vec3 n = normalize(v_normal);
+    if (!gl_FrontFacing) n = -n;
+    vec3 V = normalize(u_eye - v_world);
+    vec3 toL = u_light_pos - v_world;
+    float d = length(toL);
+    vec3 L = toL / max(d, 1e-6);
+    float att = u_light_power / (1.0 + (d * d) / (u_light_range * u_light_range));
+    float spot = smoothstep(0.45, 0.9, dot(-L, u_light_dir));
+    vec3 H = normalize(L + V);
+    float ndh = max(dot(n, H), 0.0);
+    float diff = max(dot(n, L), 0.0);
+    float spec = u_specular * pow(ndh, u_shininess) + u_sheen * pow(ndh, 0.08 * u_shininess);
+    vec3 c = u_colour * (u_ambient + diff * att * spot) + vec3(spec * att * spot);
+    c += u_colour * u_room * max(dot(n, u_room_dir), 0.0);
+    frag = vec4(pow(clamp(c, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
+}
+"""
+
+_HUD_VS = """#version 330 core
+layout(location = 0) in vec2 a_pos;
+layout(location = 1) in vec4 a_colour;
+uniform vec2 u_size;
+out vec4 v_colour;
+void main() {
+    v_colour = a_colour;
+    gl_Position = vec4(a_pos / u_size * 2.0 - 1.0, 0.0, 1.0);
+}
+"""
+
+_HUD_FS = """#version 330 core
+in vec4 v_colour;
+out vec4 frag;
+void main() { frag = v_colour; }
+"""
+
+_TEX_VS = """#version 330 core
+layout(location = 0) in vec3 a_pos;
+uniform mat4 u_mvp;
+out vec2 v_uv;
+void main() {
+    v_uv = a_pos.xy + 0.5;
+    gl_Position = u_mvp * vec4(a_pos, 1.0);
+}
+"""
+
+_TEX_FS = """#version 330 core
+in vec2 v_uv;
+uniform sampler2D u_tex;
+out vec4 frag;
+void main() { frag = vec4(texture(u_tex, v_uv).rgb, 1.0); }
+"""
+
+
+def _compile(vs: str, fs: str) -> int:
+    prog = GL.glCreateProgram()
+    shaders = []
+    for kind, src in ((GL.GL_VERTEX_SHADER, vs), (GL.GL_FRAGMENT_SHADER, fs)):
+        sh = GL.glCreateShader(kind)
+        GL.glShaderSource(sh, src)
+        GL.glCompileShader(sh)
+        if not GL.glGetShaderiv(sh, GL.GL_COMPILE_STATUS):
+            raise RuntimeError("shader compile failed: " + GL.glGetShaderInfoLog(sh).decode(errors="replace"))
+        GL.glAttachShader(prog, sh)
+        shaders.append(sh)
+    GL.glLinkProgram(prog)
+    if not GL.glGetProgramiv(prog, GL.GL_LINK_STATUS):
+        raise RuntimeError("shader link failed: " + GL.glGetProgramInfoLog(prog).decode(errors="replace"))
+    for sh in shaders:
+        GL.glDeleteShader(sh)
+    return prog
+
+
+class _Mesh:
+    """A VAO with interleaved position + normal (float32) and an index buffer."""
+
+    def __init__(self, verts: np.ndarray, normals: np.ndarray, tris: np.ndarray, *, dynamic: bool = False):
+        self.vao = GL.glGenVertexArrays(1)
+        self.vbo, self.ebo = GL.glGenBuffers(2)
+        self.count = int(tris.size)
+        self.n_verts = len(verts)
+        GL.glBindVertexArray(self.vao)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.vbo)
+        data = np.ascontiguousarray(np.c_[verts, normals], dtype=np.float32)
+        GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, data,
+                        GL.GL_STREAM_DRAW if dynamic else GL.GL_STATIC_DRAW)
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.ebo)
+        idx = np.ascontiguousarray(tris, dtype=np.uint32)
+        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, idx.nbytes, idx, GL.GL_STATIC_DRAW)
+        GL.glEnableVertexAttribArray(0)
+        _vertex_attrib_pointer(0, 3, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(0))
+        GL.glEnableVertexAttribArray(1)
+        _vertex_attrib_pointer(1, 3, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(12))
+        GL.glBindVertexArray(0)
+
+    def update(self, verts: np.ndarray, normals: np.ndarray) -> None:
+        data = np.empty((len(verts), 6), dtype=np.float32)
+        data[:, :3], data[:, 3:] = verts, normals
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.vbo)
+        # Orphan then fill: the driver need not wait for last frame's draw to finish with it.
+        GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, None, GL.GL_STREAM_DRAW)
+        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
+
+    def draw(self) -> None:
+        GL.glBindVertexArray(self.vao)
+        GL.glDrawElements(GL.GL_TRIANGLES, self.count, GL.GL_UNSIGNED_INT, None)
+
+    def release(self) -> None:
+        GL.glDeleteBuffers(2, [self.vbo, self.ebo])
+        GL.glDeleteVertexArrays(1, [self.vao])
+
+
+class Framebuffer:
+    """An offscreen colour texture (RGBA8) + depth renderbuffer, or a wrapper around an external
+    colour texture (an OpenXR swapchain image)."""
+
+    def __init__(self, width: int, height: int, *, texture: int | None = None):
+        self.width, self.height = width, height
+        self.fbo = GL.glGenFramebuffers(1)
+        self.owns_texture = texture is None
+        if texture is None:
+            texture = GL.glGenTextures(1)
+            GL.glBindTexture(GL.GL_TEXTURE_2D, texture)
+            GL.glTexImage2D(GL.GL_TEXTURE_2D, 0, GL.GL_RGBA8, width, height, 0, GL.GL_RGBA,
+                            GL.GL_UNSIGNED_BYTE, None)
+            GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MIN_FILTER, GL.GL_LINEAR)
+            GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MAG_FILTER, GL.GL_LINEAR)
+        self.texture = texture
+        self.depth = GL.glGenRenderbuffers(1)
+        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, self.depth)
+        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_DEPTH_COMPONENT24, width, height)
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glFramebufferTexture2D(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_TEXTURE_2D, texture, 0)
+        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER,
+                                     self.depth)
+        status = GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER)
+        if status != GL.GL_FRAMEBUFFER_COMPLETE:
+            raise RuntimeError(f"framebuffer incomplete: 0x{int(status):x}")
+
+    def bind(self) -> None:
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glViewport(0, 0, self.width, self.height)
+
+    def read_rgb(self) -> np.ndarray:
+        """The colour attachment as uint8 (height, width, 3), top row first."""
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+        data = GL.glReadPixels(0, 0, self.width, self.height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
+        img = np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
+        return img[::-1].copy()
+
+    def release(self) -> None:
+        GL.glDeleteFramebuffers(1, [self.fbo])
+        GL.glDeleteRenderbuffers(1, [self.depth])
+        if self.owns_texture:
+            GL.glDeleteTextures(1, [self.texture])
+
+
+def read_default_framebuffer(width: int, height: int) -> np.ndarray:
+    """The window's back buffer as uint8 (height, width, 3), top row first."""
+    GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+    GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+    GL.glReadBuffer(GL.GL_BACK)
+    data = GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)[::-1].copy()
+
+
+def _normal_matrix(m: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(m[:3, :3]).T
+
+
+class Renderer:
+    """Draws scene snapshots. Construct with a scene description (`Scene.describe()`) while a GL
+    3.3 core context is current; all methods need that context current."""
+
+    def __init__(self, description: dict):
+        self.description = description
+        self.mesh_prog = _compile(_MESH_VS, _MESH_FS)
+        self.hud_prog = _compile(_HUD_VS, _HUD_FS)
+        self.tex_prog = _compile(_TEX_VS, _TEX_FS)
+        self._loc = {name: GL.glGetUniformLocation(self.mesh_prog, name) for name in (
+            "u_model", "u_view_proj", "u_normal_mat", "u_colour", "u_shininess", "u_specular", "u_sheen",
+            "u_eye", "u_light_pos", "u_light_dir", "u_light_range", "u_light_power", "u_ambient",
+            "u_room_dir", "u_room")}
+        self.box = _Mesh(*geo.box_mesh())
+        self.cylinder = _Mesh(*geo.cylinder_mesh())
+        self.quad = _Mesh(*geo.quad_mesh())
+        self.tris = np.asarray(description["tissue_triangles"], dtype=np.int32).reshape(-1, 3)
+        rest = np.asarray(description["tissue_rest"], dtype=np.float64).reshape(-1, 3)
+        self.tissue = (_Mesh(rest, geo.vertex_normals(rest, self.tris), self.tris, dynamic=True)
+                       if len(self.tris) else None)
+        self.tori: dict[tuple[float, float], _Mesh] = {}
+        for body in description.get("bodies", []):
+            if body["kind"] == "ring":
+                key = (float(body["radius"]), float(body["tube"]))
+                if key not in self.tori:
+                    self.tori[key] = _Mesh(*geo.torus_mesh(*key))
+        self.jaw_boxes = [geo.jaw_box_transforms(t) if min(t.get("jaw_length", 0), t.get("jaw_width", 0)) > 0
+                          else [[], []] for t in description["tools"]]
+        self._static = self._static_items()
+        self.hud_vao = GL.glGenVertexArrays(1)
+        self.hud_vbo = GL.glGenBuffers(1)
+        GL.glBindVertexArray(self.hud_vao)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.hud_vbo)
+        GL.glEnableVertexAttribArray(0)
+        _vertex_attrib_pointer(0, 2, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(0))
+        GL.glEnableVertexAttribArray(1)
+        _vertex_attrib_pointer(1, 4, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(8))
+        GL.glBindVertexArray(0)
+        self.tissue_ms = 0.0  # last tissue upload time (normals + buffer) [ms], for the benchmark
+
+    # -- scene items -------------------------------------------------------------------------------
+
+    def _static_items(self) -> list[tuple]:
+        """(mesh, model, colour, shininess, specular, sheen, wall) for the unmoving parts."""
+        d = self.description
+        half = float(d.get("floor_half_extent", 0.25))
+        top = float(d.get("trainer_top", 0.25))
+        items = [(self.box, geo.translate(0, 0, -0.005) @ geo.scale(2 * half, 2 * half, 0.01),
+                  FLOOR_RGB, 20.0, 0.05, 0.0, False)]
+        t = 0.01
+        for sx, sy, cx, cy in ((2 * half, t, 0, half), (2 * half, t, 0, -half),
+                               (t, 2 * half, half, 0), (t, 2 * half, -half, 0)):
+            items.append((self.box, geo.translate(cx, cy, top / 2) @ geo.scale(sx, sy, top),
+                          WALL_RGB, 10.0, 0.02, 0.0, True))
+        pb = d.get("pegboard")
+        if pb is not None:
+            c, s = np.asarray(pb["centre"], float), np.asarray(pb["size"], float)
+            items.append((self.box, geo.translate(c[0], c[1], s[2] / 2) @ geo.scale(*s),
+                          BOARD_RGB, 30.0, 0.1, 0.0, False))
+            r, h = float(pb["peg_radius"]), float(pb["peg_height"])
+            for peg in np.asarray(pb["pegs"], float).reshape(-1, 3):
+                items.append((self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),
+                              PEG_RGB, 40.0, 0.2, 0.0, False))
+        return items
+
+    def _dynamic_items(self, snap: dict) -> list[tuple]:
+        items = []
+        links = np.asarray(snap["tool_links"], float).reshape(-1, 3, 7)
+        for i, tool in enumerate(self.description["tools"]):
+            if i >= len(links):
+                break
+            shaft = geo.pose_matrix(links[i, 0])
+            r, jl, sl = tool["shaft_radius"], tool["jaw_length"], tool["shaft_length"]
+            items.append((self.cylinder, shaft @ geo.translate(0, 0, jl) @ geo.scale(r, r, sl),
+                          SHAFT_RGB, 60.0, 0.5, 0.05, False))
+            for k, boxes in enumerate(self.jaw_boxes[i]):
+                jaw = geo.pose_matrix(links[i, 1 + k])
+                for box in boxes:
+                    items.append((self.box, jaw @ box, JAW_RGB, 80.0, 0.9, 0.1, False))
+        bodies = np.asarray(snap.get("bodies", np.zeros((0, 7))), float).reshape(-1, 7)
+        for body, pose in zip(self.description.get("bodies", []), bodies, strict=False):
+            m = geo.pose_matrix(pose)
+            if body["kind"] == "ring":
+                items.append((self.tori[(float(body["radius"]), float(body["tube"]))], m,
+                              RING_RGB, 30.0, 0.3, 0.05, False))
+            else:  # clip: a V of two 9 mm legs, apex at the pose (sim.rigid_world.add_clip)
+                for side in (1.0, -1.0):
+                    ang = side * 0.15
+                    leg = (m @ geo.translate(0, np.sin(ang) * 4.5e-3, np.cos(ang) * 4.5e-3)
+                           @ geo.rot_axis((1, 0, 0), -ang) @ geo.scale(1e-3, 1e-3, 9e-3))
+                    items.append((self.box, leg, CLIP_RGB, 80.0, 0.9, 0.1, False))
+        return items
+
+    # -- drawing -----------------------------------------------------------------------------------
+
+    def upload_tissue(self, x: np.ndarray) -> None:
+        if self.tissue is None or len(x) != self.tissue.n_verts:
+            return
+        import time
+
+        t0 = time.perf_counter()
+        self.tissue.update(x, geo.vertex_normals(x, self.tris))
+        self.tissue_ms = (time.perf_counter() - t0) * 1e3
+
+    def draw_scene(self, snap: dict, view: np.ndarray, proj: np.ndarray, *, light_pos: np.ndarray,
+                   light_dir: np.ndarray, world: np.ndarray | None = None, walls: bool = True,
+                   room: float = 0.0, clear: bool = True) -> None:
+        """Draw the scene into the bound framebuffer (viewport set by the caller).
+
+        view, proj: camera matrices; world: sim world -> camera's world (OpenXR's room placement);
+        light_pos, light_dir: scope light in sim world [m]; walls: draw the trainer walls (off for
+        outside views); room: strength of a dim overhead room light.
+        """
+        world = np.eye(4) if world is None else world
+        vp = proj @ view @ world
+        eye = np.linalg.inv(view @ world)[:3, 3]
+        if clear:
+            GL.glClearColor(*CLEAR_RGB, 1.0)
+            GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+        GL.glDisable(GL.GL_BLEND)
+        GL.glDisable(GL.GL_CULL_FACE)
+        GL.glUseProgram(self.mesh_prog)
+        loc = self._loc
+        GL.glUniformMatrix4fv(loc["u_view_proj"], 1, GL.GL_TRUE, vp.astype(np.float32))
+        GL.glUniform3f(loc["u_eye"], *eye)
+        GL.glUniform3f(loc["u_light_pos"], *light_pos)
+        GL.glUniform3f(loc["u_light_dir"], *(light_dir / np.linalg.norm(light_dir)))
+        GL.glUniform1f(loc["u_light_range"], 0.18)
+        GL.glUniform1f(loc["u_light_power"], 2.2)
+        GL.glUniform1f(loc["u_ambient"], 0.06)
+        GL.glUniform3f(loc["u_room_dir"], 0.3, -0.4, 0.866)
+        GL.glUniform1f(loc["u_room"], room)
+        if self.tissue is not None and len(snap["tissue_x"]):
+            self.upload_tissue(np.asarray(snap["tissue_x"], float))
+            self._draw_item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08)
+        for mesh, model, colour, shin, spec, sheen, wall in self._static + self._dynamic_items(snap):
+            if wall and not walls:
+                continue
+            self._draw_item(mesh, model, colour, shin, spec, sheen)
+        GL.glBindVertexArray(0)
+
+    def _draw_item(self, mesh: _Mesh, model: np.ndarray, colour, shininess: float, specular: float,
+                   sheen: float) -> None:
+        loc = self._loc
+        GL.glUniformMatrix4fv(loc["u_model"], 1, GL.GL_TRUE, model.astype(np.float32))
+        GL.glUniformMatrix3fv(loc["u_normal_mat"], 1, GL.GL_TRUE, _normal_matrix(model).astype(np.float32))
+        GL.glUniform3f(loc["u_colour"], *colour)
+        GL.glUniform1f(loc["u_shininess"], shininess)
+        GL.glUniform1f(loc["u_specular"], specular)
+        GL.glUniform1f(loc["u_sheen"], sheen)
+        mesh.draw()
+
+    def draw_hud(self, quads: list[tuple], width: int, height: int) -> None:
+        """Draw 2D quads (pixels, origin bottom-left) over the bound framebuffer."""
+        if not quads:
+            return
+        q = np.asarray(quads, dtype=np.float32)
+        x0, y0, x1, y1, col = q[:, 0], q[:, 1], q[:, 2], q[:, 3], q[:, 4:8]
+        corners = np.stack([np.c_[x0, y0], np.c_[x1, y0], np.c_[x1, y1],
+                            np.c_[x0, y0], np.c_[x1, y1], np.c_[x0, y1]], axis=1)  # (n, 6, 2)
+        data = np.concatenate([corners, np.repeat(col[:, None, :], 6, axis=1)], axis=2).astype(np.float32)
+        GL.glDisable(GL.GL_DEPTH_TEST)
+        GL.glEnable(GL.GL_BLEND)
+        GL.glBlendFunc(GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)
+        GL.glUseProgram(self.hud_prog)
+        GL.glUniform2f(GL.glGetUniformLocation(self.hud_prog, "u_size"), float(width), float(height))
+        GL.glBindVertexArray(self.hud_vao)
+        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.hud_vbo)
+        GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, data, GL.GL_STREAM_DRAW)
+        GL.glDrawArrays(GL.GL_TRIANGLES, 0, data.shape[0] * 6)
+        GL.glBindVertexArray(0)
+        GL.glDisable(GL.GL_BLEND)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+
+    def draw_laparoscope(self, snap: dict, camera: LaparoscopeCamera, width: int, height: int, *,
+                         hud: bool = True) -> None:
+        """The laparoscope view (scene + HUD) into the bound framebuffer of width x height pixels."""
+        GL.glViewport(0, 0, width, height)
+        view, proj = camera.view(), camera.projection(width / max(height, 1))
+        f, _ = camera.frame()
+        self.draw_scene(snap, view, proj, light_pos=camera.eye(), light_dir=f)
+        if hud:
+            state = hud_state(snap, proj @ view, float(self.description.get("dt", 1e-3)))
+            self.draw_hud(hud_quads(state, width, height), width, height)
+
+    def draw_textured_quad(self, mvp: np.ndarray, texture: int) -> None:
+        """A unit quad (xy in [-0.5, 0.5], facing +z) showing a texture, unlit (a monitor screen)."""
+        GL.glUseProgram(self.tex_prog)
+        GL.glUniformMatrix4fv(GL.glGetUniformLocation(self.tex_prog, "u_mvp"), 1, GL.GL_TRUE,
+                              mvp.astype(np.float32))
+        GL.glActiveTexture(GL.GL_TEXTURE0)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, texture)
+        GL.glUniform1i(GL.glGetUniformLocation(self.tex_prog, "u_tex"), 0)
+        self.quad.draw()
+        GL.glBindVertexArray(0)
+
+    def release(self) -> None:
+        for mesh in [self.box, self.cylinder, self.quad, *self.tori.values()]:
+            mesh.release()
+        if self.tissue is not None:
+            self.tissue.release()
+        GL.glDeleteBuffers(1, [self.hud_vbo])
+        GL.glDeleteVertexArrays(1, [self.hud_vao])
+        for prog in (self.mesh_prog, self.hud_prog, self.tex_prog):
+            GL.glDeleteProgram(prog)

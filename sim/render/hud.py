@@ -1,0 +1,124 @@
+"""The HUD: elapsed time, a force bar per tool, warnings. Pure NumPy; the renderer draws the quads.
+
+Warnings: excessive force (|F| above `FORCE_WARN` [N]: the bar turns red and the screen gets a red
+border) and instrument out of view (the tool tip projects outside the image or behind the scope:
+an amber marker on the screen edge toward the tip, and the tool's bar frame turns amber).
+Quads are (x0, y0, x1, y1, r, g, b, a) in pixels, origin at the bottom-left corner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.render.geometry import project
+
+#: Force at which the HUD warns [N] (a firm but safe pull on bowel is ~2-4 N).
+FORCE_WARN = 4.0
+#: Force of a full bar [N].
+FORCE_FULL = 8.0
+
+# Seven-segment layout in a unit cell (x0, y0, x1, y1), width 0.6, height 1: a b c d e f g.
+_SEGMENTS = {
+    "a": (0.0, 0.92, 0.6, 1.0), "b": (0.52, 0.5, 0.6, 1.0), "c": (0.52, 0.0, 0.6, 0.5),
+    "d": (0.0, 0.0, 0.6, 0.08), "e": (0.0, 0.0, 0.08, 0.5), "f": (0.0, 0.5, 0.08, 1.0),
+    "g": (0.0, 0.46, 0.6, 0.54),
+}
+_DIGITS = {"0": "abcdef", "1": "bc", "2": "abged", "3": "abgcd", "4": "fgbc", "5": "afgcd",
+           "6": "afgedc", "7": "abc", "8": "abcdefg", "9": "abcdfg", "-": "g"}
+
+
+@dataclass
+class HudState:
+    """What the HUD shows for one frame.
+
+    elapsed: simulated time [s]; force: |F| per tool [N] (n_tools,); over: force above FORCE_WARN;
+    out_of_view: tool tip outside the image; edge: per tool, the NDC direction (2,) toward the tip.
+    """
+
+    elapsed: float
+    force: np.ndarray
+    over: np.ndarray
+    out_of_view: np.ndarray
+    edge: np.ndarray
+
+    @property
+    def warning(self) -> bool:
+        return bool(self.over.any() or self.out_of_view.any())
+
+
+def hud_state(snapshot: dict, view_proj: np.ndarray, dt: float, *,
+              force_warn: float = FORCE_WARN) -> HudState:
+    """HUD state from a snapshot and the scope's view-projection matrix."""
+    force = np.linalg.norm(np.asarray(snapshot["tool_force"]).reshape(-1, 3), axis=1)
+    links = np.asarray(snapshot["tool_links"]).reshape(-1, 3, 7)
+    tips = links[:, 0, :3]
+    if len(tips):
+        ndc, front = project(view_proj, tips)
+        out = ~front | (np.abs(ndc[:, 0]) > 1.0) | (np.abs(ndc[:, 1]) > 1.0)
+        edge = np.where(front[:, None], ndc[:, :2], -ndc[:, :2])
+    else:
+        out, edge = np.zeros(0, bool), np.zeros((0, 2))
+    return HudState(elapsed=float(np.asarray(snapshot["tick"]).ravel()[0]) * dt, force=force,
+                    over=force > force_warn, out_of_view=out, edge=edge)
+
+
+def digit_quads(text: str, x: float, y: float, height: float,
+                colour: tuple[float, float, float, float]) -> list[tuple]:
+    """Quads drawing text of digits, '-', ':' and '.' as seven-segment glyphs at (x, y) [px]."""
+    quads = []
+    w = 0.6 * height
+    for ch in text:
+        if ch in (":", "."):
+            s = 0.1 * height
+            dots = (0.25, 0.7) if ch == ":" else (0.0,)
+            for d in dots:
+                quads.append((x + s, y + d * height, x + 2 * s, y + d * height + s, *colour))
+            x += 0.35 * height
+            continue
+        for seg in _DIGITS.get(ch, ""):
+            x0, y0, x1, y1 = _SEGMENTS[seg]
+            quads.append((x + x0 * height, y + y0 * height, x + x1 * height, y + y1 * height, *colour))
+        x += w + 0.25 * height
+    return quads
+
+
+def format_elapsed(seconds: float) -> str:
+    """'MM:SS.d'."""
+    tenths = int(seconds * 10)
+    return f"{tenths // 600:02d}:{(tenths // 10) % 60:02d}.{tenths % 10:d}"
+
+
+def hud_quads(state: HudState, width: int, height: int) -> list[tuple]:
+    """All HUD quads for a frame of width x height pixels."""
+    quads: list[tuple] = []
+    white = (0.95, 0.95, 0.95, 0.9)
+    glyph = max(12.0, height / 24)
+    quads.append((8, height - glyph - 16, 16 + 6.2 * glyph, height - 8, 0.0, 0.0, 0.0, 0.45))
+    quads += digit_quads(format_elapsed(state.elapsed), 12, height - glyph - 12, glyph, white)
+    n = len(state.force)
+    bar_w, bar_h = min(220.0, 0.35 * width), max(8.0, height / 48)
+    for i in range(n):
+        x0 = 12 + i * (width - 24 - bar_w) / max(n - 1, 1)
+        y0 = 12
+        frame = (0.95, 0.65, 0.1, 0.9) if state.out_of_view[i] else (0.1, 0.1, 0.1, 0.6)
+        quads.append((x0 - 3, y0 - 3, x0 + bar_w + 3, y0 + bar_h + 3, *frame))
+        frac = float(np.clip(state.force[i] / FORCE_FULL, 0.0, 1.0))
+        colour = (0.9, 0.1, 0.1, 0.95) if state.over[i] else (0.2 + 0.6 * frac, 0.8 - 0.3 * frac, 0.2, 0.95)
+        quads.append((x0, y0, x0 + frac * bar_w, y0 + bar_h, *colour))
+        # A tick at the warning threshold.
+        xw = x0 + FORCE_WARN / FORCE_FULL * bar_w
+        quads.append((xw - 1, y0 - 3, xw + 1, y0 + bar_h + 3, 1.0, 1.0, 1.0, 0.8))
+        if state.out_of_view[i]:
+            d = state.edge[i]
+            d = d / max(np.abs(d).max(), 1e-9)
+            cx, cy = (0.5 + 0.45 * d[0]) * width, (0.5 + 0.45 * d[1]) * height
+            s = max(6.0, height / 40)
+            quads.append((cx - s, cy - s, cx + s, cy + s, 0.95, 0.65, 0.1, 0.95))
+    if state.over.any():
+        b = max(4.0, height / 100)
+        red = (0.9, 0.1, 0.1, 0.8)
+        quads += [(0, 0, width, b, *red), (0, height - b, width, height, *red),
+                  (0, 0, b, height, *red), (width - b, 0, width, height, *red)]
+    return quads

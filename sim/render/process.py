@@ -1,0 +1,124 @@
+"""The runtime's render process: read the newest snapshot, draw it at display rate, never block.
+
+`render_main` is the process entry point for sim.runtime: it attaches to the seqlock snapshot
+mailbox (shared memory, written by the servo/physics process) and hands `render_loop` a
+non-blocking `get_snapshot`. `render_loop` holds the display logic and is what tests drive with
+snapshots from a Scene directly. Displays fall back xr -> window -> headless, each fallback one
+line on stderr. Reading the mailbox is a copy out of shared memory with a sequence check: the
+servo never waits for the renderer.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+FALLBACK = {"xr": ("xr", "window", "headless"), "window": ("window", "headless"), "headless": ("headless",)}
+HEADLESS_HZ = 30.0
+
+
+def _log(msg: str) -> None:
+    print(f"trocar render: {msg}", file=sys.stderr, flush=True)
+
+
+def _headless(description: dict, get_snapshot, should_stop, *, width: int = 640, height: int = 360,
+              on_frame: Callable[[np.ndarray], None] | None = None, frames: int | None = None) -> int:
+    from sim.render.camera import default_camera
+    from sim.render.offscreen import HeadlessView
+
+    camera = default_camera(description)
+    shown = 0
+    snap = None
+    with HeadlessView(description, width, height) as view:
+        period = 1.0 / HEADLESS_HZ
+        next_t = time.perf_counter()
+        while not should_stop() and (frames is None or shown < frames):
+            new = get_snapshot()
+            snap = new if new is not None else snap
+            if snap is not None:
+                img = view.render(snap, camera)
+                shown += 1
+                if on_frame is not None:
+                    on_frame(img)
+            next_t += period
+            time.sleep(max(0.0, next_t - time.perf_counter()))
+    return shown
+
+
+def render_loop(description: dict, get_snapshot: Callable[[], dict | None], display: str,
+                should_stop: Callable[[], bool], *, frames: int | None = None,
+                on_headless_frame: Callable[[np.ndarray], None] | None = None) -> str:
+    """Render snapshots on `display` ("window" | "xr" | "headless"), falling back when it is not
+    available, until should_stop() (or `frames` frames). Returns the display actually used."""
+    if display not in FALLBACK:
+        raise ValueError(f"display must be one of {', '.join(FALLBACK)}, not {display!r}")
+    for d in FALLBACK[display]:
+        if d == "xr":
+            from sim.render.xr import XrSession, XrUnavailable
+
+            try:
+                report, _ = XrSession(description, get_snapshot, log=_log).run(
+                    frames=frames, should_stop=should_stop)
+                if report.errors:
+                    _log(f"OpenXR session ended with errors: {'; '.join(report.errors)}")
+                return d
+            except XrUnavailable as exc:
+                _log(f"OpenXR unavailable ({exc}); falling back to the window")
+        elif d == "window":
+            from sim.render.window import DesktopWindow, WindowUnavailable
+
+            try:
+                with DesktopWindow(description) as win:
+                    win.run(get_snapshot, frames=frames, should_stop=should_stop)
+                return d
+            except WindowUnavailable as exc:
+                _log(f"no window ({exc}); falling back to headless rendering")
+        else:
+            _headless(description, get_snapshot, should_stop, on_frame=on_headless_frame, frames=frames)
+            return d
+    raise AssertionError("unreachable")
+
+
+def _buffers(layout: dict) -> dict[str, np.ndarray]:
+    """Arrays to read snapshots into, from the mailbox layout (key -> shape, or key -> dict with
+    shape and dtype, or key -> (shape, dtype))."""
+    out = {}
+    for key, spec in layout.items():
+        dtype = np.float64
+        if isinstance(spec, dict):
+            shape, dtype = spec["shape"], spec.get("dtype", np.float64)
+        elif (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], (tuple, list))):
+            shape, dtype = spec
+        else:
+            shape = spec
+        out[key] = np.zeros(tuple(shape), dtype=dtype)
+    return out
+
+
+def render_main(mailbox_name: str, layout: dict, description: dict, display: str, stop_event) -> None:
+    """Render process entry point: attach to the snapshot mailbox and render at display rate until
+    stop_event (a multiprocessing.Event) is set."""
+    from sim.runtime.mailbox import SnapshotMailbox
+
+    mailbox = SnapshotMailbox.attach(mailbox_name, layout)
+    # Read into a scratch set and swap on success: a failed (torn) read never reaches the screen.
+    bufs = {"cur": mailbox.empty(), "scratch": mailbox.empty(), "seq": None}
+
+    def get_snapshot() -> dict | None:
+        seq = mailbox.read_into(bufs["scratch"])
+        if seq is None or seq == bufs["seq"]:
+            return None  # the writer was mid-write, or nothing new: draw the last one again
+        bufs["cur"], bufs["scratch"], bufs["seq"] = bufs["scratch"], bufs["cur"], seq
+        return bufs["cur"]
+
+    try:
+        used = render_loop(description, get_snapshot, display, stop_event.is_set)
+        if used != display:
+            _log(f"rendered on {used} instead of {display}")
+    finally:
+        close = getattr(mailbox, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,58 @@
+"""Scripted instrument motion for frames without a device (`trocar render`, tests, benchmarks).
+
+Each tool moves from where it starts to hover just above its side of the work area (the tissue
+top, the pegboard, or the floor), then circles there with its jaws opening and closing, so
+consecutive frames differ. Deterministic: a function of simulated time only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.scene import Scene, SceneControl
+
+APPROACH_S = 0.6  #: time to reach the hover point [s]
+
+
+class ToolScript:
+    """Targets for `Scene.tick` as a function of simulated time."""
+
+    def __init__(self, scene: Scene):
+        d = scene.describe()
+        self.start = np.array([t.tip() for t in scene.tools]).reshape(-1, 3)
+        rest = np.asarray(d["tissue_rest"]).reshape(-1, 3)
+        if len(rest):
+            lo, hi = rest.min(axis=0), rest.max(axis=0)
+            centre = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, hi[2]])
+            half = 0.25 * (hi[0] - lo[0])
+        elif d.get("pegboard") is not None:
+            pb = d["pegboard"]
+            centre = np.array([pb["centre"][0], pb["centre"][1], pb["size"][2] + pb["peg_height"]])
+            half = 0.25 * pb["size"][0]
+        else:
+            centre, half = np.zeros(3), 0.03
+        n = len(self.start)
+        offsets = np.linspace(-half, half, n) if n > 1 else np.zeros(1)
+        self.hover = np.c_[centre[0] + offsets, np.full(n, centre[1]), np.full(n, centre[2] + 0.015)]
+        self.open_max = np.array([t.spec.jaw_open_max if t.spec.has_jaws else 0.0 for t in scene.tools])
+
+    def control(self, t: float) -> SceneControl:
+        """The control at simulated time t [s]."""
+        n = len(self.start)
+        if t < APPROACH_S:
+            w = 0.5 - 0.5 * np.cos(np.pi * t / APPROACH_S)
+            tip = self.start + w * (self.hover - self.start)
+            jaws = np.zeros(n)
+        else:
+            phase = 2 * np.pi * (t - APPROACH_S) + np.arange(n) * np.pi
+            ramp = min(1.0, (t - APPROACH_S) / 0.3)
+            circle = 0.01 * ramp * np.c_[np.sin(phase), 1 - np.cos(phase), np.zeros(n)]
+            tip = self.hover + circle
+            jaws = 0.7 * self.open_max * ramp * (0.5 - 0.5 * np.cos(phase))
+        return SceneControl(np.c_[tip, np.zeros(n)], jaws)
+
+
+def run_until(scene: Scene, script: ToolScript, t_end: float) -> None:
+    """Tick the scene under the script until its simulated time reaches t_end [s]."""
+    while scene.tick_count * scene.dt < t_end - 1e-12:
+        scene.tick(script.control(scene.tick_count * scene.dt), scene.dt)

@@ -1,0 +1,309 @@
+"""The desktop window (GLFW): the laparoscope view, resizable, vsync, keyboard/mouse control.
+
+Without a haptic device the keyboard and mouse drive the instruments (`trocar render --display
+window`) and always the scope. Keys (docs/rendering.md):
+
+    1 / 2          select the left / right instrument
+    W S A D        move its tip away / toward / left / right (5 cm/s)
+    Q E            move its tip down / up
+    R F            roll it
+    Space          open / close its jaws
+    arrows         pivot the scope about its port (pan, tilt)
+    PgUp PgDn      insert / withdraw the scope
+    Z X            roll the scope;  V  switch 0 / 30 deg optics;  H  HUD on/off
+    Esc            close
+    mouse          left-drag: move the tip in the floor plane; wheel: up/down; right-drag: pivot the scope
+
+Closing (Esc or the window's close button) ends the loop; GL objects and the window are released
+before glfwTerminate. `DesktopWindow()` raises `WindowUnavailable` with one line when there is no
+display or no GL 3.3 core context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.render.camera import LaparoscopeCamera, default_camera
+
+
+class WindowUnavailable(RuntimeError):
+    """No display (or no GL 3.3 core context) for a window."""
+
+
+TOOL_SPEED = 0.05  # [m/s] per held key
+ROLL_SPEED = 1.5  # [rad/s]
+SCOPE_SPEED = 0.6  # [rad/s]
+
+
+@dataclass
+class KeyControl:
+    """Instrument targets driven by keys and the mouse (used when no haptic device is connected).
+
+    targets: (n_tools, 4) tip (x, y, z) [m] and roll [rad]; jaws: opening [rad] per tool;
+    selected: the tool the keys move.
+    """
+
+    targets: np.ndarray
+    jaw_open: np.ndarray
+    jaws: np.ndarray = field(init=False)
+    selected: int = 0
+
+    def __post_init__(self) -> None:
+        self.jaws = np.zeros(len(self.targets))
+
+    def toggle_jaws(self) -> None:
+        i = self.selected
+        self.jaws[i] = 0.0 if self.jaws[i] > 0 else 0.8 * self.jaw_open[i]
+
+    def move(self, delta: np.ndarray) -> None:
+        self.targets[self.selected] += delta
+
+
+def _held(glfw, window, key) -> bool:
+    return glfw.get_key(window, key) == glfw.PRESS
+
+
+class DesktopWindow:
+    """A GLFW window with a current GL 3.3 core context and a `Renderer`."""
+
+    def __init__(self, description: dict, *, width: int = 1280, height: int = 720, title: str = "trocar",
+                 vsync: bool = True, visible: bool = True, control: KeyControl | None = None,
+                 camera: LaparoscopeCamera | None = None):
+        try:
+            import glfw
+        except Exception as exc:
+            raise WindowUnavailable(f"glfw not importable: {exc}") from exc
+        self.glfw = glfw
+        glfw.ERROR_REPORTING = "ignore"  # a missing display is reported once, as WindowUnavailable
+        if not glfw.init():
+            raise WindowUnavailable("no display (GLFW could not initialise: is DISPLAY set?)")
+        glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
+        glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
+        glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
+        glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, glfw.TRUE)
+        glfw.window_hint(glfw.VISIBLE, glfw.TRUE if visible else glfw.FALSE)
+        self.window = glfw.create_window(width, height, title, None, None)
+        if not self.window:
+            glfw.terminate()
+            raise WindowUnavailable("cannot open a window with a GL 3.3 core context")
+        glfw.make_context_current(self.window)
+        glfw.swap_interval(1 if vsync else 0)
+        from sim.render.gl_renderer import Renderer
+
+        self.renderer = Renderer(description)
+        self.description = description
+        self.camera = camera or default_camera(description)
+        self.control = control
+        self.hud = True
+        self.fb_size = tuple(glfw.get_framebuffer_size(self.window))
+        self.resizes: list[tuple[int, int]] = []
+        glfw.set_framebuffer_size_callback(self.window, self._on_resize)
+        glfw.set_key_callback(self.window, self._on_key)
+        glfw.set_scroll_callback(self.window, self._on_scroll)
+        self._mouse: tuple[float, float] | None = None
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def _on_resize(self, _window, width: int, height: int) -> None:
+        self.fb_size = (width, height)
+        self.resizes.append((width, height))
+
+    def _on_key(self, window, key, _scancode, action, _mods) -> None:
+        glfw = self.glfw
+        if action != glfw.PRESS:
+            return
+        if key == glfw.KEY_ESCAPE:
+            glfw.set_window_should_close(window, True)
+        elif key == glfw.KEY_H:
+            self.hud = not self.hud
+        elif key == glfw.KEY_V:
+            self.camera.view_angle = 0.0 if self.camera.view_angle else np.radians(30.0)
+        elif self.control is not None and key in (glfw.KEY_1, glfw.KEY_2):
+            self.control.selected = min(key - glfw.KEY_1, len(self.control.targets) - 1)
+        elif self.control is not None and key == glfw.KEY_SPACE:
+            self.control.toggle_jaws()
+
+    def _on_scroll(self, _window, _dx, dy) -> None:
+        if self.control is not None:
+            self.control.move(np.array([0.0, 0.0, 0.005 * dy, 0.0]))
+
+    def _poll_held(self, dt: float) -> None:
+        glfw, w = self.glfw, self.window
+        cam = self.camera
+        k = SCOPE_SPEED * dt
+        cam.pivot(d_yaw=k * (_held(glfw, w, glfw.KEY_LEFT) - _held(glfw, w, glfw.KEY_RIGHT)),
+                  d_pitch=k * (_held(glfw, w, glfw.KEY_DOWN) - _held(glfw, w, glfw.KEY_UP)),
+                  d_insert=0.05 * dt * (_held(glfw, w, glfw.KEY_PAGE_UP)
+                                        - _held(glfw, w, glfw.KEY_PAGE_DOWN)),
+                  d_roll=k * (_held(glfw, w, glfw.KEY_X) - _held(glfw, w, glfw.KEY_Z)))
+        x, y = glfw.get_cursor_pos(w)
+        left = glfw.get_mouse_button(w, glfw.MOUSE_BUTTON_LEFT) == glfw.PRESS
+        right = glfw.get_mouse_button(w, glfw.MOUSE_BUTTON_RIGHT) == glfw.PRESS
+        if self._mouse is not None and (left or right):
+            dx, dy = x - self._mouse[0], y - self._mouse[1]
+            if right:
+                cam.pivot(d_yaw=-0.003 * dx, d_pitch=0.003 * dy)
+            elif self.control is not None:
+                self.control.move(np.array([2e-4 * dx, -2e-4 * dy, 0.0, 0.0]))
+        self._mouse = (x, y)
+        if self.control is None:
+            return
+        s = TOOL_SPEED * dt
+        self.control.move(np.array([
+            s * (_held(glfw, w, glfw.KEY_D) - _held(glfw, w, glfw.KEY_A)),
+            s * (_held(glfw, w, glfw.KEY_W) - _held(glfw, w, glfw.KEY_S)),
+            s * (_held(glfw, w, glfw.KEY_E) - _held(glfw, w, glfw.KEY_Q)),
+            ROLL_SPEED * dt * (_held(glfw, w, glfw.KEY_R) - _held(glfw, w, glfw.KEY_F))]))
+
+    # -- loop --------------------------------------------------------------------------------------
+
+    def run(self, get_snapshot: Callable[[], dict | None], *, frames: int | None = None,
+            should_stop: Callable[[], bool] | None = None,
+            on_frame: Callable[[int], None] | None = None) -> int:
+        """Render until closed, `frames` frames were shown, or should_stop(). Returns frames shown.
+        get_snapshot may return None (nothing new): the last snapshot is drawn again."""
+        glfw = self.glfw
+        from sim.render.gl_renderer import GL
+
+        shown = 0
+        snap = None
+        last = time.perf_counter()
+        while not glfw.window_should_close(self.window):
+            glfw.poll_events()
+            now = time.perf_counter()
+            self._poll_held(min(now - last, 0.1))
+            last = now
+            if should_stop is not None and should_stop():
+                break
+            new = get_snapshot()
+            snap = new if new is not None else snap
+            w, h = self.fb_size
+            if snap is None or w == 0 or h == 0:  # nothing yet, or minimised
+                time.sleep(0.01)
+                continue
+            GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
+            self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud)
+            if on_frame is not None:
+                on_frame(shown)
+            glfw.swap_buffers(self.window)
+            shown += 1
+            if frames is not None and shown >= frames:
+                break
+        return shown
+
+    def screenshot(self) -> np.ndarray:
+        from sim.render.gl_renderer import read_default_framebuffer
+
+        return read_default_framebuffer(*self.fb_size)
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.glfw.make_context_current(self.window)
+            self.renderer.release()
+            self.glfw.destroy_window(self.window)
+            self.window = None
+            self.glfw.terminate()
+
+    def __enter__(self) -> DesktopWindow:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_window_live(args) -> int:
+    """`trocar render --display window`: the scene ticked in this process (as fast as it goes, at
+    most real time), instruments on the keyboard/mouse."""
+    import os
+
+    from sim.render.offscreen import build_named_scene
+    from sim.scene import SceneControl
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise WindowUnavailable("no display (DISPLAY is not set)")
+    overrides = {"tissue_tets": args.tets} if args.tets else {}
+    scene = build_named_scene(args.scene, **overrides)
+    try:
+        hold = scene.hold_control()
+        control = KeyControl(hold.targets.copy(), np.array(
+            [t.spec.jaw_open_max if t.spec.has_jaws else 0.0 for t in scene.tools]))
+        description = scene.describe()
+        camera = default_camera(description, view_angle=np.radians(args.scope))
+        t0 = time.perf_counter()
+
+        def get_snapshot() -> dict:
+            t_wall = time.perf_counter() - t0
+            budget = time.perf_counter() + 0.03  # keep the window responsive if physics is slow
+            while scene.tick_count * scene.dt < t_wall and time.perf_counter() < budget:
+                scene.tick(SceneControl(control.targets.copy(), control.jaws.copy()), scene.dt)
+            return scene.snapshot()
+
+        stop = (lambda: time.perf_counter() - t0 > args.seconds) if args.seconds > 0 else None
+        with DesktopWindow(description, width=args.width, height=args.height, control=control,
+                           camera=camera) as win:
+            shown = win.run(get_snapshot, should_stop=stop)
+    finally:
+        scene.close()
+    print(f"window closed after {shown} frames")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replay recorded snapshots in a window; for the Xvfb test: N frames, a resize, a screenshot."""
+    p = argparse.ArgumentParser(prog="python -m sim.render.window")
+    p.add_argument("--replay", required=True, help="pickle of {'description', 'snapshots'}")
+    p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--resize", help="WxH to resize to halfway")
+    p.add_argument("--screenshot", help="save the last frame here (.npy)")
+    p.add_argument("--report", required=True)
+    args = p.parse_args(argv)
+    with open(args.replay, "rb") as fh:
+        data = pickle.load(fh)
+    snaps = data["snapshots"]
+    w, h = (int(v) for v in args.size.split("x"))
+    state = {"i": 0, "shot": None}
+    try:
+        win = DesktopWindow(data["description"], width=w, height=h, title="trocar test")
+    except WindowUnavailable as exc:
+        print(f"window: {exc}", file=sys.stderr)
+        return 3
+    initial = win.fb_size
+    with win:
+        def get_snapshot() -> dict:
+            snap = snaps[state["i"] % len(snaps)]
+            state["i"] += 1
+            return snap
+
+        def on_frame(k: int) -> None:
+            if args.resize and k == args.frames // 2:
+                rw, rh = (int(v) for v in args.resize.split("x"))
+                win.glfw.set_window_size(win.window, rw, rh)
+            if k == args.frames - 1:
+                state["shot"] = win.screenshot()
+
+        t0 = time.perf_counter()
+        shown = win.run(get_snapshot, frames=args.frames, on_frame=on_frame)
+        wall = time.perf_counter() - t0
+        final = win.fb_size
+        resizes = list(win.resizes)
+    if args.screenshot and state["shot"] is not None:
+        np.save(args.screenshot, state["shot"])
+    report = {"frames": shown, "initial_size": list(initial), "final_size": list(final),
+              "resizes": [list(r) for r in resizes], "wall_s": round(wall, 3), "closed": True}
+    with open(args.report, "w") as fh:
+        json.dump(report, fh)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
