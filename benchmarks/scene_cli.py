@@ -29,7 +29,7 @@ def _script(scene, seconds: float, warm: float):
     control = scene.hold_control()
     start = control.targets[:, :3].copy()
     top = float(scene.tissue.rest[:, 2].max()) if scene.tissue is not None else 0.02
-    press = np.array([[*SPOTS[i % len(SPOTS)], top - 1.0e-3] for i in range(n)])
+    press = np.array([[*SPOTS[i % len(SPOTS)], top - 3.0e-3] for i in range(n)])
     above = press + np.array([0.0, 0.0, 0.006])
     steps_warm = max(2, int(round(warm / dt)))
     for k in range(1, steps_warm + 1):
@@ -39,8 +39,8 @@ def _script(scene, seconds: float, warm: float):
         yield "warm", control
     for k in range(int(round(seconds / dt))):
         phase = 2 * np.pi * 0.5 * k * dt  # 0.5 Hz circles of 2 mm radius
-        control.targets[:, 0] = press[:, 0] + 2e-3 * np.sin(phase)
-        control.targets[:, 1] = press[:, 1] + 2e-3 * (np.cos(phase) - 1.0)
+        control.targets[:, 0] = press[:, 0] + 4e-3 * np.sin(phase)
+        control.targets[:, 1] = press[:, 1] + 4e-3 * (np.cos(phase) - 1.0)
         yield "timed", SceneControl(control.targets, control.jaws)
 
 

@@ -22,14 +22,15 @@ Method: hard, position-level node constraints with forces carried between steps.
 Why not penalty springs: one stiff enough to stop a tool would need the implicit matrix refactored
 whenever contacts change (~0.2 s at 5k tets), and an explicit one is unstable at 1 kHz.
 
-Limits (measured, docs/instruments.md): contact is against nodes, so a capsule thinner than the node
-spacing can sink between nodes where it lands inside a face (5k tets: ~5 mm spacing vs 2.25 mm jaw
-radius); a face-projection pass was tried and destabilised the one-step tissue solver. A node pushed
-more than ~60 % of an element height makes the tissue solver diverge; the scene then resets the
-tissue (event 'tissue_reset') rather than kick the hand.
+Faces: a tip landing inside a triangle (5k pad: ~5 mm node spacing, 2.25 mm jaw radius) meets no
+node. A face pass keeps every capsule axis at least FACE_KEEP radii from every face (no tunnelling);
+its pushes count as one-tick forces and are not carried, so the tissue resists weakly there.
+Limits and the variants tried: docs/instruments.md, "Limits".
 
 Grasping: when a tool's jaw command crosses below GRASP_CLOSE, the tissue nodes between its jaws
-(inside the wedge the open jaws span, within half a jaw width + 0.5 mm sideways) are attached with
+(inside the wedge the open jaws span, within half a jaw width + 0.5 mm sideways, down to a jaw
+radius + 1 mm below the tips) and the nodes
+pressed by its jaws (in contact with them at that moment: a pinch) are attached with
 their current position in the shaft frame; they follow the jaws as bilateral constraints with the
 same carried-force scheme. Opening past GRASP_OPEN releases them. If the force pulling on the grasped
 nodes exceeds the grip limit 2 mu_grip N (N = jaw_max_torque / (jaw_length / 2) per jaw, mu_grip =
@@ -107,6 +108,7 @@ class ToolTissueContact:
         self.touched = np.zeros(n, dtype=np.int64)
         self.skip = np.zeros(n, dtype=np.bool_)
         self.corr = np.zeros((n, 3))
+        self.tri_box = np.zeros((self.tris.shape[0], 6))
         self.tool_force = np.zeros((t, 3))
         self.tool_point = np.zeros((t, 4))
         self.att_node = np.zeros(0, dtype=np.int64)
@@ -163,9 +165,10 @@ class ToolTissueContact:
         if self.att_node.size:
             ck.attach_project(self.att_node, self.att_tool, self.att_local, self.frame_r, self.frame_p,
                               self.mass, self.dt, state.x, state.v, f_ext, self.touched)
-        ck.contact_project(self.caps, self.caps_prev, self.cap_tool, self.surf_nodes, state.x, state.v,
-                           self.mass, self.inv_mass, self.dt, self.margin, self.mu, self.iters, f_ext,
-                           self.normal, self.touched, self.skip, self.corr, self.tool_force, self.tool_point)
+        ck.contact_project(self.caps, self.caps_prev, self.cap_tool, self.tris, self.surf_nodes, state.x,
+                           state.v, self.mass, self.inv_mass, self.dt, self.margin, self.mu, self.iters,
+                           f_ext, self.normal, self.touched, self.skip, self.corr, self.tri_box,
+                           self.tool_force, self.tool_point)
         if self.att_node.size:
             for i in range(len(self.tools)):
                 if self.grasping[i]:
@@ -185,9 +188,14 @@ class ToolTissueContact:
         local = (x - origin) @ rot  # node positions in the shaft frame
         along = jl - local[:, 2]  # distance from the hinge toward the tip [m]
         wedge = along * np.tan(max(half, 0.0)) + spec.jaw_thickness + spec.jaw_gap / 2
-        inside = ((local[:, 2] >= -5e-4) & (along >= 0.0)
-                  & (np.abs(local[:, 0]) <= 0.5 * spec.jaw_width + 5e-4)
-                  & (np.abs(local[:, 1]) <= wedge) & ~self.skip & (self.inv_mass > 0.0))
+        # Down to a jaw radius + 1 mm below the tips: the closing jaws push the tissue they meet
+        # ahead of them, and that is what they pinch.
+        below = -0.5 * spec.jaw_width - 1e-3
+        between = ((local[:, 2] >= below) & (along >= 0.0)
+                   & (np.abs(local[:, 0]) <= 0.5 * spec.jaw_width + 5e-4) & (np.abs(local[:, 1]) <= wedge))
+        # Tissue the jaws press on is pinched too: the nodes touching this tool's jaws.
+        pinched = (self.touched == i + 1) & (along >= 0.0) & (local[:, 2] >= below)
+        inside = (between | pinched) & ~self.skip & (self.inv_mass > 0.0)
         nodes = np.flatnonzero(inside)
         if nodes.size == 0:
             return

@@ -12,6 +12,7 @@ import numba as nb
 import numpy as np
 
 _EPS = 1e-12
+FACE_KEEP = 0.5  # [-] of the capsule radius: how close a face may come to a capsule's axis
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -169,17 +170,17 @@ def _closest_on_segment(caps, c, px, py, pz):
 
 
 @nb.njit(cache=True, nogil=True)
-def contact_project(caps, caps_prev, cap_tool, surf_nodes, x, v, mass, inv_mass, dt, margin, mu, iters,
-                    f, normal, touched, skip, corr, tool_force, tool_point):
+def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv_mass, dt, margin, mu,
+                    iters, f, normal, touched, skip, corr, tri_box, tool_force, tool_point):
     """Capsules against the tissue surface, after the tissue step (see sim.contact for the method).
 
-    caps, caps_prev (k, 7): capsules now and one step ago; cap_tool (k,) owning tool;
-    surf_nodes (s,) surface node ids; x, v (n, 3) tissue state, corrected in
+    caps, caps_prev (k, 7): capsules now and one step ago; cap_tool (k,) owning tool; tris (t, 3)
+    surface triangles; surf_nodes (s,) surface node ids; x, v (n, 3) tissue state, corrected in
     place; mass, inv_mass (n,) [kg, 1/kg] (inv_mass 0 for fixed nodes); margin [m]: contact band
     kept while a carried force is left; mu: friction coefficient; f (n, 3) [N]: node force carried
     from the previous step (in) and the new one (out); normal (n, 3): contact normal per node;
     touched (n,) int: tool + 1 per node in contact (attachments are already marked); skip (n,)
-    bool: attached nodes; corr (n, 3): scratch; tool_force (tools, 3) [N] out:
+    bool: attached nodes; corr (n, 3), tri_box (t, 6): scratch; tool_force (tools, 3) [N] out:
     tissue force on each tool; tool_point (tools, 4) out: columns 0-2 sum of |f| x [N m], column
     3 sum of |f| [N] (their ratio is the force-weighted contact point).
     """
@@ -190,6 +191,9 @@ def contact_project(caps, caps_prev, cap_tool, surf_nodes, x, v, mass, inv_mass,
     corr[:] = 0.0
     tool_force[:] = 0.0
     tool_point[:] = 0.0
+    bary = np.zeros(3)
+    p0 = np.zeros(3)
+    p1 = np.zeros(3)
     va = np.zeros(3)
     vb = np.zeros(3)
     vc = np.zeros(3)
@@ -308,6 +312,83 @@ def contact_project(caps, caps_prev, cap_tool, surf_nodes, x, v, mass, inv_mass,
             tool_force[tool, i] -= f[j, i]
             tool_point[tool, i] += fm * x[j, i]
         tool_point[tool, 3] += fm
+    # 3. Triangle interiors: the safety net against tunnelling. A capsule may sink into a face
+    #    between nodes (a tip landing inside a triangle); once its axis comes within FACE_KEEP r of the
+    #    face, the face is pushed back to that distance. Shallower face contact is left alone: the
+    #    carried-force scheme only converges per node, and one-tick face impulses mostly move the
+    #    tissue without a force (see sim.contact, "Limits").
+    #    The push is shared by barycentric weights; its impulse counts as this tick's force on the
+    #    tool (not carried). Corners held by a node contact of the same tool do not move.
+    keep = FACE_KEEP
+    n_tri = tris.shape[0]
+    for t in range(n_tri):
+        ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
+        for i in range(3):
+            tri_box[t, i] = min(x[ia, i], x[ib, i], x[ic, i])
+            tri_box[t, 3 + i] = max(x[ia, i], x[ib, i], x[ic, i])
+    for c in range(n_cap):
+        r = caps[c, 6]
+        lo0 = min(caps[c, 0], caps[c, 3]) - r
+        hi0 = max(caps[c, 0], caps[c, 3]) + r
+        lo1 = min(caps[c, 1], caps[c, 4]) - r
+        hi1 = max(caps[c, 1], caps[c, 4]) + r
+        lo2 = min(caps[c, 2], caps[c, 5]) - r
+        hi2 = max(caps[c, 2], caps[c, 5]) + r
+        for i in range(3):
+            p0[i] = caps[c, i]
+            p1[i] = caps[c, 3 + i]
+        tool = cap_tool[c]
+        for t in range(n_tri):
+            if (tri_box[t, 3] < lo0 or tri_box[t, 0] > hi0 or tri_box[t, 4] < lo1 or tri_box[t, 1] > hi1
+                    or tri_box[t, 5] < lo2 or tri_box[t, 2] > hi2):
+                continue
+            ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
+            if skip[ia] or skip[ib] or skip[ic]:
+                continue
+            for i in range(3):
+                va[i] = x[ia, i]
+                vb[i] = x[ib, i]
+                vc[i] = x[ic, i]
+            dist, s = closest_seg_tri(p0, p1, va, vb, vc, bary)
+            if dist >= keep * r:
+                continue
+            nrm = np.cross(vb - va, vc - va)
+            nl = np.sqrt(nrm @ nrm)
+            if nl < _EPS:
+                continue
+            if dist > 1e-9:
+                q = bary[0] * va + bary[1] * vb + bary[2] * vc
+                dirn = (q - (p0 + s * (p1 - p0))) / dist
+                depth = keep * r - dist
+            else:  # the axis touches the face: back out through the normal
+                dirn = -nrm / nl
+                depth = keep * r
+            # Corners already held on the capsule by a node contact do not move here: around a
+            # pressed node the faces form a dimple whose rim the capsule grazes, and pushing the
+            # node through its faces would drive it deeper than the tool.
+            wsum = 0.0
+            for k in range(3):
+                j = tris[t, k]
+                if touched[j] != tool + 1:
+                    wsum += bary[k] * bary[k] * inv_mass[j]
+            if wsum <= 0.0:
+                continue
+            lam = depth / wsum
+            for k in range(3):
+                j = tris[t, k]
+                if touched[j] == tool + 1:
+                    continue
+                # Never more than the penetration: with a held corner the weights of the others can be
+                # tiny, and lam w / m alone would fling them.
+                dm = min(lam * bary[k] * inv_mass[j], depth)
+                # Inelastic: the corner stops moving into the tool (no velocity is added, which at
+                # 1 kHz with Rayleigh damping would return as a kick on the next step).
+                vn = v[j, 0] * dirn[0] + v[j, 1] * dirn[1] + v[j, 2] * dirn[2]
+                vn = min(vn, 0.0)
+                for i in range(3):
+                    x[j, i] += dm * dirn[i]
+                    v[j, i] -= vn * dirn[i]
+                    tool_force[tool, i] -= mass[j] * (dm * inv_h - vn) * dirn[i] * inv_h
 
 
 @nb.njit(cache=True, nogil=True)

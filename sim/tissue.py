@@ -44,6 +44,11 @@ class TissueMaterial:
         damping: stiffness-proportional (Rayleigh beta) damping [s]; the viscous stress is
             damping * (elastic stress rate). Same meaning as PyBullet's NeoHookeanDamping.
         mass_damping: mass-proportional (Rayleigh alpha) damping [1/s], drag against the world.
+        stabilization: [-] isotropic stiffness added to the diagonal of the step's Jacobian only, as
+            a multiple of each node's mean diagonal stiffness. Forces stay exact, so statics do not
+            change; transients slow down (an added apparent mass). 0 keeps the plain linearly
+            implicit step; ~1 keeps it stable when a tool pushes single nodes most of an element
+            height (see docs/tissue-solver.md, "Stabilization").
     """
 
     young: float = 10e3
@@ -51,6 +56,7 @@ class TissueMaterial:
     density: float = 1000.0
     damping: float = 0.01
     mass_damping: float = 0.0
+    stabilization: float = 0.0
 
     def __post_init__(self):
         if not self.young > 0:
@@ -61,6 +67,8 @@ class TissueMaterial:
             raise ValueError(f"density must be > 0 kg/m^3, got {self.density}")
         if not (self.damping >= 0 and self.mass_damping >= 0):
             raise ValueError("damping coefficients must be >= 0")
+        if not self.stabilization >= 0:
+            raise ValueError(f"stabilization must be >= 0, got {self.stabilization}")
 
     @property
     def lame(self) -> tuple[float, float]:
@@ -156,9 +164,12 @@ class TissueSystem:
         if free.size == 0:
             raise ValueError("every node is fixed: nothing to simulate")
         dof = (3 * free[:, None] + np.arange(3)).reshape(-1)
-        a = sp.diags(np.repeat((1.0 + dt * mat.mass_damping) * model.mass, 3)) + dt * (
-            dt + mat.damping
-        ) * model.stiffness()
+        k = model.stiffness()
+        a = sp.diags(np.repeat((1.0 + dt * mat.mass_damping) * model.mass, 3)) + dt * (dt + mat.damping) * k
+        if mat.stabilization > 0:
+            # Isotropic per node, so it commutes with the node-frame rotation of the matrix.
+            shift = mat.stabilization * k.diagonal().reshape(-1, 3).mean(axis=1)
+            a = a + sp.diags(np.repeat(dt * (dt + mat.damping) * shift, 3))
         a = sp.csr_matrix(a)[dof][:, dof]
         try:
             factor = factor_spd_blocked(a)

@@ -90,31 +90,30 @@ def test_indentation_force_depth_matches_linear_fem_and_is_monotone():
         depth, force = np.array(depth), np.array(force)
     print(f"k_sim stiffness fit over {depth.max() * 1e3:.2f} mm, max force {force.max():.3f} N")
     touching = depth > 0.2e-3
-    assert touching.any() and depth.max() > 1.0e-3
+    assert touching.any() and depth.max() > 1.6e-3
     # Monotone: force never drops by more than the 1 mN noise while the depth grows.
     order = np.argsort(depth[touching])
     f_sorted = force[touching][order]
     assert np.all(np.diff(f_sorted) > -1e-3)
-    # Small-depth stiffness vs linear FEM for the same indenter (one node pushed straight down).
-    sel = (depth > 0.2e-3) & (depth < 1.0e-3)
+    # Small-depth stiffness vs linear FEM for the same indenter (one node pushed straight down),
+    # past the first 0.6 mm where the carried contact force is still catching up with the ramp.
+    sel = (depth > 0.6e-3) & (depth < 1.6e-3)
     k_sim = np.polyfit(depth[sel], force[sel], 1)[0]
     k_ref = single_node_stiffness(scene, node)
     assert k_sim == pytest.approx(k_ref, rel=0.15), (k_sim, k_ref)
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: node-only contact lets a 2.25 mm jaw tip slip between "
-                   "5 mm-spaced nodes (docs/instruments.md, 'Limits'); the face pass destabilised the solver")
-def test_tool_jabbed_at_half_a_metre_per_second_stops_at_the_surface():
+def jab(scene_xy_offset):
     probe = build_scene(tissue_tets=TETS)
     node = top_node_near(probe, (0.01, 0.005))
-    xy = probe.tissue.rest[node, :2] + 0.8e-3  # just off the node (contact is node-based)
+    xy = probe.tissue.rest[node, :2] + scene_xy_offset
     probe.close()
     with vertical_tool_scene(xy) as scene:
         control = scene.hold_control()
         top = scene.tissue.rest[:, 2].max()
         move(scene, control, (*xy, top + 0.012), 0.3)
         settle(scene, control, 0.2)
-        worst = np.inf
+        worst = worst_face = np.inf
         tip_z = []
         # Straight down at 0.5 m/s to 4 mm below the rest surface, then hold there.
         z0 = control.targets[0, 2]
@@ -123,13 +122,31 @@ def test_tool_jabbed_at_half_a_metre_per_second_stops_at_the_surface():
             control.targets[0, 2] = max(z0 - 0.5 * k * DT, top - 4e-3)
             scene.tick(control, DT)
             worst = min(worst, node_clearance(scene))
+            faces = clearance(scene.contact.caps, scene.contact.tris, scene.tissue_state.x)
+            worst_face = min(worst_face, faces)
             tip_z.append(scene.tools[0].tip()[2])
         assert not [e for e in scene.events if e.kind == "tissue_reset"]
-        # No surface node ever inside a tool capsule at the end of a tick.
-        assert worst > -1e-6, worst
-        # The tissue carries the tool: it stays above the target, pressing with the coupling force.
-        assert min(tip_z) > top - 4e-3 + 0.3e-3
-        assert scene.reaction[0, 2] > 0.2
+        # How far the settled tip stays above its target, and the deepest it went [m].
+        return worst, worst_face, tip_z[-1] - (top - 4e-3), scene.reaction[0].copy(), top - min(tip_z)
+
+
+def test_tool_jabbed_at_half_a_metre_per_second_does_not_tunnel():
+    # Off the node: the tip lands inside a face, where only the anti-tunnelling face pass acts.
+    worst, worst_face, _, _, _ = jab(1.7e-3)
+    # Faces let a capsule in until its axis is FACE_KEEP radii from them, further where a corner is
+    # held by a node contact; never across a capsule's axis (docs/instruments.md, "Limits").
+    r = 0.5 * inst.GRASPER.jaw_width
+    assert worst_face > -r, worst_face
+    assert worst > -r, worst
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: one pushed node yields sideways and between nodes "
+                   "only the face pass acts, whose one-tick impulses carry little force, so the tool "
+                   "sinks to its target (docs/instruments.md, 'Limits')")
+def test_tool_jabbed_at_half_a_metre_per_second_is_stopped_at_the_surface():
+    _, _, above_target, reaction, _ = jab(1.7e-3)
+    assert above_target > 0.3e-3
+    assert reaction[2] > 0.2
 
 
 def node_clearance(scene: Scene) -> float:
@@ -203,13 +220,16 @@ def test_grasp_lift_release_follows_the_jaws_then_springs_back():
 def test_pulling_harder_than_the_grip_limit_slips_and_is_reported():
     scene, control, _ = grasp_setup()
     with scene:
-        scene.contact.grip[0] = 0.15  # [N] a weak grip, so the pad (not the solver) limits the pull
         move(scene, control, control.targets[0, :3], 0.1, jaw=0.0)
-        assert scene.contact.attached_nodes(0).size >= 1
+        held = scene.contact.attached_nodes(0)
+        assert held.size >= 1
+        # A weak grip: 0.2 N above what the pinch itself needs, so lifting (not the solver) slips it.
+        pinch = np.linalg.norm(scene._contacts.force[held].sum(axis=0))
+        grip = scene.contact.grip[0] = pinch + 0.2
         move(scene, control, control.targets[0, :3] + (0, 0, 0.015), 1.0)
         slips = [e for e in scene.events if e.kind == "slip"]
         assert len(slips) == 1 and slips[0].tool == 0
-        assert slips[0].value > 0.15
+        assert slips[0].value > grip
         assert "slipped" in slips[0].message
         assert scene.contact.attached_nodes(0).size == 0
 
