@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean render-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "trocar needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -14,9 +14,17 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/trocar demo
+	$(VENV)/bin/trocar run --seconds 60
 
-test: $(STAMP)
+# System packages for the render tests (Mesa EGL/GLX, Xvfb, mmdebstrap) and the cached Debian trixie
+# root with Monado for the OpenXR test. Both scripts are idempotent (a second run is a no-op) and need
+# root; without it they say so in one line and the EGL/XR tests skip (under CI=true they fail).
+render-deps: $(STAMP)
+	@bash scripts/setup-render-deps.sh
+	@if [ "$$(id -u)" -eq 0 ]; then PYTHON=$(PY) bash scripts/xr-root.sh || echo "render deps: could not build the Monado root (.xr-root); the OpenXR test will report why"; \
+	 else echo "render deps: not root; skipping the Monado root (.xr-root); the OpenXR test will skip"; fi
+
+test: $(STAMP) render-deps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

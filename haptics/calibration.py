@@ -225,3 +225,74 @@ def write_jig_script(path: str, workspace: np.ndarray, *, cycles: int = 6) -> No
         fh.write("# trocar reference jig procedure: t[s] x y z [m] gripper[rad] buttons\n")
         for r in jig_script(workspace, cycles=cycles):
             fh.write(" ".join(f"{v:.6g}" for v in r) + "\n")
+
+
+# ------------------------------------------------------------------------- gravity (step 6)
+
+GRAVITY_FEATURES = ("1", "x", "y", "z", "xx", "yy", "zz", "xy", "xz", "yz")
+
+
+def gravity_features(p: np.ndarray) -> np.ndarray:
+    """Quadratic features of calibrated positions p [m], shape (N, 3) -> (N, 10), in the order
+    of GRAVITY_FEATURES (positions in metres, so coefficients are N, N/m, N/m^2)."""
+    p = np.asarray(p, dtype=float).reshape(-1, 3)
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    return np.column_stack([np.ones(len(p)), x, y, z, x * x, y * y, z * z, x * y, x * z, y * z])
+
+
+def gravity_grid(workspace: np.ndarray, *, n: int = 3, fraction: float = 0.5) -> np.ndarray:
+    """The poses of the gravity step [m], shape (n^3, 3): an n x n x n grid over `fraction` of
+    the workspace half extents [m], in a serpentine order (short moves between poses)."""
+    ws = np.asarray(workspace, dtype=float) * fraction
+    lv = [np.linspace(-w, w, n) for w in ws]
+    out = []
+    for i, z in enumerate(lv[2]):
+        for j, y in enumerate(lv[1] if i % 2 == 0 else lv[1][::-1]):
+            xs = lv[0] if (i * n + j) % 2 == 0 else lv[0][::-1]
+            out.extend([x, y, z] for x in xs)
+    return np.array(out)
+
+
+def fit_gravity(poses: np.ndarray, holding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares gravity model: holding force [N], shape (N, 3), at poses [m], shape (N, 3)
+    -> (coefficients, shape (3, 10), rms residual [N], shape (3,)). Each axis' holding force is a
+    quadratic in position (GRAVITY_FEATURES): smooth arm-weight loads over a workspace are close
+    to quadratic, and a model linear in its coefficients stays exact under per-axis force gains.
+    Needs at least 10 poses spread over all three axes (ValueError otherwise)."""
+    X = gravity_features(poses)
+    h = np.asarray(holding, dtype=float).reshape(-1, 3)
+    if len(X) < X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError(f"{len(X)} poses do not determine the gravity model (need a 3-D grid)")
+    coef, *_ = np.linalg.lstsq(X, h, rcond=None)
+    resid = np.sqrt(np.mean((h - X @ coef) ** 2, axis=0))
+    return coef.T, resid
+
+
+def gravity_force(coefficients: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Holding force [N] the model `coefficients` (3, 10) gives at p [m], shape (3,) or (N, 3)."""
+    p = np.asarray(p, dtype=float)
+    out = gravity_features(p.reshape(-1, 3)) @ np.asarray(coefficients, dtype=float).T
+    return out.reshape(p.shape)
+
+
+# ----------------------------------------------------------------------- stability (step 7)
+
+def decay_ratio(x: np.ndarray, *, split: float = 0.5) -> tuple[float, float]:
+    """Growth of an oscillation recorded after a kick: RMS about a linear trend of the second
+    part of `x` [m] over the first part (split at `split`), and the first part's RMS [m].
+
+    Below 1 the oscillation decays (the wall is stable), above 1 it grows. For a pole pair
+    s = sigma +- j omega the ratio is exp(sigma * T_half), so the decision at 1 is unbiased.
+    """
+    x = np.asarray(x, dtype=float)
+    k = int(len(x) * split)
+    if k < 8 or len(x) - k < 8:
+        raise ValueError("too few samples for a decay ratio")
+
+    def rms(seg: np.ndarray) -> float:
+        t = np.arange(len(seg), dtype=float)
+        a, b = np.polyfit(t, seg, 1)
+        return float(np.sqrt(np.mean((seg - (a * t + b)) ** 2)))
+
+    first, second = rms(x[:k]), rms(x[k:])
+    return (second / first if first > 0 else (np.inf if second > 0 else 0.0)), first

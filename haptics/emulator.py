@@ -10,6 +10,15 @@ fault injection (for tests). Runs as its own process: ``trocar device emulate`` 
 An optional event log (``--event-log FILE``) records, with time.monotonic() [s] stamps, what a
 scope on the motor would show (output_zero, watchdog_trip, unplug, ...), so tests can check the
 device side of a fault from outside the process.
+
+Physical hands (`free`, `grip`; docs/calibration.md "The emulator's physical model"): the
+handle is a mass with viscous friction, integrated in SUBSTEPS sub-steps per device tick with the
+motor force held (zero-order hold, as a real amplifier holds its current between servo ticks),
+loaded by gravity (an arm-weight model, `holding_force`) and, for `grip`, by a hand with its own
+mass, damping and stiffness. A host-rendered virtual wall on it therefore has a stiffness limit
+that follows from these numbers and the loop delay (sensing latency + sync ticks + actuation
+latency), not from a number in INFO. The hand can be changed within a session with the
+emulator-only CMD EMU_SET_HAND, so one `calibrate --auto` session can use every fixture.
 """
 
 from __future__ import annotations
@@ -28,6 +37,13 @@ from dataclasses import dataclass, field
 
 from haptics import protocol as P
 
+GRAVITY = 9.81  # [m/s^2]
+SUBSTEPS = 10  # mechanics sub-steps per device tick for the physical hands (free, grip)
+# Emulator-only command (a vendor opcode outside the protocol's 1..9): change the hand model
+# (the fixture a calibration step needs). arg: an index into HANDS. A real device answers ACK
+# result 1 (unknown opcode), which is how the wizard knows a person must change the fixture.
+EMU_SET_HAND = 200
+HANDS = ("spring", "still", "circle", "script", "free", "grip")
 RAMP_DOWN_S = 0.005  # watchdog/disable ramp to zero [s]: a step would kick the handle
 HOST_SILENCE_S = 0.2  # a frame after this much silence counts as a host (re)connecting [s]
 
@@ -56,6 +72,19 @@ class EmulatorConfig:
     hand_mass: float = 0.1  # handle + hand [kg]; damping is critical
     hand_radius: float = 0.02  # circle radius [m]
     hand_period: float = 2.0  # circle period [s]
+    # physical hands: free (nobody holds the handle) and grip (a hand holds it, pushing to grip_at)
+    handle_mass: float = 0.08  # moving mass of the mechanism at the handle [kg]
+    device_damping: float = 2.0  # viscous friction of the mechanism [N s/m]
+    grip_mass: float = 0.1  # the gripping hand's mass [kg]
+    grip_damping: float = 3.0  # the gripping hand's damping [N s/m]
+    grip_stiffness: float = 200.0  # the gripping hand's stiffness [N/m]
+    grip_at: tuple[float, float, float] = (0.01, 0.0, 0.0)  # where the hand pushes to [m]
+    # gravity (arm-weight model, see holding_force); zero masses: no gravity
+    gravity_mass: float = 0.0  # handle mass hanging at the tip [kg]
+    arm_mass: float = 0.0  # arm mass, a uniform rod from the shoulder to the handle [kg]
+    arm_shoulder: tuple[float, float, float] = (0.0, -0.15, -0.10)  # arm pivot [m]
+    tilt: tuple[float, float] = (0.0, 0.0)  # base tilt about x, then y [rad]
+    sync_ticks: int = 0  # apply FORCE this many ticks after the STATE it answers (0: on arrival)
     # miscalibration
     encoder_offset: tuple[int, int, int] = (0, 0, 0)  # [counts]
     gain_error: tuple[float, float, float] = (0.0, 0.0, 0.0)  # relative
@@ -125,6 +154,9 @@ class Emulator:
         self.v = [0.0, 0.0, 0.0]
         self.grip = 0.3  # [rad]
         self.buttons = 0
+        self.hand_kind = cfg.hand
+        self.hand_t0 = 0.0  # script time origin [s after t0]
+        self._sync: list[tuple[int, float, float, float, float, bool]] = []  # due seq, force
         n = max(cfg.latency_ms * cfg.rate_hz // 1000, 0) + 1
         self._lat_out = [(0.0, 0.0, 0.0)] * n  # ring of motor outputs (actuation delay)
         self._lat_pos = [tuple(self.p)] * n  # ring of positions (sensing delay)
@@ -216,19 +248,25 @@ class Emulator:
         self.last_rx = now
         for msg_type, payload in self.decoder.feed(data):
             if msg_type == P.MSG_FORCE and len(payload) == P.FORCE_STRUCT.size:
-                seq, fx, fy, fz, fg, flags, _echo = P.FORCE_STRUCT.unpack(payload)
+                seq, fx, fy, fz, fg, flags, state_echo = P.FORCE_STRUCT.unpack(payload)
                 if self.force_frames and seq != (self.force_echo + 1) & 0xFFFFFFFF:
                     gap = (seq - self.force_echo - 1) & 0xFFFFFFFF
                     if gap < 0x80000000:
                         self.force_gaps += gap
                 self.force_frames += 1
                 self.force_echo = seq
+                self.last_force_rx = now
+                if self.cfg.sync_ticks > 0:
+                    # Due at the tick that sends STATE echo + sync_ticks (now if that has passed).
+                    self._sync.append(((state_echo + self.cfg.sync_ticks) & 0xFFFFFFFF, fx * 1e-3,
+                                       fy * 1e-3, fz * 1e-3, fg * 1e-3,
+                                       bool(flags & P.FORCE_ENABLE)))
+                    continue
                 self.cmd_force[0] = fx * 1e-3
                 self.cmd_force[1] = fy * 1e-3
                 self.cmd_force[2] = fz * 1e-3
                 self.cmd_gripper = fg * 1e-3
                 self.cmd_enable = bool(flags & P.FORCE_ENABLE)
-                self.last_force_rx = now
             elif msg_type == P.MSG_CMD:
                 try:
                     cmd = P.decode_message(msg_type, payload)
@@ -284,6 +322,15 @@ class Emulator:
                 value = counters[arg] & 0x7FFFFFFF
             else:
                 result = P.ACK_BAD_ARGUMENT
+        elif op == EMU_SET_HAND:
+            if not 0 <= arg < len(HANDS) or (HANDS[arg] == "script" and not self.cfg.script):
+                result = P.ACK_BAD_ARGUMENT
+            elif HANDS[arg] != self.hand_kind:  # the hand already there: nothing to do
+                self.hand_kind = HANDS[arg]
+                self.hand_t0 = now - self.t0
+                self.v = [0.0, 0.0, 0.0]
+                self.event("hand", self.hand_kind)
+            value = arg
         else:
             result = P.ACK_UNKNOWN_OPCODE
         self.send(P.encode(P.Ack(cmd.token, op, result, value)))
@@ -303,15 +350,19 @@ class Emulator:
     def hand(self, t: float, fx: float, fy: float, fz: float, dt: float) -> None:
         """Move the handle for one tick under the true motor force (fx, fy, fz) [N]."""
         cfg = self.cfg
-        kind = cfg.hand
+        kind = self.hand_kind
+        t -= self.hand_t0
         if kind == "spring":
             k, m = cfg.hand_stiffness, cfg.hand_mass
             c = 2.0 * math.sqrt(k * m)
             p, v, a0 = self.p, self.v, cfg.hand_at
+            g = (0.0, 0.0, 0.0) if not self._gravity else holding_force(cfg, p)
             for i, f in enumerate((fx, fy, fz)):
-                v[i] += dt * (f + k * (a0[i] - p[i]) - c * v[i]) / m
+                v[i] += dt * (f - g[i] + k * (a0[i] - p[i]) - c * v[i]) / m
                 p[i] += dt * v[i]
             self.grip = 0.3 + self.out_gripper / 2.0  # the fingers give 2 N/rad
+        elif kind in ("free", "grip"):
+            self._mechanics(fx, fy, fz, dt, kind == "grip")
         elif kind == "circle":
             w = 2.0 * math.pi * t / cfg.hand_period
             self.p = [cfg.hand_at[0] + cfg.hand_radius * math.cos(w),
@@ -334,10 +385,42 @@ class Emulator:
             if len(row) > 5:
                 self.buttons = int(row[5])
 
+    @property
+    def _gravity(self) -> bool:
+        return self.cfg.gravity_mass != 0.0 or self.cfg.arm_mass != 0.0
+
+    def _mechanics(self, fx: float, fy: float, fz: float, dt: float, grip: bool) -> None:
+        """Handle (and gripping hand) under motor force (fx, fy, fz) [N] held for one tick `dt`
+        [s]: SUBSTEPS semi-implicit Euler sub-steps; the workspace ends are hard stops."""
+        cfg = self.cfg
+        m = cfg.handle_mass + (cfg.grip_mass if grip else 0.0)
+        b = cfg.device_damping + (cfg.grip_damping if grip else 0.0)
+        k = cfg.grip_stiffness if grip else 0.0
+        a0, ws = cfg.grip_at, cfg.workspace
+        p, v = self.p, self.v
+        h = dt / SUBSTEPS
+        f = (fx, fy, fz)
+        for _ in range(SUBSTEPS):
+            g = holding_force(cfg, p) if self._gravity else (0.0, 0.0, 0.0)
+            for i in range(3):
+                v[i] += h * (f[i] - g[i] + k * (a0[i] - p[i]) - b * v[i]) / m
+                p[i] += h * v[i]
+                if abs(p[i]) > ws[i]:  # the mechanical stop
+                    p[i] = math.copysign(ws[i], p[i])
+                    v[i] = 0.0
+
     def tick(self, now: float) -> None:
         """One device clock tick: watchdog, motor output, mechanics, STATE."""
         cfg = self.cfg
         dt = 1.0 / self.rate_hz
+        if self._sync:
+            q = (self.seq + 1) & 0xFFFFFFFF  # the STATE this tick sends
+            due = None
+            while self._sync and ((q - self._sync[0][0]) & 0xFFFFFFFF) < 0x80000000:
+                due = self._sync.pop(0)
+            if due is not None:
+                _, self.cmd_force[0], self.cmd_force[1], self.cmd_force[2], self.cmd_gripper, \
+                    self.cmd_enable = due
         if (self.enabled and self.last_force_rx is not None
                 and now - self.last_force_rx > self.watchdog_s):
             ms = round((now - self.last_force_rx) * 1000)
@@ -483,6 +566,33 @@ class Emulator:
         return 0
 
 
+def gravity_direction(tilt: tuple[float, float]) -> tuple[float, float, float]:
+    """Unit vector of gravity in the device frame for a base tilted by tilt = (about x, then
+    about y) [rad]; (0, 0, -1) when level."""
+    tx, ty = tilt
+    return (-math.sin(ty), math.cos(ty) * math.sin(tx), -math.cos(ty) * math.cos(tx))
+
+
+def holding_force(cfg: EmulatorConfig, p) -> tuple[float, float, float]:
+    """The force [N] that holds the handle still at position p [m] against gravity.
+
+    Arm-weight model: the handle (gravity_mass [kg]) hangs at the tip of an arm, a uniform rod of
+    arm_mass [kg] from a ball joint at arm_shoulder [m] to the handle. The joint carries the rod's
+    load along the rod; the tip has to carry the handle's weight and half the rod's weight
+    perpendicular to the rod (moments about the joint), so the holding force changes with the
+    pose. Gravity is g = 9.81 m/s^2 along gravity_direction(tilt):
+    ``H = -g [m_h d + (m_a / 2)(d - (d.u) u)]``, u the unit vector from the shoulder to p.
+    """
+    d = gravity_direction(cfg.tilt)
+    s = cfg.arm_shoulder
+    r = (p[0] - s[0], p[1] - s[1], p[2] - s[2])
+    n = math.sqrt(r[0] * r[0] + r[1] * r[1] + r[2] * r[2]) or 1.0
+    u = (r[0] / n, r[1] / n, r[2] / n)
+    du = d[0] * u[0] + d[1] * u[1] + d[2] * u[2]
+    mh, ma = cfg.gravity_mass, 0.5 * cfg.arm_mass
+    return tuple(-GRAVITY * (mh * d[i] + ma * (d[i] - du * u[i])) for i in range(3))
+
+
 # ------------------------------------------------------------------------------------- CLI glue
 
 def _floats(n: int):
@@ -518,13 +628,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocol version to announce in INFO (tests of negotiation)")
     p.add_argument("--unhomed", action="store_true", help="start not homed (ENABLE refused)")
     p.add_argument("--hand", default=d.hand,
-                   help="hand model: spring, still, circle, or script:FILE (default spring)")
+                   help="hand model: spring, still, circle, free, grip, or script:FILE (default spring)")
     p.add_argument("--hand-at", type=_floats(3), default=d.hand_at,
                    help="where the hand holds the handle x,y,z [m]")
     p.add_argument("--hand-stiffness", type=float, default=d.hand_stiffness,
                    help="hand spring [N/m] (default 200)")
     p.add_argument("--hand-radius", type=float, default=d.hand_radius, help="circle radius [m]")
     p.add_argument("--hand-period", type=float, default=d.hand_period, help="circle period [s]")
+    h = p.add_argument_group("physical hands (free, grip) and gravity")
+    h.add_argument("--handle-mass", type=float, default=d.handle_mass,
+                   help="moving mass of the mechanism [kg] (default 0.08)")
+    h.add_argument("--device-damping", type=float, default=d.device_damping,
+                   help="viscous friction of the mechanism [N s/m] (default 2)")
+    h.add_argument("--grip-mass", type=float, default=d.grip_mass, help="hand mass [kg] (0.1)")
+    h.add_argument("--grip-damping", type=float, default=d.grip_damping,
+                   help="hand damping [N s/m] (default 3)")
+    h.add_argument("--grip-stiffness", type=float, default=d.grip_stiffness,
+                   help="hand stiffness [N/m] (default 200)")
+    h.add_argument("--grip-at", type=_floats(3), default=d.grip_at,
+                   help="where the gripping hand pushes to x,y,z [m] (default 0.01,0,0)")
+    h.add_argument("--gravity-mass", type=float, default=d.gravity_mass,
+                   help="handle mass at the tip for gravity [kg] (default 0: no gravity)")
+    h.add_argument("--arm-mass", type=float, default=d.arm_mass,
+                   help="arm (uniform rod) mass for gravity [kg] (default 0)")
+    h.add_argument("--arm-shoulder", type=_floats(3), default=d.arm_shoulder,
+                   help="arm pivot x,y,z [m] (default 0,-0.15,-0.1)")
+    h.add_argument("--tilt", type=_floats(2), default=d.tilt,
+                   help="base tilt about x, then y [rad] (default 0,0)")
+    h.add_argument("--sync-ticks", type=int, default=d.sync_ticks,
+                   help="apply each FORCE this many ticks after the STATE it answers (a fixed "
+                        "loop delay whatever the host's jitter; default 0: on arrival)")
     g = p.add_argument_group("miscalibration")
     g.add_argument("--encoder-offset", type=_floats(3), default=(0, 0, 0), help="counts x,y,z")
     g.add_argument("--gain-error", type=_floats(3), default=d.gain_error,
@@ -585,8 +718,15 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         if not script:
             raise EmulatorArgError(f"{fname}: empty hand script")
         hand = "script"
-    elif hand not in ("spring", "still", "circle"):
-        raise EmulatorArgError(f"unknown --hand {hand!r}: spring, still, circle or script:FILE")
+    elif hand not in HANDS or hand == "script":
+        raise EmulatorArgError(f"unknown --hand {hand!r}: spring, still, circle, free, grip or "
+                               f"script:FILE")
+    if min(a.handle_mass, a.grip_mass) <= 0 or min(a.device_damping, a.grip_damping,
+                                                   a.grip_stiffness) < 0:
+        raise EmulatorArgError("--handle-mass and --grip-mass must be > 0, dampings and "
+                               "--grip-stiffness >= 0")
+    if a.gravity_mass < 0 or a.arm_mass < 0 or not 0 <= a.sync_ticks <= 100:
+        raise EmulatorArgError("--gravity-mass and --arm-mass must be >= 0, --sync-ticks 0..100")
     return EmulatorConfig(
         rate_hz=a.rate, watchdog_ms=a.watchdog_ms, max_force=a.max_force, serial=a.serial,
         protocol=a.protocol_version, homed=not a.unhomed, hand=hand, hand_at=a.hand_at,
@@ -598,7 +738,11 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         truncate=a.truncate, stall_ms=a.stall_ms, stall_at=a.stall_at,
         stop_replying_at=a.stop_replying_at, unplug_at=a.unplug_at, replug_after=a.replug_after,
         garbage_at_open=a.garbage_at_open, seed=a.seed, link=a.link, duration=a.duration,
-        event_log=a.event_log, exit_with_parent=a.exit_with_parent, script=script)
+        event_log=a.event_log, exit_with_parent=a.exit_with_parent, script=script,
+        handle_mass=a.handle_mass, device_damping=a.device_damping, grip_mass=a.grip_mass,
+        grip_damping=a.grip_damping, grip_stiffness=a.grip_stiffness, grip_at=a.grip_at,
+        gravity_mass=a.gravity_mass, arm_mass=a.arm_mass, arm_shoulder=a.arm_shoulder,
+        tilt=a.tilt, sync_ticks=a.sync_ticks)
 
 
 def run_from_args(a: argparse.Namespace) -> int:

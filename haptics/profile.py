@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from haptics import protocol as P
-from haptics.calibration import counts_to_position, force_to_command
+from haptics.calibration import counts_to_position, force_to_command, gravity_force
 from haptics.device import DeviceEvent, DeviceSample, DeviceSpec, HapticDevice
+from haptics.safety import SOFT_WAIT
 from haptics.serial_device import SerialDevice
 
 FORMAT = "trocar-device-profile"
@@ -37,7 +38,9 @@ _VEC_FIELDS = {  # section -> fields that are 3-vectors of finite numbers
                  "residual_mm", "max_residual_mm"),
     "workspace": ("min_counts", "max_counts", "offset_counts", "gain_error", "sign"),
     "force": ("gain", "residual_n"),
+    "gravity": ("residual_n",),
 }
+N_GRAVITY = 10  # gravity model coefficients per axis (calibration.GRAVITY_FEATURES)
 
 
 class ProfileError(ValueError):
@@ -162,6 +165,22 @@ def check_profile(doc: object, where: str, *, info: P.Info | None = None) -> dic
     if "force" in doc and not all(0.2 < g < 5.0 for g in doc["force"]["gain"]):
         raise ProfileError(f"{where}: field 'force.gain' out of range (0.2, 5): "
                            f"{doc['force']['gain']}")
+    if "gravity" in doc:
+        coef = doc["gravity"].get("coefficients") if isinstance(doc["gravity"], dict) else None
+        if (not isinstance(coef, list) or len(coef) != 3
+                or not all(isinstance(r, list) and len(r) == N_GRAVITY
+                           and all(isinstance(x, (int, float)) and math.isfinite(x) for x in r)
+                           for r in coef)):
+            raise ProfileError(f"{where}: field 'gravity.coefficients' must be 3 rows of "
+                               f"{N_GRAVITY} finite numbers")
+        if abs(coef[0][0]) + abs(coef[1][0]) + abs(coef[2][0]) > 100.0:
+            raise ProfileError(f"{where}: field 'gravity.coefficients' holds more than 100 N")
+    if "stability" in doc:
+        k = doc["stability"].get("max_stiffness_n_per_m") if isinstance(doc["stability"],
+                                                                         dict) else None
+        if not isinstance(k, (int, float)) or not math.isfinite(k) or not 0 < k < 1e6:
+            raise ProfileError(f"{where}: field 'stability.max_stiffness_n_per_m' must be in "
+                               f"(0, 1e6) N/m, got {k!r}")
     if info is not None:
         if doc["serial"] != info.serial:
             raise ProfileError(f"{where}: field 'serial' is {doc['serial']!r} but the connected "
@@ -204,8 +223,10 @@ class CalibratedDevice(HapticDevice):
     """A serial device seen through its stored calibration profile.
 
     On open() the profile for the device's serial is loaded and checked. With a valid profile,
-    read() reports calibrated positions [m] and write_force() divides by the fitted force gains so
-    the handle feels the commanded force. Without one (missing, corrupted, edited, another
+    read() reports calibrated positions [m]; write_force(F) adds the gravity model's holding
+    force at the newest position (the handle floats) and divides by the fitted force gains, so
+    the handle feels F [N]; spec.max_stiffness is the measured max stable stiffness [N/m] (the
+    stability step) when the profile has one. Without one (missing, corrupted, edited, another
     device's), the device stays usable uncalibrated: nominal counts_per_m positions and force
     limited to UNCALIBRATED_MAX_FORCE [N]; `profile_error` holds the one-line reason, also posted
     as a DeviceEvent.
@@ -219,6 +240,9 @@ class CalibratedDevice(HapticDevice):
         self._slope = np.ones(3)
         self._offset = np.zeros(3)
         self._force_gain = np.ones(3)
+        self._gravity: np.ndarray | None = None  # (3, 10) holding-force model [N]
+        self._position = np.zeros(3)  # newest calibrated position [m]
+        self._have_position = False
         self._spec: DeviceSpec | None = None
 
     @property
@@ -257,8 +281,13 @@ class CalibratedDevice(HapticDevice):
             self._offset = np.asarray(pos["offset_counts"], dtype=float)
             if "force" in self.profile:
                 self._force_gain = np.asarray(self.profile["force"]["gain"], dtype=float)
+            if "gravity" in self.profile:
+                self._gravity = np.asarray(self.profile["gravity"]["coefficients"], dtype=float)
             fmax = base.max_force
-        self._spec = DeviceSpec(**{**base.__dict__, "max_force": fmax})
+        kmax = base.max_stiffness
+        if self.profile is not None and "stability" in self.profile:
+            kmax = float(self.profile["stability"]["max_stiffness_n_per_m"])
+        self._spec = DeviceSpec(**{**base.__dict__, "max_force": fmax, "max_stiffness": kmax})
 
     @property
     def calibrated(self) -> bool:
@@ -271,11 +300,38 @@ class CalibratedDevice(HapticDevice):
         s = self.device.read()
         s.position = counts_to_position(s.position_counts, self._slope, self._offset)
         s.force_applied = s.force_applied * self._force_gain
+        if s.fresh or s.seq:
+            self._position = s.position
+            self._have_position = True
         return s
 
     def write_force(self, force: Sequence[float] | np.ndarray, gripper: float = 0.0) -> None:
-        self.device.write_force(force_to_command(np.asarray(force, dtype=float).reshape(3),
-                                                 self._force_gain), gripper)
+        f = np.asarray(force, dtype=float).reshape(3)
+        if (self._gravity is not None and self._have_position
+                and self.device.safety.phase != SOFT_WAIT):
+            # (While the soft start waits for a small command it gets the simulation's own;
+            # the ramp then brings the holding force in with everything else.)
+            # The handle's weight is the device's business, not the simulation's.
+            f = f + gravity_force(self._gravity, self._position)
+        self.device.write_force(force_to_command(f, self._force_gain), gripper)
 
     def wait(self, timeout_s: float) -> None:
         self.device.wait(timeout_s)
+
+
+def open_with_profile(device: HapticDevice) -> HapticDevice:
+    """The device the runtime should use for `device`, opened.
+
+    A SerialDevice (real hardware or an emulator) is wrapped in CalibratedDevice and opened: with
+    a valid stored profile for its serial it is calibrated (positions, force gains, gravity
+    compensation, max stiffness); without one it runs uncalibrated-but-safe (nominal counts per
+    metre, force limited to UNCALIBRATED_MAX_FORCE [N]) and an "uncalibrated" DeviceEvent says
+    why. Any other HapticDevice (null, replay, keyboard) has nothing to calibrate and is opened
+    as it is. Raises DeviceError (one line) if the device cannot be opened at all.
+    """
+    if isinstance(device, SerialDevice):
+        wrapped = CalibratedDevice(device)
+        wrapped.open()
+        return wrapped
+    device.open()
+    return device

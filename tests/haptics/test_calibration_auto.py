@@ -187,7 +187,7 @@ def test_check_with_a_hand_edited_profile_prints_one_error_line_and_exits_2(env,
 
 
 def test_calibrate_with_an_unknown_step_prints_one_error_line_and_exits_2(env):
-    r = trocar(env, "device", "calibrate", "/dev/null", "--steps", "gravity")
+    r = trocar(env, "device", "calibrate", "/dev/null", "--steps", "gravitas")
     assert r.returncode == 2
-    assert r.stderr.strip() == ("trocar: error: unknown --steps gravity: choose from "
-                                "position,force")
+    assert r.stderr.strip() == ("trocar: error: unknown --steps gravitas: choose from "
+                                "position,gravity,force,stability")

@@ -1,0 +1,189 @@
+"""`trocar run`, `trocar replay` and `trocar bench loop` (registered by sim.cli).
+
+Bad input (a bad --device string, a missing recording) prints one line `trocar: error: ...` and
+exits with status 2. `trocar replay` exits 0 when every recorded checksum and event was
+reproduced over a complete recording, 1 on a mismatch, 3 when the recording is damaged or
+incomplete (truncated, CRC error, no END chunk) but everything before the damage reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from sim.errors import UserError
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    if getattr(args, "tets", None) is not None:
+        if args.tets < 0:
+            raise UserError("--tets must be >= 0")
+        out["tissue_tets"] = args.tets
+    return out
+
+
+def _scenes() -> tuple[str, ...]:
+    """sim.scene.SCENES; pybullet's import banner (C stdio) is kept off stderr so that an error
+    stays one line."""
+    import importlib
+
+    if "pybullet" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            importlib.import_module("pybullet")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    from sim.scene import SCENES
+
+    return SCENES
+
+
+def _config(args: argparse.Namespace):
+    from sim.runtime.config import RunConfig
+    from sim.runtime.devices import parse_device
+
+    SCENES = _scenes()  # noqa: N806
+
+    if args.scene not in SCENES:
+        raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(SCENES)}")
+    parse_device(args.device)  # validate before starting anything
+    if args.seconds is not None and args.seconds <= 0:
+        raise UserError("--seconds must be > 0")
+    if args.threads < 1:
+        raise UserError("--threads must be >= 1")
+    if args.lockstep and args.seconds is None:
+        raise UserError("--lockstep needs --seconds")
+    if args.record:
+        folder = os.path.dirname(os.path.abspath(args.record))
+        if not os.path.isdir(folder):
+            raise UserError(f"--record: no such directory: {folder}")
+    return RunConfig(scene=args.scene, overrides=_overrides(args), device=args.device,
+                     display=args.display, seconds=args.seconds, record=args.record,
+                     rate_mode=args.rate_mode, lockstep=args.lockstep, soft_start_s=args.soft_start,
+                     scale=args.scale, seed=args.seed, realtime_priority=not args.no_fifo,
+                     affinity=not args.no_affinity, emu_event_log=args.emu_event_log,
+                     threads=args.threads)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg.lockstep:
+        from sim.runtime.config import default_record_path
+        from sim.runtime.lockstep import run_lockstep
+        from sim.runtime.timing import format_report
+
+        cfg.record = cfg.record or default_record_path()
+        report = run_lockstep(cfg)
+        print(format_report(report, "timing (lockstep)"))
+        print(f"final checksum {report['checksum']}")
+        print(f"recording: {cfg.record}")
+        return 0
+    from sim.runtime.realtime import run_realtime, summarize
+
+    summary = run_realtime(cfg)
+    text, code = summarize(summary)
+    if code == 2:
+        raise UserError(text)
+    print(text, flush=True)
+    return code
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from sim.runtime.recording import is_recording
+
+    if not os.path.isfile(args.file):
+        raise UserError(f"no such recording: {args.file}")
+    if not is_recording(args.file):
+        raise UserError(f"{args.file}: not a trocar session recording")
+    _scenes()
+    from sim.runtime.lockstep import replay
+
+    r = replay(args.file)
+    if r.mismatch is not None:
+        k, want, got = r.mismatch
+        print(f"replay: MISMATCH after tick {k}: recorded {want[:16]}, replayed {got[:16]}")
+        return 1
+    if not r.events_equal:
+        print(f"replay: MISMATCH: events differ over ticks 0..{r.last_tick}")
+        return 1
+    print(f"replay: {r.ticks} ticks, {r.checked} checksums equal")
+    if r.damage:
+        print(f"replay: damaged recording: {r.damage}; replayed up to tick {r.last_tick}")
+        return 3
+    if not r.complete:
+        print(f"replay: incomplete recording (no END chunk: the session was killed); replayed up to "
+              f"tick {r.last_tick}")
+        return 3
+    return 0
+
+
+def _cmd_bench_loop(args: argparse.Namespace) -> int:
+    from benchmarks.loop import run
+
+    if args.seconds <= 0:
+        raise UserError("--seconds must be > 0")
+    for row in run(args):
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return 0
+
+
+def _add_session_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scene", nargs="?", default="default", help="built-in scene (default: default)")
+    p.add_argument("--device", default="emu",
+                   help="emu | serial:PORT | keyboard | replay:FILE | null (default emu)")
+    p.add_argument("--tets", type=int, help="override the tissue tet count (0: no tissue)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("--record", help="session recording path (default: "
+                   "~/.local/state/trocar/sessions/session-*.trec)")
+    p.add_argument("--rate-mode", choices=["realtime", "multirate", "auto"], default="auto",
+                   help="realtime: one 1 kHz servo+physics process; multirate: 1 kHz servo with a "
+                   "local contact model, physics at its own rate; auto: multirate if the p90 of "
+                   "200 warm-up ticks is above 0.8 ms (default auto)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="one process, no sleeping, deterministic (needs --seconds)")
+    p.add_argument("--soft-start", type=float, default=2.0, help="device force ramp [s] (default 2)")
+    p.add_argument("--scale", type=float, default=1.5, help="device -> world position scale")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed (recorded)")
+    p.add_argument("--no-fifo", action="store_true", help="do not ask for SCHED_FIFO")
+    p.add_argument("--no-affinity", action="store_true", help="do not pin the servo to a CPU")
+    p.add_argument("--threads", type=int, default=1,
+                   help="Numba threads for the tissue (default 1; always 1 in a pinned servo)")
+    p.add_argument("--emu-event-log", help=argparse.SUPPRESS)
+
+
+def register(sub: argparse._SubParsersAction, bsub: argparse._SubParsersAction) -> None:
+    """Add `run`, `replay` and `bench loop`."""
+    r = sub.add_parser("run", help="a session: 1 kHz haptic loop, renderer, recording")
+    _add_session_args(r)
+    r.add_argument("--display", choices=["window", "xr", "headless", "auto"], default="auto",
+                   help="window, xr, headless, or auto: a window if $DISPLAY is set (default auto)")
+    r.set_defaults(func=_cmd_run)
+    rp = sub.add_parser("replay", help="re-run a session recording in lockstep; verify checksums")
+    rp.add_argument("file", help="recording (.trec)")
+    rp.set_defaults(func=_cmd_replay)
+    bl = bsub.add_parser("loop", help="1 kHz loop timing: empty loop vs scene + device + renderer")
+    bl.add_argument("--seconds", type=float, default=30.0, help="seconds per case (default 30)")
+    bl.add_argument("--scene", default="default", help="scene for case 2 (default default)")
+    bl.add_argument("--tets", type=int, help="override the tissue tet count")
+    bl.add_argument("--device", default="emu", help="device for case 2 (default emu)")
+    bl.add_argument("--display", choices=["window", "xr", "headless"], default="headless",
+                    help="renderer for case 2 (default headless stub)")
+    bl.add_argument("--rate-mode", choices=["realtime", "multirate", "auto"], default="realtime",
+                    help="rate mode for case 2 (default realtime)")
+    bl.add_argument("--no-fifo", action="store_true", help="do not ask for SCHED_FIFO")
+    bl.add_argument("--no-affinity", action="store_true", help="do not pin the servo to a CPU")
+    bl.add_argument("--json", action="store_true", help="JSON lines only")
+    bl.set_defaults(func=_cmd_bench_loop)
+
+

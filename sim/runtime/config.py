@@ -1,0 +1,75 @@
+"""What a session runs with (one picklable dataclass, handed to every process) and its META."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RunConfig:
+    """A `trocar run` session.
+
+    scene: built-in scene name; overrides: SceneConfig field overrides (e.g. tissue_tets);
+    device: `--device` string; display: window|xr|headless; seconds: stop after this long (None:
+    until Ctrl-C/SIGTERM); record: recording path; rate_mode: realtime|multirate|auto; lockstep:
+    run the tick in one process without sleeping (needs seconds); publish_every: snapshot every N
+    ticks; checksum_every: scene checksum every N ticks; soft_start_s: device force ramp [s];
+    scale: workspace position scale; seed: RNG seed (recorded; the scene itself draws none);
+    emu_args: extra emulator options for device 'emu'; emu_event_log: emulator event log path;
+    realtime_priority: try SCHED_FIFO; affinity: pin the servo to one CPU when there are >= 2;
+    threads: Numba threads for the tissue kernels (1 whenever the servo is pinned).
+    """
+
+    scene: str = "default"
+    overrides: dict = field(default_factory=dict)
+    device: str = "emu"
+    display: str = "headless"
+    seconds: float | None = None
+    record: str | None = None
+    rate_mode: str = "auto"
+    lockstep: bool = False
+    publish_every: int = 10
+    checksum_every: int = 100
+    soft_start_s: float = 2.0
+    scale: float = 1.5
+    seed: int = 0
+    emu_args: tuple = ()
+    emu_event_log: str | None = None
+    realtime_priority: bool = True
+    affinity: bool = True
+    fifo_priority: int = 80
+    threads: int = 1
+
+    def as_meta(self) -> dict:
+        return asdict(self)
+
+
+def default_record_path() -> str:
+    """Where a session's recording goes when --record is not given."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    folder = os.path.join(base, "trocar", "sessions")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, time.strftime("session-%Y%m%d-%H%M%S") + f"-{os.getpid()}.trec")
+
+
+def session_meta(cfg: RunConfig, scene, wmap, mode: str) -> dict:
+    """The META chunk: everything replay needs plus what a person wants to know later."""
+    from sim.runtime.recording import versions
+
+    return {
+        "mode": mode,
+        "scene": cfg.scene,
+        "overrides": cfg.overrides,
+        "dt": scene.dt,
+        "n_tools": scene.n_tools,
+        "tools": [t.spec.name for t in scene.tools],
+        "device": cfg.device,
+        "map": wmap.describe(),
+        "seed": cfg.seed,
+        "checksum_every": cfg.checksum_every,
+        "config": cfg.as_meta(),
+        "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,204 @@
+"""The `--device` selection string, the emulator process a session owns, and the workspace map.
+
+Device strings:
+- ``emu``: start the pty device emulator (`haptics.emulator`) as its own process and talk to it
+  through `haptics.serial_device.SerialDevice`; the session owns the emulator's lifetime.
+- ``serial:PORT``: a trocar-protocol device on PORT (a path or a pyserial URL); wrapped in its
+  stored calibration profile when `haptics.profile.open_with_profile` exists.
+- ``keyboard``: `KeyboardMouseDevice` (no force output).
+- ``replay:FILE``: `ReplayDevice` from a device .npz, or the device samples of a trocar session
+  recording (one sample per tick).
+- ``null``: `NullDevice` (a handle at the workspace centre).
+
+Workspace map (device frame -> world, at the runtime boundary): with one device, tool
+`tool` (default 0) follows it and the other tools hold their start pose. For the driven tool,
+
+    target_xyz = home_xyz + scale * p_device,   target_roll = home_roll,
+    jaw = clip(gripper, 0, jaw_open_max)
+
+home = the tool's tip at session start [m] (world), p_device = handle position [m] (device
+frame; device axes are taken as world axes: x right, y away from the user, z up), scale = 1.5 by
+default, so the emulator's +-0.08 m workspace reaches +-0.12 m around the start tip (the tissue
+pad from the left port). The device force is the negative coupling force on the driven tool's
+proxy, in world axes = device axes, not scaled (with scale s the hand feels the coupling
+stiffness times s: 500 N/m x 1.5 = 750 N/m, under the emulator's 2000 N/m stable limit).
+Until the first STATE arrives (or while the link is down) the driven tool holds its last target.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.errors import UserError
+
+DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null")
+DEFAULT_SCALE = 1.5
+#: Emulator hand used by `--device emu`: circles (radius 2 cm, 4 s) 2 cm below the workspace
+#: centre, so the grasper sweeps just over the tissue surface and the loop does real work.
+EMU_DEFAULT_ARGS = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period", "4",
+                    "--hand-at", "0.03,0.06,-0.02")
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """A parsed device string: kind in (emu, serial, keyboard, replay, null) and its argument."""
+
+    kind: str
+    arg: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+
+def parse_device(text: str) -> DeviceChoice:
+    """Parse `--device`; UserError (one line) on anything else."""
+    kind, sep, arg = text.partition(":")
+    if kind in ("emu", "keyboard", "null") and not sep:
+        return DeviceChoice(kind)
+    if kind in ("serial", "replay") and sep and arg:
+        if kind == "replay" and not os.path.isfile(arg):
+            raise UserError(f"--device replay: no such file: {arg}")
+        if kind == "serial" and "://" not in arg and not os.path.exists(arg):
+            raise UserError(f"--device serial: no such port: {arg}")
+        return DeviceChoice(kind, arg)
+    raise UserError(f"bad --device {text!r}; expected one of {', '.join(DEVICE_KINDS)}")
+
+
+class EmulatorProcess:
+    """A `haptics.emulator` process behind a pty, owned by the session (started, stopped here).
+
+    args: emulator options; link: stable symlink to the pty. `path` is what a SerialDevice opens.
+    """
+
+    def __init__(self, *args: str, link: str | None = None, event_log: str | None = None,
+                 startup_timeout_s: float = 20.0) -> None:
+        cmd = [sys.executable, "-m", "haptics.emulator", "--exit-with-parent", *args]
+        if link:
+            cmd += ["--link", link]
+        if event_log:
+            cmd += ["--event-log", event_log]
+        # Own session: a terminal's Ctrl-C goes to the session's processes, and the emulator (the
+        # "device") must outlive the servo's shutdown, like hardware would.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        r, _, _ = select.select([self.proc.stdout], [], [], startup_timeout_s)
+        line = self.proc.stdout.readline().decode().strip() if r else ""
+        if not line:
+            self.stop()
+            raise UserError(f"device emulator did not start within {startup_timeout_s:g} s")
+        self.path = link or line
+        self.pid = self.proc.pid
+
+    def stop(self) -> None:
+        """Terminate and reap the emulator. Idempotent."""
+        proc = self.proc
+        if proc is None:
+            return
+        self.proc = None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def serial_driver(dev):
+    """The SerialDevice under a (possibly calibration-wrapped) device, or None."""
+    for d in (dev, getattr(dev, "device", None)):
+        if d is not None and hasattr(d, "rtt_percentiles"):
+            return d
+    return None
+
+
+def replay_device_from(path: str):
+    """A ReplayDevice from a device .npz or from a session recording's device samples."""
+    from haptics.device import ReplayDevice
+    from sim.runtime import recording
+
+    if recording.is_recording(path):
+        rec = recording.read_recording(path)
+        t = rec.ticks
+        if len(t) == 0:
+            raise UserError(f"--device replay: {path} holds no ticks")
+        return ReplayDevice(t["dev_t"], t["dev_pos"], t["dev_grip"], t["dev_buttons"])
+    return ReplayDevice.load(path)
+
+
+def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeout_s: float = 0.05):
+    """Open the device for `choice` (kind 'emu' must already be resolved to a serial port).
+
+    Raises UserError with one line if the device cannot be used.
+    """
+    from haptics.device import DeviceError, KeyboardMouseDevice, NullDevice
+
+    try:
+        if choice.kind == "serial":
+            from haptics.serial_device import SerialDevice
+
+            dev = SerialDevice(choice.arg, ramp_s=soft_start_s, state_timeout_s=state_timeout_s)
+            try:
+                import haptics.profile as profile
+
+                wrap = getattr(profile, "open_with_profile", None)
+            except ImportError:
+                wrap = None
+            if wrap is not None:
+                return wrap(dev)  # opens it (calibrated, or uncalibrated-but-safe)
+        elif choice.kind == "keyboard":
+            dev = KeyboardMouseDevice()
+        elif choice.kind == "replay":
+            dev = replay_device_from(choice.arg)
+        elif choice.kind == "null":
+            dev = NullDevice()
+        else:
+            raise UserError(f"device {choice} must be started by the session")
+        dev.open()
+        return dev
+    except DeviceError as exc:
+        raise UserError(str(exc)) from None
+
+
+@dataclass
+class WorkspaceMap:
+    """Device frame -> world tool target for one driven tool (see the module docstring).
+
+    home: start target of every tool (n_tools, 4) [m, m, m, rad]; jaw_max: per tool jaw limit
+    [rad], shape (n_tools,); tool: the driven tool; scale: position scale [-].
+    """
+
+    home: np.ndarray
+    jaw_max: np.ndarray
+    tool: int = 0
+    scale: float = DEFAULT_SCALE
+
+    @classmethod
+    def for_scene(cls, scene, *, tool: int = 0, scale: float = DEFAULT_SCALE) -> WorkspaceMap:
+        hold = scene.hold_control()
+        jaw_max = np.array([t.spec.jaw_open_max for t in scene.tools], dtype=float)
+        return cls(hold.targets.copy(), jaw_max, tool, scale)
+
+    def apply(self, position: np.ndarray, gripper: float, targets: np.ndarray,
+              jaws: np.ndarray) -> None:
+        """Write the driven tool's target and jaw from a device position [m] and gripper [rad]."""
+        i = self.tool
+        h = self.home[i]
+        s = self.scale
+        targets[i, 0] = h[0] + s * position[0]
+        targets[i, 1] = h[1] + s * position[1]
+        targets[i, 2] = h[2] + s * position[2]
+        targets[i, 3] = h[3]
+        jaws[i] = min(max(gripper, 0.0), self.jaw_max[i])
+
+    def describe(self) -> dict:
+        return {"tool": self.tool, "scale": self.scale, "home": self.home.tolist(),
+                "jaw_max": self.jaw_max.tolist()}

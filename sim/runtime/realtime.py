@@ -1,0 +1,459 @@
+"""Real-time mode: the supervisor, the servo+physics process and the render process.
+
+Processes (see docs/runtime.md):
+- supervisor (the `trocar run` process): starts the device emulator (for `--device emu`), the
+  servo, then the renderer; turns Ctrl-C/SIGTERM into the shared stop event; after the servo has
+  zeroed the force and closed the recording it stops the renderer and the emulator, unlinks the
+  mailbox and prints the timing report.
+- servo (+physics): builds the scene, compiles (sim.tissue.warmup + warm-up ticks, all recorded),
+  publishes the first snapshot, opens the device, freezes the GC, asks for SCHED_FIFO and one CPU,
+  then runs `TickCore.step` at 1 kHz against absolute deadlines until told to stop.
+- render: `sim.render.process.render_main` if importable (window/xr), else the headless stub that
+  reads the mailbox at 60 Hz and counts snapshots.
+
+Shutdown order: the servo zeroes the device force and closes the device first (its SIGINT handler,
+and `haptics.safety`'s, only set flags / zero output; the loop checks the flag every tick), then
+closes the recording (END chunk with the timing report); the supervisor then stops the renderer and
+the emulator and removes the mailbox.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import signal
+import sys
+import tempfile
+import time
+
+from sim.errors import UserError
+from sim.runtime.config import RunConfig, default_record_path, session_meta
+from sim.runtime.devices import (
+    EMU_DEFAULT_ARGS,
+    DeviceChoice,
+    EmulatorProcess,
+    WorkspaceMap,
+    open_device,
+    parse_device,
+    serial_driver,
+)
+from sim.runtime.mailbox import SnapshotMailbox, layout_of, unlink_name
+from sim.runtime.timing import TickTimer, format_report
+
+PERIOD_NS = 1_000_000
+SPIN_NS = 200_000  # sleep until this long before a deadline, then spin [ns]
+STOP_CHECK_EVERY = 8  # ticks between looks at the cross-process stop event
+AUTO_MEASURE_TICKS = 200  # `--rate-mode auto`: warm-up ticks timed to choose
+AUTO_LIMIT_NS = 800_000  # p90 tick compute above this -> multirate [ns]
+EMU_WATCHDOG_GRACE_S = 0.3  # after a servo crash: the device watchdog (50 ms) + ramp, with margin
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+def apply_realtime_sched(cfg: RunConfig) -> list[str]:
+    """Ask for SCHED_FIFO and pin to one CPU when allowed; returns what was granted, as lines."""
+    got = []
+    if cfg.realtime_priority and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(cfg.fifo_priority))
+            got.append(f"SCHED_FIFO priority {cfg.fifo_priority}: granted")
+        except (PermissionError, OSError) as exc:
+            got.append(f"SCHED_FIFO: not permitted ({exc.strerror or exc}); running SCHED_OTHER")
+    else:
+        got.append("SCHED_FIFO: not requested")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if cfg.affinity and len(cpus) >= 2:
+        # Never every core: serial bytes arrive through kernel workers, the emulator and the
+        # renderer need the others.
+        try:
+            os.sched_setaffinity(0, {cpus[-1]})
+            got.append(f"CPU affinity: pinned to CPU {cpus[-1]} of {cpus}")
+            # Numba's worker threads would run on the other CPUs at normal priority, and every
+            # parallel region would wait for them: on one reserved CPU one thread is faster and
+            # steadier (results are bit-identical for any thread count, docs/tissue-solver.md).
+            if "numba" in sys.modules:
+                sys.modules["numba"].set_num_threads(1)
+                got.append("Numba threads: 1 (servo pinned)")
+        except OSError as exc:
+            got.append(f"CPU affinity: not permitted ({exc.strerror or exc})")
+    else:
+        got.append(f"CPU affinity: not pinned ({len(cpus)} CPU(s) available)")
+    return got
+
+
+def other_cpus(cfg: RunConfig) -> set[int] | None:
+    """CPUs the supervisor, emulator and renderer should use (all but the servo's), or None."""
+    if not (cfg.affinity and hasattr(os, "sched_getaffinity")):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return set(cpus[:-1]) if len(cpus) >= 2 else None
+
+
+# ------------------------------------------------------------------------------ servo
+
+class _Flag:
+    """Set from a signal handler; read every tick."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self.why = ""
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.set = True
+        self.why = signal.Signals(signum).name
+
+
+def servo_main(cfg: RunConfig, device: str, conn, stop) -> None:
+    """The servo+physics process (see the module docstring). Messages to the supervisor over
+    `conn`: ('log', line), ('ready', info), ('report', dict), ('error', line)."""
+    flag = _Flag()
+    signal.signal(signal.SIGINT, flag.handler)
+    signal.signal(signal.SIGTERM, flag.handler)
+    try:
+        _servo(cfg, device, conn, stop, flag)
+    except UserError as exc:
+        conn.send(("error", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - reported to the supervisor as one line
+        import traceback
+
+        traceback.print_exc()
+        conn.send(("failed", f"servo failed: {type(exc).__name__}: {exc}"))
+
+
+def _servo(cfg: RunConfig, device: str, conn, stop, flag: _Flag) -> None:
+    import numba
+
+    from sim.runtime.lockstep import build_session_scene
+    from sim.runtime.recording import RecordingWriter
+    from sim.runtime.tick import TickCore
+    from sim.tissue import warmup
+
+    choice = parse_device(device)
+    numba.set_num_threads(max(1, min(cfg.threads, numba.config.NUMBA_NUM_THREADS)))
+    scene = build_session_scene(cfg)
+    warmup()
+    wmap = WorkspaceMap.for_scene(scene, scale=cfg.scale)
+    t0 = time.perf_counter_ns()
+    meta = session_meta(cfg, scene, wmap, "realtime")
+    meta["t0_perf_ns"] = t0  # recorded t = (perf_counter_ns - t0) / 1e9 [s]
+    rec = RecordingWriter(cfg.record, meta, scene.n_tools)
+    mailbox = SnapshotMailbox.create(layout_of(scene.snapshot()))
+    core = TickCore(scene, None, wmap, rec, mailbox, publish_every=cfg.publish_every,
+                    checksum_every=cfg.checksum_every, t0_ns=t0)
+    dev = None
+    multirate = False
+    timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
+    reason = "end"
+    try:
+        # Warm-up ticks (device not open yet: tools hold): compile every path the loop takes.
+        n_warm = AUTO_MEASURE_TICKS if cfg.rate_mode == "auto" else 3
+        warm_ns = []
+        for _ in range(n_warm):
+            a = time.perf_counter_ns()
+            core.step(a)
+            b = time.perf_counter_ns()
+            core.finish_row(b - a)
+            warm_ns.append(b - a)
+        scene.checksum()
+        mailbox.write(scene.snapshot())
+        mode = cfg.rate_mode
+        if mode == "auto":
+            warm_ns.sort()
+            p90 = warm_ns[int(0.9 * (len(warm_ns) - 1))]
+            mode = "multirate" if p90 > AUTO_LIMIT_NS else "realtime"
+            conn.send(("log", f"rate mode auto: tick p90 {p90 / 1e3:.0f} us over {len(warm_ns)} "
+                              f"ticks -> {mode}"))
+        rec.note(kind="rate_mode", mode=mode)
+        conn.send(("ready", {"mailbox": mailbox.name, "layout": mailbox.layout,
+                             "description": scene.describe(), "record": cfg.record, "mode": mode}))
+        if mode == "multirate":
+            from sim.runtime.multirate import run_physics
+
+            multirate = True
+            reason = run_physics(cfg, choice, scene, core, rec, timer, conn, stop, flag)
+            return
+        for line in apply_realtime_sched(cfg):
+            conn.send(("log", line))
+            rec.note(kind="sched", line=line)
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        # The device comes last: after ENABLE its watchdog (50 ms) wants FORCE frames.
+        dev = open_device(choice, soft_start_s=cfg.soft_start_s)
+        core.device = dev
+        rec.flush()
+        reason = _loop(cfg, core, rec, timer, stop, flag)
+    finally:
+        core.zero_force()  # force zero first
+        if dev is not None:
+            dev.close()
+        gc.enable()
+        if not multirate:  # (run_physics closes the recording and sends its own report)
+            _close_session(core, dev, timer, rec, flag, reason, conn)
+        mailbox.close()
+        scene.close()
+
+
+def _close_session(core, dev, timer: TickTimer, rec, flag: _Flag, reason: str, conn) -> None:
+    """Timing report into the recording's END chunk and to the supervisor."""
+    report = timer.report()
+    drv = serial_driver(dev) if dev is not None else None
+    if drv is not None:
+        p50, p99, pmax = drv.rtt_percentiles()
+        report.update(rtt_p50_us=round(p50, 1), rtt_p99_us=round(p99, 1), rtt_max_us=round(pmax, 1))
+    report["published"] = core.published
+    rec.close({"reason": flag.why or reason, "ticks": core.scene.tick_count, "timing": report})
+    try:
+        conn.send(("report", report))
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _loop(cfg: RunConfig, core, rec, timer: TickTimer, stop, flag: _Flag) -> str:
+    """The 1 kHz loop: absolute deadlines, sleep then spin, overruns counted, never caught up."""
+    perf = time.perf_counter_ns
+    sleep = time.sleep
+    scene = core.scene
+    end_ns = None if cfg.seconds is None else perf() + int(cfg.seconds * 1e9)
+    deadline = perf() + PERIOD_NS
+    k = 0
+    while True:
+        rem = deadline - perf() - SPIN_NS
+        if rem > 0:
+            sleep(rem * 1e-9)
+        while perf() < deadline:
+            pass
+        start = perf()
+        core.step(start, start - deadline)
+        rec.maybe_flush(start)
+        end = perf()
+        core.finish_row(end - start)
+        timer.account(start, deadline, end, scene.part_ns)
+        deadline += PERIOD_NS
+        late = end - deadline
+        if late >= PERIOD_NS:  # missed whole periods: drop them (no burst to catch up)
+            missed = late // PERIOD_NS
+            deadline += missed * PERIOD_NS
+            timer.skipped += missed
+        k += 1
+        if flag.set:
+            return "signal"
+        if end_ns is not None and end >= end_ns:
+            return "seconds"
+        if k % STOP_CHECK_EVERY == 0 and stop.is_set():
+            return "stopped"
+
+
+# ------------------------------------------------------------------------------ render
+
+def headless_consumer(name: str, layout: dict, stop, *, rate_hz: float = 60.0, stats=None) -> int:
+    """Read the newest snapshot at `rate_hz` until `stop` is set; returns snapshots read.
+    stats (optional shared double array, 3): reads, new snapshots, failed reads."""
+    box = SnapshotMailbox.attach(name, layout)
+    out = box.empty()
+    reads = new = failed = 0
+    last = -1
+    period = 1.0 / rate_hz
+    t = time.monotonic()
+    try:
+        while not stop.is_set():
+            seq = box.read_into(out)
+            reads += 1
+            if seq is None:
+                failed += 1
+            elif seq != last:
+                new += 1
+                last = seq
+            if stats is not None:
+                stats[0], stats[1], stats[2] = reads, new, failed
+            t += period
+            stop.wait(max(t - time.monotonic(), 0.0))
+    finally:
+        box.close()
+    return new
+
+
+def render_entry(name: str, layout: dict, description: dict, display: str, stop, stats=None,
+                 cpus=None) -> None:
+    """The render process: the renderer if there is one (and a display is wanted), else the stub."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through `stop`
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:
+            pass
+    if display != "headless":
+        render_main = renderer()
+        if render_main is not None:
+            try:
+                render_main(name, layout, description, display, stop)
+                return
+            except Exception as exc:  # noqa: BLE001 - the session goes on without a window
+                print(f"trocar run: renderer failed ({type(exc).__name__}: {exc}); "
+                      "continuing headless", file=sys.stderr, flush=True)
+    headless_consumer(name, layout, stop, stats=stats)
+
+
+def renderer():
+    """`sim.render.process.render_main`, or None if the renderer is not installed."""
+    try:
+        from sim.render.process import render_main
+    except ImportError:
+        return None
+    return render_main
+
+
+def choose_display(display: str) -> str:
+    """'auto': a window if $DISPLAY is set and the renderer imports, else headless."""
+    if display != "auto":
+        return display
+    return "window" if os.environ.get("DISPLAY") and renderer() is not None else "headless"
+
+
+# ------------------------------------------------------------------------------ supervisor
+
+def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
+    """Run a real-time session to its end (seconds, Ctrl-C, SIGTERM); returns a summary dict:
+    report (timing), record, exitcode (servo), mode, render (stub counters)."""
+    log = log or (lambda line: print(f"trocar run: {line}", file=sys.stderr, flush=True))
+    choice = parse_device(cfg.device)
+    if cfg.record is None:
+        cfg.record = default_record_path()
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    stats = stats if stats is not None else ctx.Array("d", 3, lock=False)
+    emu = None
+    tmpdir = None
+    servo = render = None
+    mailbox_name = None
+    summary: dict = {"record": cfg.record, "report": None, "exitcode": None, "mode": None}
+    cpus = other_cpus(cfg)
+    previous = {}
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        if choice.kind == "emu":
+            tmpdir = tempfile.mkdtemp(prefix="trocar-run-")
+            emu = EmulatorProcess(*EMU_DEFAULT_ARGS, *cfg.emu_args, link=os.path.join(tmpdir, "dev"),
+                                  event_log=cfg.emu_event_log)
+            if cpus:
+                try:
+                    os.sched_setaffinity(emu.pid, cpus)
+                except OSError:
+                    pass
+            device = str(DeviceChoice("serial", emu.path))
+            log(f"device emulator pid {emu.pid} on {emu.path}")
+        else:
+            device = str(choice)
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        servo = ctx.Process(target=servo_main, args=(cfg, device, child_conn, stop), name="trocar-servo",
+                            daemon=False)
+        servo.start()
+        child_conn.close()
+        summary["servo_pid"] = servo.pid
+        log(f"servo pid {servo.pid}; recording {cfg.record}")
+        display = choose_display(cfg.display)
+        announced = False
+        while servo.is_alive() or parent_conn.poll():
+            if render is not None and not announced and stats[1] > 0:
+                announced = True
+                log("renderer stub: reading snapshots")
+            if not parent_conn.poll(0.05):
+                continue
+            try:
+                kind, payload = parent_conn.recv()
+            except (EOFError, OSError):
+                break
+            if kind == "log":
+                log(payload)
+            elif kind == "error":
+                summary["error"] = payload
+            elif kind == "failed":
+                summary["failed"] = payload
+            elif kind == "ready":
+                mailbox_name = payload["mailbox"]
+                summary["mode"] = payload["mode"]
+                if stop.is_set():
+                    continue
+                render = ctx.Process(target=render_entry, name="trocar-render",
+                                     args=(mailbox_name, payload["layout"], payload["description"],
+                                           display, stop, stats, cpus), daemon=True)
+                render.start()
+                summary["render_pid"] = render.pid
+                log(f"running ({payload['mode']}, display {display}, render pid {render.pid}); "
+                    "Ctrl-C stops")
+            elif kind == "report":
+                summary["report"] = payload
+        servo.join()
+        summary["exitcode"] = servo.exitcode
+    finally:
+        stop.set()
+        if emu is not None and servo is not None and servo.exitcode not in (None, 0):
+            # The servo died without zeroing the force: leave the device to its own watchdog
+            # (as hardware would be) before the emulator goes away.
+            time.sleep(EMU_WATCHDOG_GRACE_S)
+        if servo is not None and servo.is_alive():
+            servo.join(10)
+            if servo.is_alive():
+                servo.kill()
+                servo.join()
+        if render is not None:
+            render.join(5)
+            if render.is_alive():
+                render.terminate()
+                render.join(5)
+        if emu is not None:
+            emu.stop()
+        if tmpdir is not None:
+            try:
+                os.rmdir(tmpdir)
+            except OSError:
+                pass
+        if mailbox_name is not None:
+            unlink_name(mailbox_name)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    summary["render"] = {"reads": int(stats[0]), "snapshots": int(stats[1]), "failed": int(stats[2])}
+    return summary
+
+
+def summarize(summary: dict) -> tuple[str, int]:
+    """Lines for the end of `trocar run` and the exit status."""
+    from sim.runtime.recording import read_recording
+
+    lines = []
+    code = 0
+    if summary.get("error"):
+        return summary["error"], 2
+    if summary.get("failed"):
+        lines.append(summary["failed"])
+        code = 1
+    if summary.get("report"):
+        r = summary["report"]
+        title = "timing (haptic servo)" if "physics" in r else f"timing ({summary.get('mode')})"
+        lines.append(format_report(r, title))
+        if "physics" in r:
+            lines.append(format_report(r["physics"], "timing (physics, multirate)"))
+        if "rtt_p99_us" in r:
+            lines.append(f"  device round trip p50 {r['rtt_p50_us']} p99 {r['rtt_p99_us']} "
+                         f"max {r['rtt_max_us']} us")
+    rs = summary.get("render") or {}
+    if rs.get("reads"):
+        lines.append(f"  renderer stub: {rs['snapshots']} new snapshots in {rs['reads']} reads at 60 Hz "
+                     f"({rs['failed']} without a consistent copy)")
+    ex = summary.get("exitcode")
+    if ex is not None and ex != 0:
+        code = 1
+        rec = read_recording(summary["record"])
+        n = len(rec.ticks)
+        why = f"killed by signal {-ex}" if ex < 0 else f"exit status {ex}"
+        lines.append(f"servo process {why}; recording {summary['record']} readable up to tick "
+                     f"{n - 1} ({n / 1000:.3f} s){'; ' + rec.damage if rec.damage else ''}")
+    else:
+        lines.append(f"recording: {summary['record']}")
+    return "\n".join(lines), code
