@@ -108,7 +108,11 @@ class ToolTissueContact:
         self.touched = np.zeros(n, dtype=np.int64)
         self.skip = np.zeros(n, dtype=np.bool_)
         self.corr = np.zeros((n, 3))
-        self.tri_box = np.zeros((self.tris.shape[0], 6))
+        self.tri_box = np.zeros((self.tris.shape[0], 10))
+        self.near = np.zeros(3 * t, dtype=np.int64)
+        # Longest surface edge at rest, with room for stretching: a face point lies within it of a corner.
+        tri_x = model.rest[self.tris]
+        self.edge = 2.0 * float(np.max(np.linalg.norm(tri_x - np.roll(tri_x, 1, axis=1), axis=2)))
         self.tool_force = np.zeros((t, 3))
         self.tool_point = np.zeros((t, 4))
         self.att_node = np.zeros(0, dtype=np.int64)
@@ -167,8 +171,8 @@ class ToolTissueContact:
                               self.mass, self.dt, state.x, state.v, f_ext, self.touched)
         ck.contact_project(self.caps, self.caps_prev, self.cap_tool, self.tris, self.surf_nodes, state.x,
                            state.v, self.mass, self.inv_mass, self.dt, self.margin, self.mu, self.iters,
-                           f_ext, self.normal, self.touched, self.skip, self.corr, self.tri_box,
-                           self.tool_force, self.tool_point)
+                           self.edge, f_ext, self.normal, self.touched, self.skip, self.corr, self.tri_box,
+                           self.near, self.tool_force, self.tool_point)
         if self.att_node.size:
             for i in range(len(self.tools)):
                 if self.grasping[i]:

@@ -171,19 +171,22 @@ def _closest_on_segment(caps, c, px, py, pz):
 
 @nb.njit(cache=True, nogil=True)
 def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv_mass, dt, margin, mu,
-                    iters, f, normal, touched, skip, corr, tri_box, tool_force, tool_point):
+                    iters, edge, f, normal, touched, skip, corr, tri_box, near, tool_force, tool_point):
     """Capsules against the tissue surface, after the tissue step (see sim.contact for the method).
 
     caps, caps_prev (k, 7): capsules now and one step ago; cap_tool (k,) owning tool; tris (t, 3)
     surface triangles; surf_nodes (s,) surface node ids; x, v (n, 3) tissue state, corrected in
     place; mass, inv_mass (n,) [kg, 1/kg] (inv_mass 0 for fixed nodes); margin [m]: contact band
-    kept while a carried force is left; mu: friction coefficient; f (n, 3) [N]: node force carried
-    from the previous step (in) and the new one (out); normal (n, 3): contact normal per node;
-    touched (n,) int: tool + 1 per node in contact (attachments are already marked); skip (n,)
-    bool: attached nodes; corr (n, 3), tri_box (t, 6): scratch; tool_force (tools, 3) [N] out:
-    tissue force on each tool; tool_point (tools, 4) out: columns 0-2 sum of |f| x [N m], column
-    3 sum of |f| [N] (their ratio is the force-weighted contact point).
+    kept while a carried force is left; mu: friction coefficient; iters: node sweeps; edge [m]:
+    longest surface edge (a face point lies within it of a corner), to skip capsules no face can
+    reach; f (n, 3) [N]: node force carried from the previous step (in) and the new one (out);
+    normal (n, 3): contact normal per node; touched (n,) int: tool + 1 per node in contact
+    (attachments already marked); skip (n,) bool: attached nodes; corr (n, 3), tri_box (t, 10),
+    near (k,) int: scratch; tool_force (tools, 3) [N] out: tissue force on each tool; tool_point
+    (tools, 4) out: columns 0-2 sum of |f| x [N m], column 3 sum of |f| [N] (their ratio is the
+    force-weighted contact point).
     """
+
     n_cap = caps.shape[0]
     inv_h = 1.0 / dt
     inv_h2 = inv_h * inv_h
@@ -197,10 +200,34 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
     va = np.zeros(3)
     vb = np.zeros(3)
     vc = np.zeros(3)
+    # Which capsules have a surface node within a radius + one edge: only those can meet a face.
+    for c in range(n_cap):
+        near[c] = 0
+        reach = caps[c, 6] + edge
+        lo0 = min(caps[c, 0], caps[c, 3]) - reach
+        hi0 = max(caps[c, 0], caps[c, 3]) + reach
+        lo1 = min(caps[c, 1], caps[c, 4]) - reach
+        hi1 = max(caps[c, 1], caps[c, 4]) + reach
+        lo2 = min(caps[c, 2], caps[c, 5]) - reach
+        hi2 = max(caps[c, 2], caps[c, 5]) + reach
+        for q in range(surf_nodes.shape[0]):
+            j = surf_nodes[q]
+            px, py, pz = x[j, 0], x[j, 1], x[j, 2]
+            if px < lo0 or px > hi0 or py < lo1 or py > hi1 or pz < lo2 or pz > hi2:
+                continue
+            s = _closest_on_segment(caps, c, px, py, pz)
+            ex = px - (caps[c, 0] + s * (caps[c, 3] - caps[c, 0]))
+            ey = py - (caps[c, 1] + s * (caps[c, 4] - caps[c, 1]))
+            ez = pz - (caps[c, 2] + s * (caps[c, 5] - caps[c, 2]))
+            if ex * ex + ey * ey + ez * ez < reach * reach:
+                near[c] = 1
+                break
     # 1. Node contacts: the carried force is per node, so complementarity is per node too: on the
     #    capsule surface with a push >= 0, or off it (beyond the band) with none.
     for _ in range(iters):
         for c in range(n_cap):
+            if near[c] == 0:
+                continue
             r = caps[c, 6]
             reach = r + margin
             lo0 = min(caps[c, 0], caps[c, 3]) - reach
@@ -321,12 +348,23 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
     #    tool (not carried). Corners held by a node contact of the same tool do not move.
     keep = FACE_KEEP
     n_tri = tris.shape[0]
+    any_near = 0
+    for c in range(n_cap):
+        any_near += near[c]
+    if any_near == 0:
+        n_tri = 0
     for t in range(n_tri):
         ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
+        rr = 0.0
         for i in range(3):
             tri_box[t, i] = min(x[ia, i], x[ib, i], x[ic, i])
             tri_box[t, 3 + i] = max(x[ia, i], x[ib, i], x[ic, i])
+            tri_box[t, 6 + i] = 0.5 * (tri_box[t, i] + tri_box[t, 3 + i])  # box centre
+            rr += (tri_box[t, 3 + i] - tri_box[t, i]) ** 2
+        tri_box[t, 9] = 0.5 * np.sqrt(rr)  # radius of a sphere holding the triangle
     for c in range(n_cap):
+        if near[c] == 0 or n_tri == 0:
+            continue
         r = caps[c, 6]
         lo0 = min(caps[c, 0], caps[c, 3]) - r
         hi0 = max(caps[c, 0], caps[c, 3]) + r
@@ -341,6 +379,14 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
         for t in range(n_tri):
             if (tri_box[t, 3] < lo0 or tri_box[t, 0] > hi0 or tri_box[t, 4] < lo1 or tri_box[t, 1] > hi1
                     or tri_box[t, 5] < lo2 or tri_box[t, 2] > hi2):
+                continue
+            # Bounding sphere against the segment: cheap, and rejects most of a long tilted shaft's box.
+            sc = _closest_on_segment(caps, c, tri_box[t, 6], tri_box[t, 7], tri_box[t, 8])
+            e = 0.0
+            for i in range(3):
+                d = tri_box[t, 6 + i] - (caps[c, i] + sc * (caps[c, 3 + i] - caps[c, i]))
+                e += d * d
+            if e > (r + tri_box[t, 9]) ** 2:
                 continue
             ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
             if skip[ia] or skip[ib] or skip[ic]:

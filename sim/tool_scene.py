@@ -42,8 +42,11 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as pb
 
+from sim import coupling_kernels as ck
 from sim import ports, rigid_world
-from sim.instruments import LINK_SHAFT, Instrument, InstrumentSpec
+from sim.instruments import ARM_JOINTS, LINK_SHAFT, Instrument, InstrumentSpec
+
+_ALL_JOINTS = list(range(6))
 
 GRASP_CLOSE = 0.15  # [rad] jaw command below which the tool tries to grasp
 GRASP_OPEN = 0.25  # [rad] jaw command above which a grasp is released (hysteresis)
@@ -104,12 +107,16 @@ class ToolScene:
         self.graspable: list[int] = list(self.pegboard.rings) if self.pegboard else []
         self.tools = [Instrument(self.client, t.spec, t.port, depth=t.depth) for t in tools]
         n = len(self.tools)
-        self._prev_target = [inst.tip() for inst in self.tools]
+        self._prev_target = np.array([inst.tip() for inst in self.tools]).reshape(-1, 3)
+        self._q = np.zeros((len(self.tools), 4))
+        self._qd = np.zeros((len(self.tools), 4))
+        self._tau = np.zeros((len(self.tools), 4))
+        self._jaw_cmd = np.full(len(self.tools), np.nan)
         self._target_roll = np.zeros(n)
         self.grasped: list[int | None] = [None] * n  # body id held by each tool
         self._constraint: list[int | None] = [None] * n
         self._no_collide: list[tuple[int, int]] = []  # (tool index, body) pairs with collision off
-        self.last_target = [t.copy() for t in self._prev_target]
+        self.last_target = self._prev_target.copy()
         self.last_force = np.zeros((n, 3))
         for inst in self.tools:
             self._check_stability(inst)
@@ -167,32 +174,26 @@ class ToolScene:
         targets = np.asarray(targets, dtype=np.float64)
         forces = np.zeros((len(self.tools), 3))
         k = self.stiffness
+        zeros6 = [0.0] * 6
         for i, inst in enumerate(self.tools):
             spec = inst.spec
-            x_t, _, _ = ports.project_tip_target(
-                inst.port_point, targets[i, :3], max_angle=inst.port.max_angle,
-                min_depth=spec.min_insert, max_depth=spec.max_insert,
-            )
-            v_t = (x_t - self._prev_target[i]) / dt
-            self._prev_target[i] = x_t
-            self.last_target[i] = x_t
-            st = inst.read_state()
-            jac = ports.tip_jacobian(st.q[0], st.q[1], st.q[2])
-            x = ports.tip_position(inst.port_point, st.q[0], st.q[1], st.q[2])
-            v = jac @ st.qd[:3]
-            jinv = np.linalg.inv(jac)
-            mass = inst.mass_matrix(st)
-            lam = jinv.T @ mass[:3, :3] @ jinv
-            f = coupling_force(k, critical_damping(k, lam), x_t, x, v_t, v)
-            forces[i] = f
-            tau = inst.gravity_torques(st)
-            tau[:3] += jac.T @ f
-            # Roll: joint spring-damper with the same natural frequency as a tip of the tool's mass.
-            i_roll = mass[3, 3]
-            k_roll = k * i_roll / spec.mass
-            tau[3] += k_roll * (targets[i, 3] - st.q[3]) - 2.0 * np.sqrt(k_roll * i_roll) * st.qd[3]
-            inst.apply_arm_torques(tau)
-            inst.set_jaw(float(jaw_commands[i]))
+            js = pb.getJointStates(inst.body, _ALL_JOINTS, physicsClientId=self.client)
+            positions = [j[0] for j in js]
+            q, qd = self._q[i], self._qd[i]
+            for n in range(4):
+                q[n], qd[n] = js[n][0], js[n][1]
+            mass = np.array(pb.calculateMassMatrix(inst.body, positions, physicsClientId=self.client))
+            grav = np.array(pb.calculateInverseDynamics(inst.body, positions, zeros6, zeros6,
+                                                        physicsClientId=self.client)[:4])
+            ck.coupling_torques(inst.port_point, q, qd, mass[:4, :4], grav, targets[i], self._prev_target[i],
+                                k, dt, spec.mass, inst.port.max_angle, spec.min_insert, spec.max_insert,
+                                self._tau[i], forces[i], self.last_target[i])
+            pb.setJointMotorControlArray(inst.body, list(ARM_JOINTS), pb.TORQUE_CONTROL,
+                                         forces=self._tau[i].tolist(), physicsClientId=self.client)
+            jaw = float(jaw_commands[i])
+            if jaw != self._jaw_cmd[i]:  # the jaw servo target persists in PyBullet
+                inst.set_jaw(jaw)
+                self._jaw_cmd[i] = jaw
         pb.stepSimulation(physicsClientId=self.client)
         for i, inst in enumerate(self.tools):
             self._update_grasp(i, inst, float(jaw_commands[i]))
@@ -218,7 +219,7 @@ class ToolScene:
         if not inst.spec.has_jaws:
             return
         held = self.grasped[i]
-        if held is None and jaw < GRASP_CLOSE:
+        if held is None and jaw < GRASP_CLOSE and self.graspable:
             tip = inst.tip()
             for body in self.graspable:
                 if body in self.grasped:

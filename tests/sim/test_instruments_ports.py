@@ -71,3 +71,35 @@ def test_clamp_to_cone_keeps_directions_inside():
     u = np.array([0.1, 0.2, -1.0])
     np.testing.assert_allclose(ports.clamp_to_cone(u, 1.0), u / np.linalg.norm(u))
     np.testing.assert_allclose(ports.clamp_to_cone(np.array([0.0, 0.0, 1.0]), 1.0), [0, 0, -1])
+
+
+def test_numba_coupling_kernel_matches_the_numpy_formulas():
+    from sim.coupling_kernels import coupling_torques
+    from sim.ports import project_tip_target, tip_jacobian, tip_position
+    from sim.tool_scene import coupling_force, critical_damping
+
+    rng = np.random.default_rng(3)
+    port = np.array([0.05, -0.1, 0.25])
+    for _ in range(50):
+        q = np.array([*rng.uniform(-0.8, 0.8, 2), rng.uniform(0.05, 0.3), rng.uniform(-3, 3)])
+        qd = rng.normal(size=4)
+        a = rng.normal(size=(4, 4))
+        mass = a @ a.T + 4 * np.eye(4)
+        grav = rng.normal(size=4)
+        target = np.array([*(port + rng.uniform(-0.3, 0.3, 3) - [0, 0, 0.2]), rng.uniform(-3, 3)])
+        prev = port + rng.uniform(-0.2, 0.2, 3) - [0, 0, 0.2]
+        kw = dict(max_angle=1.0, min_depth=0.02, max_depth=0.3)
+        tau, force, xt = np.zeros(4), np.zeros(3), np.zeros(3)
+        prev_k = prev.copy()
+        coupling_torques(port, q, qd, mass, grav, target, prev_k, 500.0, 1e-3, 0.15, kw["max_angle"],
+                         kw["min_depth"], kw["max_depth"], tau, force, xt)
+        x_t, _, _ = project_tip_target(port, target[:3], **kw)
+        jac = tip_jacobian(*q[:3])
+        jinv = np.linalg.inv(jac)
+        lam = jinv.T @ mass[:3, :3] @ jinv
+        f_ref = coupling_force(500.0, critical_damping(500.0, lam), x_t, tip_position(port, *q[:3]),
+                               (x_t - prev) / 1e-3, jac @ qd[:3])
+        np.testing.assert_allclose(xt, x_t, atol=1e-12)
+        np.testing.assert_allclose(force, f_ref, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(tau[:3], grav[:3] + jac.T @ f_ref, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(prev_k, x_t)
