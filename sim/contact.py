@@ -23,9 +23,11 @@ Why not penalty springs: one stiff enough to stop a tool would need the implicit
 whenever contacts change (~0.2 s at 5k tets), and an explicit one is unstable at 1 kHz.
 
 Faces: a tip landing inside a triangle (5k pad: ~5 mm node spacing, 2.25 mm jaw radius) meets no
-node. A face pass keeps every capsule axis at least FACE_KEEP radii from every face (no tunnelling);
-its pushes count as one-tick forces and are not carried, so the tissue resists weakly there.
-Limits and the variants tried: docs/instruments.md, "Limits".
+node. Each face in contact carries its own normal force between steps (one multiplier per face, so
+complementarity is per face, not per corner), spread over its corners by barycentric weights. Corners
+held by a node contact take no share, and a face whose contact point sits mostly on such corners is
+left to the node: the dimple around a pressed node grazes the capsule all round, and letting those
+faces push as well made the contact chatter (docs/instruments.md, "Limits").
 
 Grasping: when a tool's jaw command crosses below GRASP_CLOSE, the tissue nodes between its jaws
 (inside the wedge the open jaws span, within half a jaw width + 0.5 mm sideways, down to a jaw
@@ -110,6 +112,14 @@ class ToolTissueContact:
         self.corr = np.zeros((n, 3))
         self.tri_box = np.zeros((self.tris.shape[0], 10))
         self.near = np.zeros(3 * t, dtype=np.int64)
+        nt = self.tris.shape[0]
+        self.lam_face = np.zeros(nt)
+        self.face_tool = np.zeros(nt, dtype=np.int64)
+        self.face_dir = np.zeros((nt, 3))
+        self.face_w = np.zeros((nt, 3))
+        self.face_on = np.zeros(nt, dtype=np.int64)
+        self.f_face = np.zeros((n, 3))
+        self.f_node = np.zeros((n, 3))  # carried node forces (contacts and attachments)
         # Longest surface edge at rest, with room for stretching: a face point lies within it of a corner.
         tri_x = model.rest[self.tris]
         self.edge = 2.0 * float(np.max(np.linalg.norm(tri_x - np.roll(tri_x, 1, axis=1), axis=2)))
@@ -158,29 +168,34 @@ class ToolTissueContact:
                 continue
             jaw = float(jaws[i])
             if self.grasping[i] and jaw > GRASP_OPEN:
-                self._release(i, f_ext, "release", 0.0, f"tool {i} released the tissue")
+                self._release(i, "release", 0.0, f"tool {i} released the tissue")
             elif not self.grasping[i] and jaw < GRASP_CLOSE <= self._jaw_prev[i]:
                 self._grasp(i, tool, state.x)
             self._jaw_prev[i] = jaw
 
     def after_step(self, state: TissueState, f_ext: np.ndarray, reaction: np.ndarray) -> None:
-        """Project the tissue out of the tools and onto the jaws; reaction (n_tools, 3) [N] out."""
+        """Project the tissue out of the tools and onto the jaws; reaction (n_tools, 3) [N] out.
+
+        f_ext (n, 3) [N] receives the node forces the next step carries (node + face contacts).
+        """
         self.touched[:] = 0
+        f_node = self.f_node
         if self.att_node.size:
             ck.attach_project(self.att_node, self.att_tool, self.att_local, self.frame_r, self.frame_p,
-                              self.mass, self.dt, state.x, state.v, f_ext, self.touched)
+                              self.mass, self.dt, state.x, state.v, f_node, self.touched)
         ck.contact_project(self.caps, self.caps_prev, self.cap_tool, self.tris, self.surf_nodes, state.x,
                            state.v, self.mass, self.inv_mass, self.dt, self.margin, self.mu, self.iters,
-                           self.edge, f_ext, self.normal, self.touched, self.skip, self.corr, self.tri_box,
-                           self.near, self.tool_force, self.tool_point)
+                           self.edge, f_node, self.normal, self.touched, self.skip, self.corr, self.tri_box,
+                           self.near, self.lam_face, self.face_tool, self.face_dir, self.face_w,
+                           self.face_on, self.f_face, self.tool_force, self.tool_point)
         if self.att_node.size:
             for i in range(len(self.tools)):
                 if self.grasping[i]:
-                    pull = np.linalg.norm(f_ext[self.att_node[self.att_tool == i]].sum(axis=0))
+                    pull = np.linalg.norm(f_node[self.att_node[self.att_tool == i]].sum(axis=0))
                     if pull > self.grip[i]:
-                        self._release(i, f_ext, "slip", pull,
-                                      f"tissue slipped out of tool {i}'s jaws at {pull:.2f} N "
-                                      f"(grip limit {self.grip[i]:.2f} N)")
+                        self._release(i, "slip", pull, f"tissue slipped out of tool {i}'s jaws at "
+                                      f"{pull:.2f} N (grip limit {self.grip[i]:.2f} N)")
+        np.add(f_node, self.f_face, out=f_ext)
         reaction[:] = self.tool_force
 
     # -- grasping ------------------------------------------------------------------------------------
@@ -210,10 +225,10 @@ class ToolTissueContact:
         self.grasping[i] = True
         self._events.append(("grasp", i, float(nodes.size), f"tool {i} grasped {nodes.size} tissue node(s)"))
 
-    def _release(self, i: int, f_ext: np.ndarray, kind: str, value: float, message: str) -> None:
+    def _release(self, i: int, kind: str, value: float, message: str) -> None:
         mine = self.att_tool == i
         nodes = self.att_node[mine]
-        f_ext[nodes] = 0.0
+        self.f_node[nodes] = 0.0
         self.skip[nodes] = False
         keep = ~mine
         self.att_node, self.att_tool = self.att_node[keep], self.att_tool[keep]
@@ -228,6 +243,10 @@ class ToolTissueContact:
         self.att_local = self.att_local[:0]
         self.skip[:] = False
         self.normal[:] = 0.0
+        self.f_node[:] = 0.0
+        self.f_face[:] = 0.0
+        self.lam_face[:] = 0.0
+        self.face_tool[:] = 0
         self.tool_force[:] = 0.0
         self.tool_point[:] = 0.0
         self.grasping = [False] * len(self.tools)

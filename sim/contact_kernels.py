@@ -12,7 +12,6 @@ import numba as nb
 import numpy as np
 
 _EPS = 1e-12
-FACE_KEEP = 0.5  # [-] of the capsule radius: how close a face may come to a capsule's axis
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -171,7 +170,8 @@ def _closest_on_segment(caps, c, px, py, pz):
 
 @nb.njit(cache=True, nogil=True)
 def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv_mass, dt, margin, mu,
-                    iters, edge, f, normal, touched, skip, corr, tri_box, near, tool_force, tool_point):
+                    iters, edge, f, normal, touched, skip, corr, tri_box, near, lam_face, face_tool,
+                    face_dir, face_w, face_on, f_face, tool_force, tool_point):
     """Capsules against the tissue surface, after the tissue step (see sim.contact for the method).
 
     caps, caps_prev (k, 7): capsules now and one step ago; cap_tool (k,) owning tool; tris (t, 3)
@@ -182,7 +182,10 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
     reach; f (n, 3) [N]: node force carried from the previous step (in) and the new one (out);
     normal (n, 3): contact normal per node; touched (n,) int: tool + 1 per node in contact
     (attachments already marked); skip (n,) bool: attached nodes; corr (n, 3), tri_box (t, 10),
-    near (k,) int: scratch; tool_force (tools, 3) [N] out: tissue force on each tool; tool_point
+    near (k,) int: scratch; lam_face (t,) [N], face_tool (t,) int (tool + 1), face_dir (t, 3),
+    face_w (t, 3): each face contact's carried normal force, owner, direction and corner shares
+    (in/out); face_on (t,) int scratch; f_face (n, 3) [N] out: the face forces on the nodes, for the
+    next step; tool_force (tools, 3) [N] out: tissue force on each tool; tool_point
     (tools, 4) out: columns 0-2 sum of |f| x [N m], column 3 sum of |f| [N] (their ratio is the
     force-weighted contact point).
     """
@@ -339,39 +342,39 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
             tool_force[tool, i] -= f[j, i]
             tool_point[tool, i] += fm * x[j, i]
         tool_point[tool, 3] += fm
-    # 3. Triangle interiors: the safety net against tunnelling. A capsule may sink into a face
-    #    between nodes (a tip landing inside a triangle); once its axis comes within FACE_KEEP r of the
-    #    face, the face is pushed back to that distance. Shallower face contact is left alone: the
-    #    carried-force scheme only converges per node, and one-tick face impulses mostly move the
-    #    tissue without a force (see sim.contact, "Limits").
-    #    The push is shared by barycentric weights; its impulse counts as this tick's force on the
-    #    tool (not carried). Corners held by a node contact of the same tool do not move.
-    keep = FACE_KEEP
+    # 3. Faces: a capsule may touch a face between nodes (a tip landing inside a triangle). Each face
+    #    in contact carries a normal force lam_face [N] between steps, like a node: spread over the
+    #    corners by normalised barycentric weights w^ (f_k = lam w^_k n), raised by what the
+    #    penetration left after the step needs (d lam = depth / (h^2 sum w_k w^_k / m_k)), lowered in
+    #    the band as far as it stays >= 0, dropped when the face leaves the band. Corners held by a
+    #    node contact take no share, and a face whose contact point sits mostly on such corners is
+    #    left to the node (the dimple around a pressed node grazes the capsule everywhere).
     n_tri = tris.shape[0]
     any_near = 0
     for c in range(n_cap):
         any_near += near[c]
-    if any_near == 0:
-        n_tri = 0
-    for t in range(n_tri):
-        ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
-        rr = 0.0
-        for i in range(3):
-            tri_box[t, i] = min(x[ia, i], x[ib, i], x[ic, i])
-            tri_box[t, 3 + i] = max(x[ia, i], x[ib, i], x[ic, i])
-            tri_box[t, 6 + i] = 0.5 * (tri_box[t, i] + tri_box[t, 3 + i])  # box centre
-            rr += (tri_box[t, 3 + i] - tri_box[t, i]) ** 2
-        tri_box[t, 9] = 0.5 * np.sqrt(rr)  # radius of a sphere holding the triangle
+    face_on[:] = 0
+    if any_near > 0:
+        for t in range(n_tri):
+            ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
+            rr = 0.0
+            for i in range(3):
+                tri_box[t, i] = min(x[ia, i], x[ib, i], x[ic, i])
+                tri_box[t, 3 + i] = max(x[ia, i], x[ib, i], x[ic, i])
+                tri_box[t, 6 + i] = 0.5 * (tri_box[t, i] + tri_box[t, 3 + i])  # box centre
+                rr += (tri_box[t, 3 + i] - tri_box[t, i]) ** 2
+            tri_box[t, 9] = 0.5 * np.sqrt(rr)  # radius of a sphere holding the triangle
     for c in range(n_cap):
-        if near[c] == 0 or n_tri == 0:
+        if near[c] == 0:
             continue
         r = caps[c, 6]
-        lo0 = min(caps[c, 0], caps[c, 3]) - r
-        hi0 = max(caps[c, 0], caps[c, 3]) + r
-        lo1 = min(caps[c, 1], caps[c, 4]) - r
-        hi1 = max(caps[c, 1], caps[c, 4]) + r
-        lo2 = min(caps[c, 2], caps[c, 5]) - r
-        hi2 = max(caps[c, 2], caps[c, 5]) + r
+        reach = r + margin
+        lo0 = min(caps[c, 0], caps[c, 3]) - reach
+        hi0 = max(caps[c, 0], caps[c, 3]) + reach
+        lo1 = min(caps[c, 1], caps[c, 4]) - reach
+        hi1 = max(caps[c, 1], caps[c, 4]) + reach
+        lo2 = min(caps[c, 2], caps[c, 5]) - reach
+        hi2 = max(caps[c, 2], caps[c, 5]) + reach
         for i in range(3):
             p0[i] = caps[c, i]
             p1[i] = caps[c, 3 + i]
@@ -386,7 +389,7 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
             for i in range(3):
                 d = tri_box[t, 6 + i] - (caps[c, i] + sc * (caps[c, 3 + i] - caps[c, i]))
                 e += d * d
-            if e > (r + tri_box[t, 9]) ** 2:
+            if e > (reach + tri_box[t, 9]) ** 2:
                 continue
             ia, ib, ic = tris[t, 0], tris[t, 1], tris[t, 2]
             if skip[ia] or skip[ib] or skip[ic]:
@@ -396,45 +399,64 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
                 vb[i] = x[ib, i]
                 vc[i] = x[ic, i]
             dist, s = closest_seg_tri(p0, p1, va, vb, vc, bary)
-            if dist >= keep * r:
+            if dist >= reach:
                 continue
-            nrm = np.cross(vb - va, vc - va)
-            nl = np.sqrt(nrm @ nrm)
-            if nl < _EPS:
+            free_w = 0.0
+            for k in range(3):
+                j = tris[t, k]
+                if touched[j] != tool + 1 and inv_mass[j] > 0.0:
+                    free_w += bary[k]
+            if free_w < 0.5:
                 continue
             if dist > 1e-9:
-                q = bary[0] * va + bary[1] * vb + bary[2] * vc
-                dirn = (q - (p0 + s * (p1 - p0))) / dist
-                depth = keep * r - dist
+                sx = p0 + s * (p1 - p0)
+                for i in range(3):
+                    face_dir[t, i] = (bary[0] * va[i] + bary[1] * vb[i] + bary[2] * vc[i] - sx[i]) / dist
+                depth = r - dist
             else:  # the axis touches the face: back out through the normal
-                dirn = -nrm / nl
-                depth = keep * r
-            # Corners already held on the capsule by a node contact do not move here: around a
-            # pressed node the faces form a dimple whose rim the capsule grazes, and pushing the
-            # node through its faces would drive it deeper than the tool.
+                nrm = np.cross(vb - va, vc - va)
+                nl = np.sqrt(nrm @ nrm)
+                if nl < _EPS:
+                    continue
+                for i in range(3):
+                    face_dir[t, i] = -nrm[i] / nl
+                depth = r
             wsum = 0.0
             for k in range(3):
                 j = tris[t, k]
-                if touched[j] != tool + 1:
-                    wsum += bary[k] * bary[k] * inv_mass[j]
+                share = bary[k] / free_w if (touched[j] != tool + 1 and inv_mass[j] > 0.0) else 0.0
+                face_w[t, k] = share
+                wsum += bary[k] * share * inv_mass[j]
             if wsum <= 0.0:
                 continue
-            lam = depth / wsum
+            old = lam_face[t] if face_tool[t] == tool + 1 else 0.0
+            dlam = depth / (wsum * h2)
+            if old + dlam < 0.0:
+                dlam = -old
+            lam_face[t] = old + dlam
+            face_tool[t] = tool + 1
+            face_on[t] = 1
             for k in range(3):
                 j = tris[t, k]
-                if touched[j] == tool + 1:
-                    continue
-                # Never more than the penetration: with a held corner the weights of the others can be
-                # tiny, and lam w / m alone would fling them.
-                dm = min(lam * bary[k] * inv_mass[j], depth)
-                # Inelastic: the corner stops moving into the tool (no velocity is added, which at
-                # 1 kHz with Rayleigh damping would return as a kick on the next step).
-                vn = v[j, 0] * dirn[0] + v[j, 1] * dirn[1] + v[j, 2] * dirn[2]
-                vn = min(vn, 0.0)
+                dm = face_w[t, k] * inv_mass[j] * dlam * h2
                 for i in range(3):
-                    x[j, i] += dm * dirn[i]
-                    v[j, i] -= vn * dirn[i]
-                    tool_force[tool, i] -= mass[j] * (dm * inv_h - vn) * dirn[i] * inv_h
+                    x[j, i] += dm * face_dir[t, i]
+                    v[j, i] += dm * face_dir[t, i] * inv_h
+    f_face[:] = 0.0
+    for t in range(n_tri):
+        if face_on[t] == 0 or lam_face[t] <= 0.0:
+            lam_face[t] = 0.0
+            face_tool[t] = 0
+            continue
+        tool = face_tool[t] - 1
+        for k in range(3):
+            j = tris[t, k]
+            fk = lam_face[t] * face_w[t, k]
+            for i in range(3):
+                f_face[j, i] += fk * face_dir[t, i]
+                tool_force[tool, i] -= fk * face_dir[t, i]
+                tool_point[tool, i] += fk * x[j, i]
+            tool_point[tool, 3] += fk
 
 
 @nb.njit(cache=True, nogil=True)
