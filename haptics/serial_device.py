@@ -489,17 +489,7 @@ class EmulatedDevice(SerialDevice):
 
     def stop_emulator(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc)
 
     def open(self) -> None:
         if self.proc is None:
@@ -513,6 +503,22 @@ class EmulatedDevice(SerialDevice):
     def close(self) -> None:
         super().close()
         self.stop_emulator()
+
+
+def stop_process(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    """Terminate and reap a child process we started (an emulator), killing it after timeout_s;
+    closes its stdout pipe. None or an already finished process is fine."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def probe(url: str, timeout_s: float = 0.5) -> P.Info:

@@ -158,6 +158,14 @@ def attach_project(att_node, att_tool, att_local, shaft_r, shaft_p, mass, dt, x,
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _capsule_box(caps, c, pad, box):
+    """Axis-aligned box of capsule c's segment grown by pad [m] into box (6,): lo xyz, hi xyz."""
+    for i in range(3):
+        box[i] = min(caps[c, i], caps[c, 3 + i]) - pad
+        box[3 + i] = max(caps[c, i], caps[c, 3 + i]) + pad
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _closest_on_segment(caps, c, px, py, pz):
     """Parameter s in [0, 1] of the point of capsule c's segment closest to p."""
     dx, dy, dz = caps[c, 3] - caps[c, 0], caps[c, 4] - caps[c, 1], caps[c, 5] - caps[c, 2]
@@ -203,20 +211,16 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
     va = np.zeros(3)
     vb = np.zeros(3)
     vc = np.zeros(3)
+    box = np.zeros(6)
     # Which capsules have a surface node within a radius + one edge: only those can meet a face.
     for c in range(n_cap):
         near[c] = 0
         reach = caps[c, 6] + edge
-        lo0 = min(caps[c, 0], caps[c, 3]) - reach
-        hi0 = max(caps[c, 0], caps[c, 3]) + reach
-        lo1 = min(caps[c, 1], caps[c, 4]) - reach
-        hi1 = max(caps[c, 1], caps[c, 4]) + reach
-        lo2 = min(caps[c, 2], caps[c, 5]) - reach
-        hi2 = max(caps[c, 2], caps[c, 5]) + reach
+        _capsule_box(caps, c, reach, box)
         for q in range(surf_nodes.shape[0]):
             j = surf_nodes[q]
             px, py, pz = x[j, 0], x[j, 1], x[j, 2]
-            if px < lo0 or px > hi0 or py < lo1 or py > hi1 or pz < lo2 or pz > hi2:
+            if px < box[0] or px > box[3] or py < box[1] or py > box[4] or pz < box[2] or pz > box[5]:
                 continue
             s = _closest_on_segment(caps, c, px, py, pz)
             ex = px - (caps[c, 0] + s * (caps[c, 3] - caps[c, 0]))
@@ -233,17 +237,12 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
                 continue
             r = caps[c, 6]
             reach = r + margin
-            lo0 = min(caps[c, 0], caps[c, 3]) - reach
-            hi0 = max(caps[c, 0], caps[c, 3]) + reach
-            lo1 = min(caps[c, 1], caps[c, 4]) - reach
-            hi1 = max(caps[c, 1], caps[c, 4]) + reach
-            lo2 = min(caps[c, 2], caps[c, 5]) - reach
-            hi2 = max(caps[c, 2], caps[c, 5]) + reach
+            _capsule_box(caps, c, reach, box)
             tool = cap_tool[c]
             for q in range(surf_nodes.shape[0]):
                 j = surf_nodes[q]
                 px, py, pz = x[j, 0], x[j, 1], x[j, 2]
-                if px < lo0 or px > hi0 or py < lo1 or py > hi1 or pz < lo2 or pz > hi2:
+                if px < box[0] or px > box[3] or py < box[1] or py > box[4] or pz < box[2] or pz > box[5]:
                     continue
                 if skip[j] or inv_mass[j] == 0.0:
                     continue
@@ -369,19 +368,14 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
             continue
         r = caps[c, 6]
         reach = r + margin
-        lo0 = min(caps[c, 0], caps[c, 3]) - reach
-        hi0 = max(caps[c, 0], caps[c, 3]) + reach
-        lo1 = min(caps[c, 1], caps[c, 4]) - reach
-        hi1 = max(caps[c, 1], caps[c, 4]) + reach
-        lo2 = min(caps[c, 2], caps[c, 5]) - reach
-        hi2 = max(caps[c, 2], caps[c, 5]) + reach
+        _capsule_box(caps, c, reach, box)
         for i in range(3):
             p0[i] = caps[c, i]
             p1[i] = caps[c, 3 + i]
         tool = cap_tool[c]
         for t in range(n_tri):
-            if (tri_box[t, 3] < lo0 or tri_box[t, 0] > hi0 or tri_box[t, 4] < lo1 or tri_box[t, 1] > hi1
-                    or tri_box[t, 5] < lo2 or tri_box[t, 2] > hi2):
+            if (tri_box[t, 3] < box[0] or tri_box[t, 0] > box[3] or tri_box[t, 4] < box[1]
+                    or tri_box[t, 1] > box[4] or tri_box[t, 5] < box[2] or tri_box[t, 2] > box[5]):
                 continue
             # Bounding sphere against the segment: cheap, and rejects most of a long tilted shaft's box.
             sc = _closest_on_segment(caps, c, tri_box[t, 6], tri_box[t, 7], tri_box[t, 8])

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from haptics.serial_device import stop_process
 from sim.errors import UserError
 
 DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null")
@@ -97,19 +98,8 @@ class EmulatorProcess:
 
     def stop(self) -> None:
         """Terminate and reap the emulator. Idempotent."""
-        proc = self.proc
-        if proc is None:
-            return
-        self.proc = None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        proc, self.proc = self.proc, None
+        stop_process(proc)
 
 
 def serial_driver(dev):
