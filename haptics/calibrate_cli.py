@@ -709,6 +709,15 @@ def _fixture(dev: SerialDevice, step: str, auto: bool, say) -> None:
         ask(dev, f"  {what}; then press Enter: ")
 
 
+def _position_for(step: str, out: dict, stored: dict | None) -> dict:
+    """The position calibration a later step builds on: this session's, else the stored profile's."""
+    pos = out.get("position") or (stored or {}).get("position")
+    if pos is None:
+        raise CalibrationFailed(f"the {step} step needs the position calibration "
+                                "(run --steps position first)")
+    return pos
+
+
 def _fmt(v) -> str:
     return "(" + ", ".join(f"{x:+.4g}" for x in np.asarray(v, dtype=float)) + ")"
 
@@ -752,20 +761,14 @@ def _run_steps(dev: RecordingDevice, steps: list[str], stored: dict | None, args
                             f"{lat['rtt_p99_us']:.0f} us, STATE {lat['state_rate_hz']:.0f} Hz: "
                             f"pass")
                 elif step == "gravity":
-                    pos = out.get("position") or (stored or {}).get("position")
-                    if pos is None:
-                        raise CalibrationFailed("the gravity step needs the position calibration "
-                                                "(run --steps position first)")
+                    pos = _position_for(step, out, stored)
                     out["gravity"] = measure_gravity(dev, info, pos, say)
                     g = out["gravity"]
                     say(f"  holding force {_fmt(g['holding_mean_n'])} N mean over "
                         f"{g['poses']} poses, range {_fmt(g['holding_range_n'])} N, fit residual "
                         f"{_fmt(g['residual_n'])} N: pass")
                 elif step == "stability":
-                    pos = out.get("position") or (stored or {}).get("position")
-                    if pos is None:
-                        raise CalibrationFailed("the stability step needs the position "
-                                                "calibration (run --steps position first)")
+                    pos = _position_for(step, out, stored)
                     out["stability"] = measure_stability(dev, pos, comp, say)
                     s = out["stability"]
                     say(f"  max stable stiffness {s['max_stiffness_n_per_m']:.0f} N/m (wall "
