@@ -20,7 +20,7 @@ def test_bench_scene_prints_whole_tick_and_parts_with_tools_in_contact():
         assert 0 < row[f"{part}_median_us"] <= row[f"{part}_p99_us"]
     assert row["median_us"] <= row["p99_us"] <= row["max_us"]
     # The script presses both tools into the pad: contacts and a tissue force exist.
-    assert row["contact_nodes_mean"] > 0
+    assert row["contacts_mean"] > 0
     assert max(row["tool_force_N"]) > 0
     assert summary["bench"] == "scene_summary" and summary["target_p99_us"] == 900.0
 
