@@ -283,6 +283,12 @@ def render_entry(name: str, layout: dict, description: dict, display: str, stop,
             os.sched_setaffinity(0, cpus)
         except OSError:
             pass
+        # Mesa's software rasteriser starts one thread per CPU by default; keep it on ours.
+        os.environ.setdefault("LP_NUM_THREADS", str(len(cpus)))
+    try:
+        os.nice(5)  # frames may wait, the haptic servo may not
+    except OSError:
+        pass
     if display != "headless":
         render_main = renderer()
         if render_main is not None:
