@@ -53,7 +53,11 @@ def coupling_torques(port, q, qd, mass, grav, target, prev_target, k, dt, tool_m
     x[0], x[1], x[2] = port[0] - s * sb, port[1] + s * sa * cb, port[2] - s * ca * cb
     v = jac @ qd[:3]
     jinv = np.linalg.inv(jac)
-    lam = jinv.T @ mass[:3, :3] @ jinv
+    m3 = np.empty((3, 3))  # contiguous copy: PyBullet's matrix arrives as a slice of the 6x6
+    for r in range(3):
+        for c in range(3):
+            m3[r, c] = mass[r, c]
+    lam = jinv.T @ m3 @ jinv
     lam = 0.5 * (lam + lam.T)
     w, vec = np.linalg.eigh(lam)
     root = np.zeros((3, 3))

@@ -176,7 +176,17 @@ class DesktopWindow:
         shown = 0
         snap = None
         last = time.perf_counter()
+        # A frame-rate cap: vsync does not pace a virtual X server, and Mesa's software rasteriser
+        # would otherwise take a whole core (on 2 CPUs, one the haptic servo's) for frames nobody
+        # sees faster. 60 fps on a GPU, 30 on llvmpipe.
+        software = b"llvmpipe" in (GL.glGetString(GL.GL_RENDERER) or b"")
+        period = 1.0 / (30.0 if software else 60.0)
+        next_frame = time.perf_counter()
         while not glfw.window_should_close(self.window):
+            wait = next_frame - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            next_frame = max(next_frame + period, time.perf_counter() - period)
             glfw.poll_events()
             now = time.perf_counter()
             self._poll_held(min(now - last, 0.1))
