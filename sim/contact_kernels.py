@@ -53,22 +53,20 @@ def _closest_pt_tri(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _closest_seg_seg(p1, q1, p2, q2):
-    """Parameters (s, t) in [0, 1] of the closest points p1 + s (q1 - p1) and p2 + t (q2 - p2)."""
-    d1 = q1 - p1
-    d2 = q2 - p2
-    r = p1 - p2
-    a = d1 @ d1
-    e = d2 @ d2
-    f = d2 @ r
+def _closest_seg_seg(p1x, p1y, p1z, d1x, d1y, d1z, p2x, p2y, p2z, d2x, d2y, d2z):
+    """Parameters (s, t) in [0, 1] of the closest points p1 + s d1 and p2 + t d2 (scalars, no arrays)."""
+    rx, ry, rz = p1x - p2x, p1y - p2y, p1z - p2z
+    a = d1x * d1x + d1y * d1y + d1z * d1z
+    e = d2x * d2x + d2y * d2y + d2z * d2z
+    f = d2x * rx + d2y * ry + d2z * rz
     if a <= _EPS and e <= _EPS:
         return 0.0, 0.0
     if a <= _EPS:
         return 0.0, min(max(f / e, 0.0), 1.0)
-    c = d1 @ r
+    c = d1x * rx + d1y * ry + d1z * rz
     if e <= _EPS:
         return min(max(-c / a, 0.0), 1.0), 0.0
-    b = d1 @ d2
+    b = d1x * d2x + d1y * d2y + d1z * d2z
     den = a * e - b * b
     s = min(max((b * f - c * e) / den, 0.0), 1.0) if den > _EPS else 0.0
     t = (b * s + f) / e
@@ -83,45 +81,59 @@ def _closest_seg_seg(p1, q1, p2, q2):
 
 @nb.njit(cache=True, nogil=True)
 def closest_seg_tri(p0, p1, a, b, c, out_bary):
-    """Closest points between segment p0-p1 and triangle abc [m].
+    """Closest points between segment p0-p1 and triangle abc [m] (all (3,) arrays).
 
     Returns (distance [m], s) with the segment point p0 + s (p1 - p0); out_bary (3,) receives the
     triangle point's barycentric weights. A segment that crosses the triangle gives distance 0.
+    Scalar arithmetic only: it runs for every candidate face in the 1 kHz loop.
     """
-    n = np.cross(b - a, c - a)
-    nn = n @ n
-    d = p1 - p0
+    ax, ay, az = a[0], a[1], a[2]
+    bx, by, bz = b[0], b[1], b[2]
+    cx, cy, cz = c[0], c[1], c[2]
+    px, py, pz = p0[0], p0[1], p0[2]
+    dx, dy, dz = p1[0] - px, p1[1] - py, p1[2] - pz
+    ux, uy, uz = bx - ax, by - ay, bz - az
+    vx, vy, vz = cx - ax, cy - ay, cz - az
+    nx, ny, nz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+    nn = nx * nx + ny * ny + nz * nz
     # Crossing: the segment pierces the triangle's plane inside the triangle.
     if nn > _EPS * _EPS:
-        h0 = n @ (p0 - a)
-        h1 = n @ (p1 - a)
+        h0 = nx * (px - ax) + ny * (py - ay) + nz * (pz - az)
+        h1 = nx * (px + dx - ax) + ny * (py + dy - ay) + nz * (pz + dz - az)
         if h0 * h1 < 0.0:
             s = h0 / (h0 - h1)
-            x = p0 + s * d
-            u, v, w = _closest_pt_tri(x[0], x[1], x[2], a[0], a[1], a[2], b[0], b[1], b[2],
-                                      c[0], c[1], c[2])
-            y = u * a + v * b + w * c
-            if (x - y) @ (x - y) < 1e-20:
+            qx, qy, qz = px + s * dx, py + s * dy, pz + s * dz
+            u, v, w = _closest_pt_tri(qx, qy, qz, ax, ay, az, bx, by, bz, cx, cy, cz)
+            ex = qx - (u * ax + v * bx + w * cx)
+            ey = qy - (u * ay + v * by + w * cy)
+            ez = qz - (u * az + v * bz + w * cz)
+            if ex * ex + ey * ey + ez * ez < 1e-20:
                 out_bary[0], out_bary[1], out_bary[2] = u, v, w
                 return 0.0, s
     best = np.inf
     best_s = 0.0
     for k in range(2):
-        e = p0 if k == 0 else p1
-        u, v, w = _closest_pt_tri(e[0], e[1], e[2], a[0], a[1], a[2], b[0], b[1], b[2],
-                                  c[0], c[1], c[2])
-        y = u * a + v * b + w * c
-        dd = (e - y) @ (e - y)
+        qx, qy, qz = px + k * dx, py + k * dy, pz + k * dz
+        u, v, w = _closest_pt_tri(qx, qy, qz, ax, ay, az, bx, by, bz, cx, cy, cz)
+        ex = qx - (u * ax + v * bx + w * cx)
+        ey = qy - (u * ay + v * by + w * cy)
+        ez = qz - (u * az + v * bz + w * cz)
+        dd = ex * ex + ey * ey + ez * ez
         if dd < best:
             best, best_s = dd, float(k)
             out_bary[0], out_bary[1], out_bary[2] = u, v, w
     for k in range(3):
-        ea = a if k == 0 else (b if k == 1 else c)
-        eb = b if k == 0 else (c if k == 1 else a)
-        s, t = _closest_seg_seg(p0, p1, ea, eb)
-        x = p0 + s * d
-        y = ea + t * (eb - ea)
-        dd = (x - y) @ (x - y)
+        if k == 0:
+            ox, oy, oz, ex, ey, ez = ax, ay, az, bx - ax, by - ay, bz - az
+        elif k == 1:
+            ox, oy, oz, ex, ey, ez = bx, by, bz, cx - bx, cy - by, cz - bz
+        else:
+            ox, oy, oz, ex, ey, ez = cx, cy, cz, ax - cx, ay - cy, az - cz
+        s, t = _closest_seg_seg(px, py, pz, dx, dy, dz, ox, oy, oz, ex, ey, ez)
+        gx = px + s * dx - (ox + t * ex)
+        gy = py + s * dy - (oy + t * ey)
+        gz = pz + s * dz - (oz + t * ez)
+        dd = gx * gx + gy * gy + gz * gz
         if dd < best:
             best, best_s = dd, s
             if k == 0:
@@ -403,17 +415,18 @@ def contact_project(caps, caps_prev, cap_tool, tris, surf_nodes, x, v, mass, inv
             if free_w < 0.5:
                 continue
             if dist > 1e-9:
-                sx = p0 + s * (p1 - p0)
                 for i in range(3):
-                    face_dir[t, i] = (bary[0] * va[i] + bary[1] * vb[i] + bary[2] * vc[i] - sx[i]) / dist
+                    sx = p0[i] + s * (p1[i] - p0[i])
+                    face_dir[t, i] = (bary[0] * va[i] + bary[1] * vb[i] + bary[2] * vc[i] - sx) / dist
                 depth = r - dist
             else:  # the axis touches the face: back out through the normal
-                nrm = np.cross(vb - va, vc - va)
-                nl = np.sqrt(nrm @ nrm)
+                ux, uy, uz = vb[0] - va[0], vb[1] - va[1], vb[2] - va[2]
+                wx, wy, wz = vc[0] - va[0], vc[1] - va[1], vc[2] - va[2]
+                nx, ny, nz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
+                nl = np.sqrt(nx * nx + ny * ny + nz * nz)
                 if nl < _EPS:
                     continue
-                for i in range(3):
-                    face_dir[t, i] = -nrm[i] / nl
+                face_dir[t, 0], face_dir[t, 1], face_dir[t, 2] = -nx / nl, -ny / nl, -nz / nl
                 depth = r
             wsum = 0.0
             for k in range(3):

@@ -266,3 +266,25 @@ def test_default_scene_has_tissue_two_tools_and_consistent_snapshot():
         assert np.allclose(snap["tool_links"][:, 0, :3], [t.tip() for t in scene.tools], atol=1e-6)
         desc = scene.describe()
         assert desc["tissue_triangles"].max() < scene.tissue.node_count
+
+
+def test_segment_triangle_distance_matches_dense_sampling():
+    from sim.contact_kernels import closest_seg_tri
+
+    rng = np.random.default_rng(11)
+    s = np.linspace(0.0, 1.0, 61)
+    u, v = np.meshgrid(s, s)
+    inside = (u + v) <= 1.0
+    u, v = u[inside], v[inside]
+    for _ in range(40):
+        p0, p1, a, b, c = (rng.normal(size=3) for _ in range(5))
+        bary = np.zeros(3)
+        d, t = closest_seg_tri(p0, p1, a, b, c, bary)
+        seg = p0 + s[:, None] * (p1 - p0)
+        tri = a + u[:, None] * (b - a) + v[:, None] * (c - a)
+        sampled = np.min(np.linalg.norm(seg[:, None, :] - tri[None, :, :], axis=2))
+        assert d <= sampled + 1e-12  # exact is never worse than any sample
+        assert sampled - d < 0.05 * np.linalg.norm(p1 - p0) + 0.05 * np.linalg.norm(b - a)  # grid spacing
+        # The returned points are that far apart.
+        q = bary[0] * a + bary[1] * b + bary[2] * c
+        assert np.linalg.norm(p0 + t * (p1 - p0) - q) == pytest.approx(d, abs=1e-12)
