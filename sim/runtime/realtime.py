@@ -43,6 +43,26 @@ from sim.runtime.timing import TickTimer, format_report
 
 PERIOD_NS = 1_000_000
 SPIN_NS = 200_000  # sleep until this long before a deadline, then spin [ns]
+
+
+def rt_min_idle_ns(period_ns: int = 1_000_000) -> int:
+    """Idle time [ns] the servo must leave in every period so SCHED_FIFO is never throttled.
+
+    Linux lets real-time tasks use sched_rt_runtime_us of every sched_rt_period_us (by default 95 %);
+    a servo that overruns and never sleeps hits that limit and is then stopped for the rest of the
+    second: measured here as ~50 ms stalls every second. Leaving the unbudgeted share plus a margin
+    idle in each tick avoids it. 0 where throttling is off (runtime -1) or unreadable.
+    """
+    try:
+        with open("/proc/sys/kernel/sched_rt_runtime_us") as f:
+            runtime = int(f.read())
+        with open("/proc/sys/kernel/sched_rt_period_us") as f:
+            rt_period = int(f.read())
+    except (OSError, ValueError):
+        return 0
+    if runtime < 0 or rt_period <= 0:
+        return 0
+    return int(period_ns * (1.0 - runtime / rt_period) * 1.6)
 STOP_CHECK_EVERY = 8  # ticks between looks at the cross-process stop event
 AUTO_MEASURE_TICKS = 200  # `--rate-mode auto`: warm-up ticks timed to choose
 AUTO_LIMIT_NS = 800_000  # p90 tick compute above this -> multirate [ns]
@@ -217,11 +237,14 @@ def _loop(cfg: RunConfig, core, rec, timer: TickTimer, stop, flag: _Flag) -> str
     scene = core.scene
     end_ns = None if cfg.seconds is None else perf() + int(cfg.seconds * 1e9)
     deadline = perf() + PERIOD_NS
+    min_idle_ns = rt_min_idle_ns(PERIOD_NS)
     k = 0
     while True:
         rem = deadline - perf() - SPIN_NS
         if rem > 0:
             sleep(rem * 1e-9)
+        elif min_idle_ns:  # late: still yield, or the kernel's RT throttling stalls us for ~50 ms
+            sleep(min_idle_ns * 1e-9)
         while perf() < deadline:
             pass
         start = perf()

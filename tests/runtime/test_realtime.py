@@ -13,6 +13,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 from runtime_helpers import read_events, trocar_in_process, wait_for
 
 from sim.runtime.recording import read_recording
@@ -108,3 +109,21 @@ def test_multirate_session_renders_force_from_the_local_model_and_replays(sessio
     assert {"kind": "rate_mode", "mode": "multirate"} in r.notes
     rp = trocar_in_process(capsys, "replay", rec)
     assert rp.returncode == 0, rp.stdout + rp.stderr
+
+
+def test_servo_leaves_the_kernels_rt_budget_idle_when_late():
+    # A late FIFO servo that never sleeps is throttled by the kernel for the rest of each second
+    # (~50 ms stalls): the loop must idle at least the unbudgeted share of every period.
+    from sim.runtime.realtime import rt_min_idle_ns
+
+    try:
+        runtime = int(open("/proc/sys/kernel/sched_rt_runtime_us").read())
+        period = int(open("/proc/sys/kernel/sched_rt_period_us").read())
+    except OSError:
+        pytest.skip("no /proc/sys/kernel/sched_rt_* on this system")
+    idle = rt_min_idle_ns(1_000_000)
+    if runtime < 0:
+        assert idle == 0
+    else:
+        assert idle > 1_000_000 * (1 - runtime / period)
+        assert idle < 500_000  # and still most of the period for the tick
