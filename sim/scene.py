@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -341,8 +340,3 @@ class Scene:
 def build_scene(name: str = "default", **overrides) -> Scene:
     """Build a built-in scene (see the module docstring), e.g. build_scene("default", tissue_tets=1000)."""
     return Scene(scene_config(name, **overrides))
-
-
-def tool_setups(specs: Sequence[inst.InstrumentSpec], ports_: Sequence[Port]) -> tuple[ToolSetup, ...]:
-    """Tool setups from instrument specs and ports, paired in order."""
-    return tuple(ToolSetup(s, p, depth=0.2) for s, p in zip(specs, ports_, strict=True))
