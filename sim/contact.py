@@ -130,7 +130,6 @@ class ToolTissueContact:
         self.att_local = np.zeros((0, 3))
         self.grasping = [False] * t
         self._jaw_prev = np.full(t, np.inf)
-        self._client = tools[0].client if tools else None
         self._events: list[tuple[str, int, float, str]] = []
         self._read_links()
         self.caps_prev[:] = self.caps
@@ -138,15 +137,10 @@ class ToolTissueContact:
     # -- per tick ------------------------------------------------------------------------------------
 
     def _read_links(self) -> None:
-        for i, tool in enumerate(self.tools):
-            states = pb.getLinkStates(tool.body, [inst.LINK_SHAFT, inst.JOINT_JAW_A, inst.JOINT_JAW_B],
-                                      computeForwardKinematics=1, physicsClientId=tool.client)
-            for k, ls in enumerate(states):
-                self.link_pose[i, k, :3] = ls[4]
-                self.link_pose[i, k, 3:] = ls[5]
+        inst.read_link_poses(self.tools, self.link_pose)
         ck.build_capsules(self.link_pose, self.local_seg, self.radius, self.caps, self.frame_r, self.frame_p)
 
-    def apply_reaction(self, client: int) -> None:
+    def apply_reaction(self) -> None:
         """Apply last tick's tissue force to each tool's shaft link (before stepSimulation)."""
         for i, tool in enumerate(self.tools):
             w = self.tool_point[i, 3]
@@ -154,13 +148,10 @@ class ToolTissueContact:
                 continue
             point = (self.tool_point[i, :3] / w).tolist()
             pb.applyExternalForce(tool.body, inst.LINK_SHAFT, self.tool_force[i].tolist(), point,
-                                  pb.WORLD_FRAME, physicsClientId=client)
+                                  pb.WORLD_FRAME, physicsClientId=tool.client)
 
-    def before_step(self, state: TissueState, jaws: np.ndarray, f_ext: np.ndarray) -> None:
-        """Read the tools' new link poses; start or end grasps from the jaw commands [rad] (n_tools,).
-
-        f_ext (n, 3) [N]: the carried constraint forces, used by the caller as the step's contact force.
-        """
+    def before_step(self, state: TissueState, jaws: np.ndarray) -> None:
+        """Read the tools' new link poses; start or end grasps from the jaw commands [rad] (n_tools,)."""
         self.caps_prev[:] = self.caps
         self._read_links()
         for i, tool in enumerate(self.tools):

@@ -282,3 +282,16 @@ class Instrument:
     def link_ids(self) -> list[int]:
         """Links that carry collision shapes (shaft and jaws)."""
         return [LINK_SHAFT, JOINT_JAW_A, JOINT_JAW_B]
+
+
+def read_link_poses(tools: list[Instrument], out: np.ndarray) -> np.ndarray:
+    """World poses of each tool's shaft, jaw A and jaw B links into out (n_tools, 3, 7): position [m]
+    and quaternion (x, y, z, w). The shaft link's origin is the tool tip (jaws closed), +z up the
+    shaft. One PyBullet call per tool. Returns out."""
+    for i, tool in enumerate(tools):
+        states = pb.getLinkStates(tool.body, [LINK_SHAFT, JOINT_JAW_A, JOINT_JAW_B],
+                                  computeForwardKinematics=1, physicsClientId=tool.client)
+        for k, ls in enumerate(states):
+            out[i, k, :3] = ls[4]
+            out[i, k, 3:] = ls[5]
+    return out

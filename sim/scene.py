@@ -183,12 +183,12 @@ class Scene:
         """
         t0 = time.perf_counter_ns()
         if self.contact is not None:
-            self.contact.apply_reaction(self.rigid.client)
+            self.contact.apply_reaction()
         force = self.rigid.tick(control.targets, control.jaws, dt)
         self._object_grasp_events()
         t1 = time.perf_counter_ns()
         if self.contact is not None:
-            self.contact.before_step(self.tissue_state, control.jaws, self._contacts.force)
+            self.contact.before_step(self.tissue_state, control.jaws)
             t2 = time.perf_counter_ns()
             try:
                 step(self.tissue, self.tissue_state, None, self._contacts, dt)
@@ -242,13 +242,9 @@ class Scene:
         """World poses of each tool's shaft, jaw A and jaw B links: (n_tools, 3, 7), rows are
         position [m] and quaternion (x, y, z, w). The shaft link's origin is the tool tip (jaws
         closed) and its +z axis points up the shaft."""
-        out = np.zeros((self.n_tools, 3, 7))
-        for i, tool in enumerate(self.tools):
-            states = pb.getLinkStates(tool.body, [inst.LINK_SHAFT, inst.JOINT_JAW_A, inst.JOINT_JAW_B],
-                                      computeForwardKinematics=1, physicsClientId=self.rigid.client)
-            for k, ls in enumerate(states):
-                out[i, k, :3], out[i, k, 3:] = ls[4], ls[5]
-        return out
+        if self.contact is not None:  # the contact stage read them after this tick's step already
+            return self.contact.link_pose.copy()
+        return inst.read_link_poses(self.tools, np.zeros((self.n_tools, 3, 7)))
 
     def body_poses(self) -> np.ndarray:
         """Poses of the movable rigid bodies (rings, clips) in `rigid.graspable` order, (k, 7)."""
