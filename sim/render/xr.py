@@ -106,13 +106,7 @@ class XrSession:
 
     def _create_instance(self) -> None:
         xr = self.xr
-        try:
-            exts = [e.extension_name.decode() if isinstance(e.extension_name, bytes) else e.extension_name
-                    for e in xr.enumerate_instance_extension_properties()]
-        except Exception as exc:
-            raise XrUnavailable(f"no OpenXR runtime ({type(exc).__name__}: {exc})") from exc
-        if xr.KHR_OPENGL_ENABLE_EXTENSION_NAME not in exts:
-            raise XrUnavailable("the OpenXR runtime has no XR_KHR_opengl_enable")
+        probe_runtime()
         try:
             self.instance = xr.create_instance(xr.InstanceCreateInfo(
                 application_info=xr.ApplicationInfo(application_name="trocar", application_version=1,
@@ -424,8 +418,21 @@ def run_xr_live(args) -> int:
     process only reads snapshots."""
     from sim.render.window import run_display_session
 
-    _xr()  # fail fast (XrUnavailable) before starting the session
+    probe_runtime()  # fail fast (XrUnavailable) before starting the session
     return run_display_session(args, "xr", "script,script")
+
+
+def probe_runtime() -> None:
+    """Raise XrUnavailable (one line) unless pyopenxr imports and an OpenXR runtime with
+    XR_KHR_opengl_enable answers (no instance is created)."""
+    xr = _xr()
+    try:
+        exts = [e.extension_name.decode() if isinstance(e.extension_name, bytes) else e.extension_name
+                for e in xr.enumerate_instance_extension_properties()]
+    except Exception as exc:
+        raise XrUnavailable(f"no OpenXR runtime ({type(exc).__name__}: {exc})") from exc
+    if xr.KHR_OPENGL_ENABLE_EXTENSION_NAME not in exts:
+        raise XrUnavailable("the OpenXR runtime has no XR_KHR_opengl_enable")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,7 @@ EMU_DEFAULT_ARGS = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period"
                     "--hand-at", "0.03,0.06,-0.02")
 #: The same for the second hand, mirrored in x (the right tool comes from the right port).
 EMU_DEFAULT_ARGS_RIGHT = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period", "4",
-                          "--hand-at", "-0.03,0.06,-0.02")
+                          "--hand-at=-0.03,0.06,-0.02")  # '=': argparse takes a leading '-' for an option
 
 
 @dataclass(frozen=True)

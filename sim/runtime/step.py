@@ -210,6 +210,7 @@ class SessionStep:
             fl["dev_grip"][i, h] = s.gripper
             fl["dev_buttons"][i, h] = s.buttons
             fl["dev_status"][i, h] = s.status
+            fl["dev_force"][i, h] = s.force_applied
             flags[h] = int(s.fresh) | (int(s.connected) << 1)
         fl["targets"][i] = self.control.targets
         fl["jaws"][i] = self.control.jaws
