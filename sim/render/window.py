@@ -4,12 +4,11 @@ The window is a display of a session, never its clock: in a session (`trocar run
 `trocar render --display window`) it draws the newest snapshot through the session's scope and
 writes the person's keys and mouse into the session's input mailbox (`sim.runtime.keyboard`); the
 servo moves the tools (`--device keyboard`) and the scope from them. Without a session (tests that
-replay snapshots) a `KeyControl` can take the keys locally. Keys (docs/rendering.md):
+replay snapshots) the scope keys move the window's own camera. Keys (docs/rendering.md):
 
     1 / 2          select the left / right instrument
-    W S A D        move its tip away / toward / left / right (5 cm/s)
+    W S A D        move its tip away / toward / left / right (~5 cm/s)
     Q E            move its tip down / up
-    R F            roll it
     Space          open / close its jaws
     arrows         pivot the scope about its port (pan, tilt)
     PgUp PgDn      insert / withdraw the scope
@@ -30,7 +29,6 @@ import pickle
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,35 +39,6 @@ class WindowUnavailable(RuntimeError):
     """No display (or no GL 3.3 core context) for a window."""
 
 
-TOOL_SPEED = 0.05  # [m/s] per held key
-ROLL_SPEED = 1.5  # [rad/s]
-SCOPE_SPEED = 0.6  # [rad/s]
-
-
-@dataclass
-class KeyControl:
-    """Instrument targets driven by keys and the mouse (used when no haptic device is connected).
-
-    targets: (n_tools, 4) tip (x, y, z) [m] and roll [rad]; jaws: opening [rad] per tool;
-    selected: the tool the keys move.
-    """
-
-    targets: np.ndarray
-    jaw_open: np.ndarray
-    jaws: np.ndarray = field(init=False)
-    selected: int = 0
-
-    def __post_init__(self) -> None:
-        self.jaws = np.zeros(len(self.targets))
-
-    def toggle_jaws(self) -> None:
-        i = self.selected
-        self.jaws[i] = 0.0 if self.jaws[i] > 0 else 0.8 * self.jaw_open[i]
-
-    def move(self, delta: np.ndarray) -> None:
-        self.targets[self.selected] += delta
-
-
 def _held(glfw, window, key) -> bool:
     return glfw.get_key(window, key) == glfw.PRESS
 
@@ -78,8 +47,8 @@ class DesktopWindow:
     """A GLFW window with a current GL 3.3 core context and a `Renderer`."""
 
     def __init__(self, description: dict, *, width: int = 1280, height: int = 720, title: str = "trocar",
-                 vsync: bool = True, visible: bool = True, control: KeyControl | None = None,
-                 camera: LaparoscopeCamera | None = None, inputs=None):
+                 vsync: bool = True, visible: bool = True, camera: LaparoscopeCamera | None = None,
+                 inputs=None):
         try:
             import glfw
         except Exception as exc:
@@ -104,7 +73,6 @@ class DesktopWindow:
         self.renderer = Renderer(description)
         self.description = description
         self.camera = camera or default_camera(description)
-        self.control = control
         self.inputs = inputs  # sim.runtime.keyboard.InputState of the session, or None
         self._key_names = {}
         if inputs is not None:
@@ -144,16 +112,10 @@ class DesktopWindow:
             self.hud = not self.hud
         elif key == glfw.KEY_V and self.inputs is None:
             self.camera.view_angle = 0.0 if self.camera.view_angle else np.radians(30.0)
-        elif self.control is not None and key in (glfw.KEY_1, glfw.KEY_2):
-            self.control.selected = min(key - glfw.KEY_1, len(self.control.targets) - 1)
-        elif self.control is not None and key == glfw.KEY_SPACE:
-            self.control.toggle_jaws()
 
     def _on_scroll(self, _window, _dx, dy) -> None:
         if self.inputs is not None:
             self.inputs.scroll(dy)
-        elif self.control is not None:
-            self.control.move(np.array([0.0, 0.0, 0.005 * dy, 0.0]))
 
     def _poll_session_mouse(self) -> None:
         """Mouse drags into the session's input mailbox, then publish this frame's input."""
@@ -182,33 +144,24 @@ class DesktopWindow:
             self._hud_text = text
             self.glfw.set_window_title(self.window, f"{self._title} - {text}" if text else self._title)
 
-    def _poll_held(self, dt: float) -> None:
+    def _poll_scope_keys(self, dt: float) -> None:
+        """Without a session: the scope keys and right-drag move this window's camera."""
+        from sim.runtime.keyboard import SCOPE_DRAG_RAD_PER_PX, SCOPE_INSERT_SPEED, SCOPE_SPEED
+
         glfw, w = self.glfw, self.window
         cam = self.camera
         k = SCOPE_SPEED * dt
         cam.pivot(d_yaw=k * (_held(glfw, w, glfw.KEY_LEFT) - _held(glfw, w, glfw.KEY_RIGHT)),
                   d_pitch=k * (_held(glfw, w, glfw.KEY_DOWN) - _held(glfw, w, glfw.KEY_UP)),
-                  d_insert=0.05 * dt * (_held(glfw, w, glfw.KEY_PAGE_UP)
-                                        - _held(glfw, w, glfw.KEY_PAGE_DOWN)),
+                  d_insert=SCOPE_INSERT_SPEED * dt * (_held(glfw, w, glfw.KEY_PAGE_UP)
+                                                      - _held(glfw, w, glfw.KEY_PAGE_DOWN)),
                   d_roll=k * (_held(glfw, w, glfw.KEY_X) - _held(glfw, w, glfw.KEY_Z)))
         x, y = glfw.get_cursor_pos(w)
-        left = glfw.get_mouse_button(w, glfw.MOUSE_BUTTON_LEFT) == glfw.PRESS
         right = glfw.get_mouse_button(w, glfw.MOUSE_BUTTON_RIGHT) == glfw.PRESS
-        if self._mouse is not None and (left or right):
-            dx, dy = x - self._mouse[0], y - self._mouse[1]
-            if right:
-                cam.pivot(d_yaw=-0.003 * dx, d_pitch=0.003 * dy)
-            elif self.control is not None:
-                self.control.move(np.array([2e-4 * dx, -2e-4 * dy, 0.0, 0.0]))
+        if self._mouse is not None and right:
+            d = SCOPE_DRAG_RAD_PER_PX
+            cam.pivot(d_yaw=-d * (x - self._mouse[0]), d_pitch=d * (y - self._mouse[1]))
         self._mouse = (x, y)
-        if self.control is None:
-            return
-        s = TOOL_SPEED * dt
-        self.control.move(np.array([
-            s * (_held(glfw, w, glfw.KEY_D) - _held(glfw, w, glfw.KEY_A)),
-            s * (_held(glfw, w, glfw.KEY_W) - _held(glfw, w, glfw.KEY_S)),
-            s * (_held(glfw, w, glfw.KEY_E) - _held(glfw, w, glfw.KEY_Q)),
-            ROLL_SPEED * dt * (_held(glfw, w, glfw.KEY_R) - _held(glfw, w, glfw.KEY_F))]))
 
     # -- loop --------------------------------------------------------------------------------------
 
@@ -239,7 +192,7 @@ class DesktopWindow:
             if self.inputs is not None:
                 self._poll_session_mouse()  # the session's servo moves tools and scope
             else:
-                self._poll_held(min(now - last, 0.1))
+                self._poll_scope_keys(min(now - last, 0.1))
             last = now
             if should_stop is not None and should_stop():
                 break
