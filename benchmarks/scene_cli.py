@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 def reset_once(name: str, tets: int | None, repeats: int) -> dict:
     """Build `name`, move the tools for 0.3 s, then time scene.reset() (in place) and a
     get_state/set_state round trip, against building the scene anew."""
+    from sim.runtime.step import SessionStep
     from sim.scene import build_scene
     from sim.tissue import warmup
 
@@ -123,11 +124,12 @@ def reset_once(name: str, tets: int | None, repeats: int) -> dict:
     build_ms = (time.perf_counter() - t0) * 1e3
     try:
         control = scene.hold_control()
+        step = SessionStep(scene, [], checksum_every=0)
         resets, rounds = [], []
         for _ in range(repeats):
             control.targets[:, 2] -= 0.01
             for _ in range(300):
-                scene.tick(control, scene.dt)
+                step.step(0, control=control)
             control.targets[:, 2] += 0.01
             a = time.perf_counter()
             saved = scene.get_state()
