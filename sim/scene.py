@@ -126,7 +126,8 @@ class SceneEvent:
 
     kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset';
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
-    force at a slip [N]); message: one line for people.
+    force at a slip [N]); message: one line for people; body: the rigid object concerned, as an
+    index into `rigid.graspable` (= the row of the snapshot's `bodies`), -1 if none.
     """
 
     tick: int
@@ -134,6 +135,7 @@ class SceneEvent:
     tool: int
     value: float
     message: str
+    body: int = -1
 
 
 def make_tissue(cfg: SceneConfig) -> TissueModel:
@@ -221,14 +223,18 @@ class Scene:
                                       f"{why}; tissue reset to rest"))
 
     def _object_grasp_events(self) -> None:
+        graspable = self.rigid.graspable
         for i, held in enumerate(self.rigid.grasped):
-            if held != self._grasped_obj[i]:
-                if held is None:
-                    self.events.append(SceneEvent(self.tick_count, "release_object", i, float(
-                        self._grasped_obj[i]), f"tool {i} released body {self._grasped_obj[i]}"))
-                else:
-                    self.events.append(SceneEvent(self.tick_count, "grasp_object", i, float(held),
-                                                  f"tool {i} grasped body {held}"))
+            before = self._grasped_obj[i]
+            if held != before:
+                if before is not None:
+                    k = graspable.index(before)
+                    self.events.append(SceneEvent(self.tick_count, "release_object", i, 0.0,
+                                                  f"tool {i} released object {k}", k))
+                if held is not None:
+                    k = graspable.index(held)
+                    self.events.append(SceneEvent(self.tick_count, "grasp_object", i, 0.0,
+                                                  f"tool {i} grasped object {k}", k))
                 self._grasped_obj[i] = held
 
     def hold_control(self) -> SceneControl:
