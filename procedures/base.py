@@ -61,9 +61,10 @@ class Trace:
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric value: value in `unit`; better: 'lower' or 'higher'; label: what it is, for people."""
+    """One metric value: value in `unit` (None when undefined, e.g. smoothness without a movement);
+    better: 'lower' or 'higher'; label: what it is, for people."""
 
-    value: float
+    value: float | None
     unit: str
     better: str
     label: str

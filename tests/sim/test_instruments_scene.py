@@ -137,8 +137,9 @@ def test_stiffness_above_the_device_limit_or_unstable_is_refused():
 
 
 def test_tool_collides_with_a_peg_without_passing_through_it():
-    # Sweep the closed jaws sideways into peg 9 (right side, empty) at half its height. A round 4 mm peg deflects the tool
-    # around it (the spring pulls on), so check contact happens and penetration stays below 0.5 mm.
+    # Sweep the closed jaws sideways into peg 9 (right side, empty) at half its height. A round 4 mm
+    # peg deflects the tool around it (the spring pulls on), so check contact happens and
+    # penetration stays below 0.5 mm.
     with ToolScene([ToolSetup(inst.GRASPER, RIGHT, depth=0.2)]) as scene:
         spec, board, cid = scene.pegboard.spec, scene.pegboard.board, scene.client
         peg = spec.peg_world(9)
