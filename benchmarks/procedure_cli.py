@@ -37,8 +37,12 @@ def _attempt(job: tuple[str, str, int]) -> dict:
         "seed": seed,
         "result": result.to_dict(),
         "rtf": stats.rtf,
-        "update_us_mean": stats.update_us_mean,
-        "update_us_p99": stats.update_us_p99,
+        "update_us": {
+            "mean": round(stats.update_us_mean, 2),
+            "median": round(stats.update_us_median, 2),
+            "p99": round(stats.update_us_p99, 1),
+            "mean_unpreempted": round(stats.update_us_mean_unpreempted, 2),
+        },
         "wall_s": stats.wall_s,
     }
 
@@ -67,17 +71,17 @@ def run_procedure(args: argparse.Namespace) -> int:
         "ticks": int(round(r["duration_s"] * 1000)),
         "wall_s": round(row["wall_s"], 2),
         "lockstep_rtf": round(row["rtf"], 3),
-        "update_us_mean": round(row["update_us_mean"], 2),
-        "update_us_p99": round(row["update_us_p99"], 1),
+        "update_us": row["update_us"],
         "update_target_us": 20.0,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(out))
     if not args.json:
         print(
             f"{args.procedure} by the {args.policy}: {r['status']}, {r['duration_s']} s, score {r['score']}; "
-            f"lockstep {out['lockstep_rtf']}x real time; procedure update {out['update_us_mean']} us/tick"
+            f"lockstep {out['lockstep_rtf']}x real time; procedure update {row['update_us']['mean']} us/tick"
         )
     return 0
 

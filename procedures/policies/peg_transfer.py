@@ -68,16 +68,16 @@ EXPERT = Style(
 )
 NOVICE = Style(
     "novice",
-    speed=0.09,
-    min_move_s=0.35,
-    pause=(0.15, 0.6),
+    speed=0.11,
+    min_move_s=0.3,
+    pause=(0.1, 0.45),
     overshoot=0.18,
     tremor=6e-4,
     press=0.006,
     parallel=False,
-    park_high=0.3,
+    park_high=0.25,
     p_fumble=0.12,
-    close_s=0.25,
+    close_s=0.2,
 )
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
@@ -191,7 +191,7 @@ class PegTransferPolicy:
         target = np.asarray(target, float)
         d = target - start
         dist = float(np.linalg.norm(d))
-        if correct and self.style.overshoot > 0.0 and dist > 0.01:
+        if correct and self.style.overshoot > 0.0 and dist > 0.02:
             miss = self.style.overshoot * dist * self.rng.uniform(0.5, 1.0)
             off = self.rng.normal(size=3)
             off[2] = abs(off[2]) * 0.5  # a miss errs upward rather than into the board
@@ -233,11 +233,12 @@ class PegTransferPolicy:
             else:
                 yield from self._receive_one(h)
 
-    def _idle_spot(self, h: int) -> np.ndarray:
+    def _idle_spot(self, h: int) -> np.ndarray | None:
+        """Where a sequential (novice) hand waits: sometimes parked high toward its port (out of
+        view), else where it is (None)."""
         if self.rng.uniform() < self.style.park_high:
-            return np.array([self.home[h][0] * 0.9, -0.085, 0.13])  # toward the port: out of view
-        x = -0.03 if h == 0 else 0.03
-        return np.array([x, -0.03, self.peg_top + 0.03])
+            return np.array([self.home[h][0] * 0.9, -0.085, 0.13])
+        return None
 
     def _lift_one(self, h: int, src: int):
         rings = self._source_rings(src)
@@ -295,7 +296,9 @@ class PegTransferPolicy:
         away = self.movers[h].tip + [(-0.012 if h == 0 else 0.012), -0.01, 0.012]
         yield ("move", away, OPEN, 0.2)
         if not self.style.parallel:
-            yield from self.move(h, self._idle_spot(h), CLOSED, correct=False)
+            spot = self._idle_spot(h)
+            if spot is not None:
+                yield from self.move(h, spot, CLOSED, correct=False)
             yield ("until", lambda: k not in self.busy_rings or self.finished)
 
     def _receive_one(self, h: int):
@@ -307,7 +310,9 @@ class PegTransferPolicy:
             if np.linalg.norm(self.movers[h].tip - standby) > 1e-3:
                 yield from self.move(h, standby, OPEN)
         else:
-            yield from self.move(h, self._idle_spot(h), CLOSED, correct=False)
+            spot = self._idle_spot(h)
+            if spot is not None:
+                yield from self.move(h, spot, CLOSED, correct=False)
         yield ("until", lambda: self.offer is not None or self.phase != src or self.finished)
         if self.offer is None:
             return
