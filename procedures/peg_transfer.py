@@ -336,7 +336,8 @@ def motion_metrics(trace: Trace, completion_time: float, drops: int) -> dict[str
     out["movements"] = Metric(
         float(sum(mx.count_movements(s) for s in speeds)), "count", "lower", "number of movements, both hands"
     )
-    out["idle_time"] = Metric(round(mx.idle_time(speeds, dt), 3), "s", "lower", "idle time (no hand moving)")
+    idle = round(mx.idle_time(speeds, dt), 3)
+    out["idle_time"] = Metric(idle, "s", "lower", "idle time, summed over hands")
     keys: list[list[int]] = [[0, trace.n - 1] for _ in tips]
     for e in trace.events:
         if e.kind in ("grasp_object", "release_object") and 0 <= e.tool < len(tips):
