@@ -28,17 +28,19 @@ states (`checksum`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pybullet as pb
 
 from sim import instruments as inst
+from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
+from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue_state_dict
 from sim.tissue import (
     TissueContacts,
     TissueDivergedError,
@@ -78,7 +80,8 @@ class SceneConfig:
         material: tissue material.
         pegboard: add the FLS peg-transfer board.
         stiffness: coupling stiffness [N/m].
-        scope_port: where the laparoscope enters (the renderer's camera pivots about it).
+        scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
+        scope_angle: the scope's optics angle [rad] (0 or 30 deg).
         dt: fixed step [s].
     """
 
@@ -92,6 +95,7 @@ class SceneConfig:
     pegboard: bool = False
     stiffness: float = DEFAULT_STIFFNESS
     scope_port: Port = SCOPE_PORT
+    scope_angle: float = 0.0
     dt: float = 1e-3
 
 
@@ -158,12 +162,17 @@ class Scene:
         config: what was built. tools: the `sim.instruments.Instrument`s (tool i = control row i).
         tissue: TissueModel or None; tissue_state: TissueState or None.
         events: SceneEvents appended by `tick` (callers may clear the list).
+        rng: numpy Generator seeded with the session's seed (all randomness of the session).
         tick_count: ticks done. part_ns: last tick's time per part (pybullet, contact, tissue) [ns].
+        scope: the laparoscope (`sim.camera.LaparoscopeCamera`: pose (7,), angle, fov_y, aspect,
+        in_view(points)); the renderer draws through it (snapshot `scope`).
     """
 
-    def __init__(self, config: SceneConfig | None = None) -> None:
+    def __init__(self, config: SceneConfig | None = None, *, seed: int = 0) -> None:
         cfg = config or SceneConfig()
         self.config = cfg
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)  # the session's randomness; never np.random
         self.dt = cfg.dt
         self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
         self.tools = self.rigid.tools
@@ -177,6 +186,10 @@ class Scene:
         self.part_ns = np.zeros(3, dtype=np.int64)
         self.reaction = np.zeros((self.n_tools, 3))  # tissue force on each tool [N]
         self._grasped_obj: list[int | None] = [None] * self.n_tools
+        self._link_pose = np.zeros((self.n_tools, 3, 7))  # link poses of tick _link_tick
+        self._link_tick = -1
+        self.scope = self._make_scope()
+        self._start = self.get_state()  # what reset() returns to
 
     # -- the tick ------------------------------------------------------------------------------------
 
@@ -246,15 +259,38 @@ class Scene:
         return SceneControl(np.array([np.r_[t.tip(), t.read_state().q[3]] for t in self.tools]),
                             np.zeros(self.n_tools))
 
+    def _make_scope(self) -> LaparoscopeCamera:
+        """The scope at its start pose: through its port, aimed at the work area."""
+        cfg = self.config
+        around: dict = {"tissue_rest": self.tissue.rest if self.tissue is not None else np.zeros((0, 3))}
+        if self.rigid.pegboard is not None:
+            spec = self.rigid.pegboard.spec
+            around["pegboard"] = {"centre": spec.centre, "size": spec.size}
+        return LaparoscopeCamera.aimed_at(cfg.scope_port.point(), aim_target(around),
+                                          view_angle=float(cfg.scope_angle))
+
     # -- reading -------------------------------------------------------------------------------------
+
+    def _links(self) -> np.ndarray:
+        """This tick's link poses (n_tools, 3, 7), read from PyBullet at most once per tick."""
+        if self.contact is not None:  # the contact stage read them after this tick's step already
+            return self.contact.link_pose
+        if self._link_tick != self.tick_count:
+            inst.read_link_poses(self.tools, self._link_pose)
+            self._link_tick = self.tick_count
+        return self._link_pose
 
     def tool_link_poses(self) -> np.ndarray:
         """World poses of each tool's shaft, jaw A and jaw B links: (n_tools, 3, 7), rows are
         position [m] and quaternion (x, y, z, w). The shaft link's origin is the tool tip (jaws
         closed) and its +z axis points up the shaft."""
-        if self.contact is not None:  # the contact stage read them after this tick's step already
-            return self.contact.link_pose.copy()
-        return inst.read_link_poses(self.tools, np.zeros((self.n_tools, 3, 7)))
+        return self._links().copy()
+
+    def read_tool_poses(self, out: np.ndarray) -> np.ndarray:
+        """Each tool's shaft link pose (tip, jaws closed) into out (n_tools, 7) [m, quaternion
+        x y z w]; no allocation. Returns out."""
+        out[:] = self._links()[:, 0]
+        return out
 
     def body_poses(self) -> np.ndarray:
         """Poses of the movable rigid bodies (rings, clips) in `rigid.graspable` order, (k, 7)."""
@@ -264,13 +300,16 @@ class Scene:
         """What a renderer or recorder needs of this tick, as fixed-shape float64 arrays:
         tissue_x (n_nodes, 3) [m] (0 rows without tissue), tool_links (n_tools, 3, 7),
         tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
-        tick (1,) (tick index as float64)."""
+        tick (1,) (tick index as float64), scope_pose (7,) (`scope.pose`), scope (6,) (the scope's
+        `params()`: the renderer draws through this camera)."""
         return {
             "tissue_x": (self.tissue_state.x.copy() if self.tissue_state is not None else np.zeros((0, 3))),
             "tool_links": self.tool_link_poses(),
             "tool_force": self.rigid.last_force.copy(),
             "bodies": self.body_poses(),
             "tick": np.array([float(self.tick_count)]),
+            "scope_pose": self.scope.pose,
+            "scope": self.scope.params(),
         }
 
     def describe(self) -> dict:
@@ -279,7 +318,8 @@ class Scene:
         Keys: name; dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
         surface; empty without tissue); tools: list of dicts (name, port (3,) [m], shaft_length,
         shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
-        [rad]) in control order; scope: dict(port (3,), view_angle [rad]); floor_half_extent [m]
+        [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
+        start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
         per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
@@ -308,28 +348,80 @@ class Scene:
             "tissue_triangles": (self.tissue.surface.astype(np.int32) if self.tissue
                                  else np.zeros((0, 3), np.int32)),
             "tools": tools,
-            "scope": {"port": self.config.scope_port.point(), "view_angle": 0.0},
+            "scope": {"port": self.config.scope_port.point(), "view_angle": self.scope.view_angle,
+                      "params": self.scope.params()},
             "floor_half_extent": 0.25,
             "trainer_top": 0.25,
             "pegboard": pegboard,
             "bodies": bodies,
         }
 
+    # -- state ---------------------------------------------------------------------------------------
+
+    def get_state(self) -> SceneState:
+        """The whole dynamic state (sim.scene_state), for `set_state`. Call `release()` on it when
+        done (it holds a PyBullet saved state). The scene goes on from the state as restored (Bullet's
+        contact cache emptied, see ToolScene.set_state), so what follows a get_state is exactly what
+        follows every later set_state of it."""
+        own = {"tick_count": self.tick_count, "reaction": self.reaction.copy(),
+               "grasped_obj": list(self._grasped_obj), "n_events": len(self.events),
+               "scope": self.scope.params(), "rng": copy.deepcopy(self.rng.bit_generator.state),
+               "seed": self.seed}
+        if self._contacts is not None:
+            own["contacts_force"] = self._contacts.force.copy()
+        tissue = tissue_state_dict(self.tissue_state) if self.tissue_state is not None else None
+        return SceneState(rigid=self.rigid.get_state(),
+                          contact=self.contact.get_state() if self.contact is not None else None,
+                          tissue=tissue, scene=own)
+
+    def set_state(self, state: SceneState) -> None:
+        """Put the scene back into `state` in place: same PyBullet world, same arrays; then the same
+        controls give bit-identical ticks (checksum). Events after the state's are dropped."""
+        if state.released:
+            raise ValueError("this SceneState was released")
+        self.rigid.set_state(state.rigid)
+        if state.contact is not None:
+            self.contact.set_state(state.contact)
+        if state.tissue is not None:
+            restore_attrs(self.tissue_state, state.tissue)
+        own = state.scene
+        self.tick_count = own["tick_count"]
+        self.reaction[:] = own["reaction"]
+        self._grasped_obj = list(own["grasped_obj"])
+        del self.events[own["n_events"]:]
+        self.scope.set_params(own["scope"])
+        self.seed = own["seed"]
+        self.rng.bit_generator.state = copy.deepcopy(own["rng"])
+        if "contacts_force" in own:
+            self._contacts.force[:] = own["contacts_force"]
+        self._link_tick = -1
+
+    def reset(self, seed: int | None = None) -> None:
+        """Back to the state the scene was built in (tick 0, no events), in place; seed (if given)
+        reseeds `rng`. Cost: `trocar bench reset`."""
+        self.set_state(self._start)
+        if seed is not None:
+            self.seed = int(seed)
+            self.rng.bit_generator.state = np.random.default_rng(self.seed).bit_generator.state
+
     def checksum(self) -> str:
-        """SHA-256 (hex) of the full dynamic state: tool joint states, rigid body poses and
-        velocities, tissue positions and velocities, constraint forces. Equal checksums = the same run."""
+        """SHA-256 (hex) of the whole dynamic state: tick count; tool joints and rigid bodies (pose,
+        velocity), coupling targets, grasp constraints and collision filters; tissue positions,
+        velocities, element rotations and counters; contact face multipliers, carried forces,
+        attachments and masks; the reaction on the tools; the scope; the RNG. Equal checksums =
+        the same run."""
         h = hashlib.sha256()
-        for tool in self.tools:
-            js = pb.getJointStates(tool.body, list(range(6)), physicsClientId=self.rigid.client)
-            h.update(np.array([(j[0], j[1]) for j in js], dtype=np.float64).tobytes())
-        for b in self.rigid.graspable:
-            p, o = pb.getBasePositionAndOrientation(b, physicsClientId=self.rigid.client)
-            lv, av = pb.getBaseVelocity(b, physicsClientId=self.rigid.client)
-            h.update(np.array([*p, *o, *lv, *av], dtype=np.float64).tobytes())
+        h.update(np.int64(self.tick_count).tobytes())
+        self.rigid.hash_into(h)
         if self.tissue_state is not None:
-            h.update(self.tissue_state.x.tobytes())
-            h.update(self.tissue_state.v.tobytes())
+            hash_tissue_state(h, self.tissue_state)
             h.update(self._contacts.force.tobytes())
+        if self.contact is not None:
+            self.contact.hash_into(h)
+        h.update(self.reaction.tobytes())
+        h.update(repr(self._grasped_obj).encode())
+        h.update(self.scope.params().tobytes())
+        h.update(repr(self.rng.bit_generator.state).encode())
         return h.hexdigest()
 
     def close(self) -> None:
@@ -343,6 +435,7 @@ class Scene:
         self.close()
 
 
-def build_scene(name: str = "default", **overrides) -> Scene:
-    """Build a built-in scene (see the module docstring), e.g. build_scene("default", tissue_tets=1000)."""
-    return Scene(scene_config(name, **overrides))
+def build_scene(name: str = "default", *, seed: int = 0, **overrides) -> Scene:
+    """Build a built-in scene (see the module docstring), e.g. build_scene("default", tissue_tets=1000);
+    seed seeds `scene.rng`."""
+    return Scene(scene_config(name, **overrides), seed=seed)
