@@ -191,6 +191,34 @@ def trace_from_recording(rec, dt: float, tick0: int = 0) -> Trace:
                  force=rows["force"], scope_pose=rows["scope_pose"], events=events, tick0=tick0)
 
 
+def finish_procedure(procedure, record: str, *, log=print) -> ProcedureResult:
+    """After a session with `procedure` recorded to `record`: its result from the recording's rows,
+    written as `<record>.result.json`, and the table printed."""
+    from sim.runtime.recording import read_recording
+
+    rec = read_recording(record)
+    result = procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
+    with open(result_path(record), "w") as fh:
+        fh.write(result.to_json(indent=1))
+    print_result(result)
+    log(f"result: {result_path(record)}")
+    return result
+
+
+def score_recording(record: str, *, log=print) -> ProcedureResult | None:
+    """Re-run a recorded procedure session in lockstep (`sim.runtime.lockstep.replay`) and finish
+    it (`finish_procedure`); None if the recording names no procedure."""
+    from sim.runtime.lockstep import find_procedure, replay
+    from sim.runtime.recording import read_recording
+
+    meta = read_recording(record).meta
+    proc = find_procedure(meta.get("scene", ""))
+    if proc is None:
+        return None
+    replay(record, procedure=proc)
+    return finish_procedure(proc, record, log=log)
+
+
 def print_result(result: ProcedureResult, *, file=None) -> None:
     """The end-of-attempt summary as a rich table (status, score, pass/fail, metrics, errors)."""
     from rich.console import Console

@@ -62,3 +62,14 @@ def test_metrics_from_the_recording_equal_the_live_ones(tmp_path):
         assert again.metrics == live.metrics
     finally:
         att.close()
+
+
+def test_a_device_session_on_a_procedure_writes_its_result(tmp_path):
+    rec = tmp_path / "null.trec"
+    p = trocar(
+        "run", "peg_transfer", "--device", "null,null", "--lockstep", "--seconds", "1", "--record", str(rec)
+    )
+    assert p.returncode == 0, p.stderr
+    result = json.loads((tmp_path / "null.trec.result.json").read_text())
+    assert result["status"] == "incomplete" and result["duration_s"] == 1.0
+    assert result["metrics"]["drops"]["value"] == 0
