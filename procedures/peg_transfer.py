@@ -112,7 +112,7 @@ class PegTransfer(Procedure):
             raise ValueError("peg transfer needs the peg_transfer scene (board, six rings, two tools)")
         self._spec = spec = board.spec
         self._pegs = np.array([spec.peg_world(i) for i in range(len(spec.peg_xy))])
-        self._clearance = spec.ring_radius * np.cos(np.pi / 8) - spec.ring_tube - spec.peg_radius
+        self._clearance = spec.hole_clearance
         self._bodies = list(scene.rigid.graspable)
         self.phase = 0
         self.drops = self.lost = self.no_handoff = self.handoffs = 0

@@ -356,7 +356,7 @@ class PegTransferPolicy:
 
     def _strays(self, side: int) -> list[int]:
         """Rings resting on the board of `side` but on no peg (missed placements), not handled."""
-        clearance = self.spec.ring_radius * np.cos(np.pi / 8) - self.spec.ring_tube - self.spec.peg_radius
+        clearance = self.spec.hole_clearance
         out = []
         for k in self._source_rings(side):
             p = self.ring_pose(k)[:3]
