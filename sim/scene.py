@@ -50,11 +50,12 @@ from sim.tissue import (
 )
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 
-#: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), stable
-#: neo-Hookean so that tools pressing and pinching single nodes cannot turn elements inside out
-#: (docs/tissue-solver.md).
+#: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
+#: dynamics (no stabilization). Co-rotational: with stable neo-Hookean a node wedged between a
+#: grasper's two jaw tips can end a tick inside one of them (the contact stage's two sweeps do not
+#: settle it; docs/tissue-solver.md, "Limits").
 TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0.01,
-                             elasticity="neohookean")
+                             elasticity="corotated")
 
 #: Trainer-top ports used by the built-in scenes [m] (the trainer top is 0.25 m above the floor).
 LEFT_PORT = Port((-0.07, -0.11, 0.25))
