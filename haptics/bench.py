@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from haptics import protocol as P
-from haptics.serial_device import EmulatedDevice
+from haptics.emulated_device import EmulatedDevice
 
 SPIN_S = 200e-6  # sleep until this long before the deadline, then spin [s] (ARCHITECTURE.md)
 

@@ -93,6 +93,7 @@ class EmulatorConfig:
     latency_ms: int = 0  # sensing and actuation delay
     # fault injection (times are seconds after the first frame from the host)
     drop_bytes: float = 0.0  # probability per outgoing byte
+    drop_rx_bytes: float = 0.0  # probability per incoming byte (host -> device loss)
     flip_bits: float = 0.0  # probability per outgoing byte of one flipped bit
     duplicate: float = 0.0  # probability per outgoing frame
     truncate: float = 0.0  # probability per outgoing frame (tail and delimiter lost)
@@ -102,6 +103,7 @@ class EmulatorConfig:
     unplug_at: float | None = None  # close the pty master
     replug_after: float | None = None  # open a new pty (same --link) this long after unplug
     garbage_at_open: int = 0  # random non-zero bytes sent when a host connects
+    lose_info: int = 0  # corrupt the first N INFO frames after each pty open (ACK still goes)
     seed: int = 0
     # process
     link: str | None = None
@@ -162,6 +164,7 @@ class Emulator:
         self._lat_pos = [tuple(self.p)] * n  # ring of positions (sensing delay)
         self._lat_i = 0
         self._stalled = False
+        self._info_lost = 0  # INFO frames corrupted since the pty opened (lose_info)
         self._silent = False
         self._unplugged_at: float | None = None
         self.t0 = time.monotonic()
@@ -187,6 +190,7 @@ class Emulator:
             os.symlink(self.path, tmp)
             os.replace(tmp, self.cfg.link)  # atomic: a host never sees a missing link mid-swap
         self.decoder.reset()
+        self._info_lost = 0
         self.event("pty", self.path)
         return self.path
 
@@ -236,6 +240,9 @@ class Emulator:
             if exc.errno == errno.EIO:
                 return
             raise
+        if self.cfg.drop_rx_bytes:
+            p, rng = self.cfg.drop_rx_bytes, self.rng
+            data = bytes(x for x in data if rng.random() >= p)
         if not data:
             return
         if now - self.last_rx > HOST_SILENCE_S:
@@ -335,7 +342,13 @@ class Emulator:
             result = P.ACK_UNKNOWN_OPCODE
         self.send(P.encode(P.Ack(cmd.token, op, result, value)))
         if op == P.CMD_GET_INFO:
-            self.send(P.encode_frame(P.MSG_INFO, self.info_payload()))
+            frame = P.encode_frame(P.MSG_INFO, self.info_payload())
+            self.event("get_info")
+            if self._info_lost < self.cfg.lose_info:
+                # One flipped bit in the CRC: the host must drop it and ask again.
+                self._info_lost += 1
+                frame = frame[:-2] + bytes((frame[-2] ^ 0x01,)) + frame[-1:]
+            self.send(frame)
 
     def info_payload(self) -> bytes:
         cfg = self.cfg
@@ -668,6 +681,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-ms", type=int, default=0, help="sensing+actuation delay [ms]")
     f = p.add_argument_group("fault injection (times after the host's first frame)")
     f.add_argument("--drop-bytes", type=float, default=0.0, help="probability per byte")
+    f.add_argument("--drop-rx-bytes", type=float, default=0.0,
+                   help="probability per byte received from the host")
     f.add_argument("--flip-bits", type=float, default=0.0, help="probability per byte")
     f.add_argument("--duplicate", type=float, default=0.0, help="probability per frame")
     f.add_argument("--truncate", type=float, default=0.0, help="probability per frame")
@@ -678,6 +693,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--replug-after", type=float, help="new pty (same --link) after [s]")
     f.add_argument("--garbage-at-open", type=int, default=0,
                    help="random bytes sent when a host connects")
+    f.add_argument("--lose-info", type=int, default=0,
+                   help="corrupt the first N INFO frames after each (re)plug (ACK still sent)")
     f.add_argument("--seed", type=int, default=0, help="fault RNG seed")
     p.add_argument("--duration", type=float, help="exit after this many seconds")
     p.add_argument("--event-log", help="append device events (monotonic time) to this file")
@@ -691,7 +708,7 @@ class EmulatorArgError(ValueError):
 
 def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
     """Validate options into an EmulatorConfig (EmulatorArgError on bad values)."""
-    for name in ("drop_bytes", "flip_bits", "duplicate", "truncate"):
+    for name in ("drop_bytes", "drop_rx_bytes", "flip_bits", "duplicate", "truncate"):
         if not 0.0 <= getattr(a, name) <= 1.0:
             raise EmulatorArgError(f"--{name.replace('_', '-')} must be a probability in [0, 1]")
     if not 100 <= a.rate <= 2000:
@@ -734,10 +751,12 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         encoder_offset=tuple(int(x) for x in a.encoder_offset), gain_error=a.gain_error,
         axis_sign=tuple(int(x) for x in a.axis_sign),
         force_constant_error=a.force_constant_error, latency_ms=a.latency_ms,
-        drop_bytes=a.drop_bytes, flip_bits=a.flip_bits, duplicate=a.duplicate,
+        drop_bytes=a.drop_bytes, drop_rx_bytes=a.drop_rx_bytes, flip_bits=a.flip_bits,
+        duplicate=a.duplicate,
         truncate=a.truncate, stall_ms=a.stall_ms, stall_at=a.stall_at,
         stop_replying_at=a.stop_replying_at, unplug_at=a.unplug_at, replug_after=a.replug_after,
-        garbage_at_open=a.garbage_at_open, seed=a.seed, link=a.link, duration=a.duration,
+        garbage_at_open=a.garbage_at_open, lose_info=a.lose_info, seed=a.seed, link=a.link,
+        duration=a.duration,
         event_log=a.event_log, exit_with_parent=a.exit_with_parent, script=script,
         handle_mass=a.handle_mass, device_damping=a.device_damping, grip_mass=a.grip_mass,
         grip_damping=a.grip_damping, grip_stiffness=a.grip_stiffness, grip_at=a.grip_at,

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from haptics.serial_device import EmulatedDevice, SerialDevice
+from haptics.emulated_device import EmulatedDevice
+from haptics.serial_device import SerialDevice
 
 
 def servo(dev: SerialDevice, seconds: float, force=(0.0, 0.0, 0.0),

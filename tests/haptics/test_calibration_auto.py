@@ -20,8 +20,8 @@ import pytest
 
 from haptics import calibration as C
 from haptics import protocol as P
+from haptics.emulated_device import EmulatedDevice
 from haptics.profile import CalibratedDevice, load_profile, make_profile, save_profile
-from haptics.serial_device import EmulatedDevice
 
 TROCAR = [sys.executable, "-m", "sim.cli"]
 CPM = 1e5  # emulator counts per metre

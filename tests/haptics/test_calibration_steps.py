@@ -25,6 +25,7 @@ import pytest
 from haptics import calibration as C
 from haptics import protocol as P
 from haptics.device import NullDevice
+from haptics.emulated_device import EmulatedDevice
 from haptics.emulator import EMU_SET_HAND, HANDS
 from haptics.profile import (
     UNCALIBRATED_MAX_FORCE,
@@ -34,7 +35,6 @@ from haptics.profile import (
     open_with_profile,
     save_profile,
 )
-from haptics.serial_device import EmulatedDevice
 
 TROCAR = [sys.executable, "-m", "sim.cli"]
 CPM = 1e5  # emulator counts per metre
