@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.errors import UserError
 from sim.runtime.config import RunConfig, session_meta
 from sim.runtime.devices import EmulatorProcess, WorkspaceMap, open_device, parse_device
 from sim.runtime.recording import RecordingWriter, read_recording
@@ -120,11 +121,15 @@ def replay(path: str, *, progress=None, threads: int = 1) -> ReplayResult:
     from sim.scene import SceneControl, build_scene
 
     rec = read_recording(path)
-    if not rec.meta:
-        return ReplayResult(0, 0, None, True, rec.damage or f"{path}: no META", False, -1)
+    if not rec.meta:  # nothing to replay: bad input, not a damaged session (UserError: exit 2)
+        raise UserError(rec.damage or f"{path}: no META")
     meta = rec.meta
-    np.random.seed(int(meta.get("seed", 0)))
-    scene = build_scene(meta["scene"], **meta.get("overrides", {}))
+    np.random.seed(meta["seed"])
+    try:
+        scene = build_scene(meta["scene"], **meta["overrides"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path}: META scene {meta['scene']!r} with overrides "
+                        f"{meta['overrides']} cannot be built here: {exc}") from None
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(numba_threads(threads))

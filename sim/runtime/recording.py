@@ -2,7 +2,7 @@
 
 Owns the file format, the writer (used inside the tick: no allocation per tick, one os.write per
 flush, fsync on a background thread) and the reader (stops at the first damaged chunk and says
-where).
+where; a META chunk that replay could not use counts as damage, see `meta_problem`).
 
 File = MAGIC (8 bytes) then chunks; a chunk is
 
@@ -202,6 +202,42 @@ class RecordingWriter:
                         return
 
 
+def meta_problem(meta: object) -> str | None:
+    """What makes a META chunk unusable for replay (one phrase), or None if it is usable.
+
+    Checked: the file format version, and the fields replay and the device replay read, with
+    their types; the tick layout must hold `tick`, `targets` (n_tools, 4) and `jaws` (n_tools,).
+    """
+    if not isinstance(meta, dict):
+        return f"META is a JSON {type(meta).__name__}, not an object"
+    fmt = meta.get("format")
+    if fmt != FORMAT_VERSION:
+        return (f"recording format {fmt!r}; this trocar reads format {FORMAT_VERSION} "
+                "(recorded by another version?)")
+    want = {"scene": str, "overrides": dict, "seed": int, "n_tools": int, "dt": (int, float),
+            "tick_dtype": list}
+    for name, typ in want.items():
+        v = meta.get(name)
+        if v is None:
+            return f"META has no {name!r}"
+        if not isinstance(v, typ) or isinstance(v, bool):
+            return f"META field {name!r} is {v!r}, not a {getattr(typ, '__name__', 'number')}"
+    if not all(isinstance(k, str) for k in meta["overrides"]):
+        return "META field 'overrides' has non-text keys"
+    n = meta["n_tools"]
+    if n < 1:
+        return f"META field 'n_tools' is {n}"
+    try:
+        dt = _dtype_from_json(meta["tick_dtype"])
+    except (TypeError, ValueError) as exc:
+        return f"META field 'tick_dtype' is not a tick layout ({exc})"
+    fields = dt.fields or {}
+    for name, shape in (("tick", ()), ("targets", (n, 4)), ("jaws", (n,))):
+        if name not in fields or fields[name][0].shape != shape:
+            return f"META tick layout has no {name!r} of shape {shape}"
+    return None
+
+
 def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
@@ -272,8 +308,12 @@ def read_recording(path: str) -> Recording:
             break
         try:
             if kind == KIND_META:
-                rec.meta = json.loads(body)
-                dtype = _dtype_from_json(rec.meta["tick_dtype"])
+                meta = json.loads(body)
+                problem = meta_problem(meta)
+                if problem is not None:
+                    raise ValueError(problem)
+                rec.meta = meta
+                dtype = _dtype_from_json(meta["tick_dtype"])
             elif kind == KIND_TICKS:
                 if dtype is None or length % dtype.itemsize:
                     raise ValueError("TICKS before META or partial row")
@@ -291,7 +331,7 @@ def read_recording(path: str) -> Recording:
                 rec.notes.append(json.loads(body))
             elif kind == KIND_END:
                 rec.end = json.loads(body)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             rec.damage = f"{where}: bad {KIND_NAMES[kind]} chunk: {exc}"
             break
         pos = body_at + length
