@@ -85,6 +85,8 @@ class EmulatorConfig:
     arm_shoulder: tuple[float, float, float] = (0.0, -0.15, -0.10)  # arm pivot [m]
     tilt: tuple[float, float] = (0.0, 0.0)  # base tilt about x, then y [rad]
     sync_ticks: int = 0  # apply FORCE this many ticks after the STATE it answers (0: on arrival)
+    # with sync_ticks: hold a tick up to this long [ms] for the FORCE due in it (0: never wait)
+    sync_wait_ms: float = 0.0
     # miscalibration
     encoder_offset: tuple[int, int, int] = (0, 0, 0)  # [counts]
     gain_error: tuple[float, float, float] = (0.0, 0.0, 0.0)  # relative
@@ -139,6 +141,7 @@ class Emulator:
         self.cmd_gripper = 0.0
         self.cmd_enable = False
         self.force_echo = 0
+        self.latest_answer = 0  # newest STATE seq a FORCE has answered (its state_echo)
         self.out = [0.0, 0.0, 0.0]  # motor output the device believes it applies [N]
         self.out_gripper = 0.0
         self.clamped = False
@@ -263,6 +266,8 @@ class Emulator:
                 self.force_frames += 1
                 self.force_echo = seq
                 self.last_force_rx = now
+                if ((state_echo - self.latest_answer) & 0xFFFFFFFF) < 0x80000000:
+                    self.latest_answer = state_echo
                 if self.cfg.sync_ticks > 0:
                     # Due at the tick that sends STATE echo + sync_ticks (now if that has passed).
                     self._sync.append(((state_echo + self.cfg.sync_ticks) & 0xFFFFFFFF, fx * 1e-3,
@@ -493,6 +498,22 @@ class Emulator:
             round(out[0] * 1000), round(out[1] * 1000), round(out[2] * 1000), self.force_echo)
         self.send(P.encode_frame(P.MSG_STATE, payload))
 
+    def host_behind(self, now: float, due: float) -> bool:
+        """With --sync-wait-ms: the tick due at `due` [s] waits, because the FORCE due in it (the
+        answer to STATE seq + 1 - sync_ticks) has not arrived and the wait is not yet over.
+
+        Why: this emulator is a Python process; on a loaded machine neither it nor the host keeps
+        a crystal's time, and a FORCE arriving after its sync tick changes the loop delay being
+        measured (calibration's stability step then measures again, or refuses). A device whose
+        clock holds for its frame closes exactly the modelled loop whatever the scheduling; the
+        watchdog still applies once the wait is over."""
+        cfg = self.cfg
+        if not (cfg.sync_wait_ms and cfg.sync_ticks and self.enabled and self.force_frames):
+            return False
+        want = (self.seq + 1 - cfg.sync_ticks) & 0xFFFFFFFF
+        missing = 0 < ((want - self.latest_answer) & 0xFFFFFFFF) < 0x80000000
+        return missing and now - due < cfg.sync_wait_ms * 1e-3
+
     # ---------------------------------------------------------------------------------- faults
     def faults(self, now: float) -> None:
         """Fire the time-based fault injections (seconds after the first host frame)."""
@@ -541,7 +562,8 @@ class Emulator:
         try:
             while not self.stop:
                 now = time.monotonic()
-                if now >= next_t:
+                held = now >= next_t and self.host_behind(now, next_t)
+                if now >= next_t and not held:
                     self.faults(now)
                     now = time.monotonic()
                     self.tick(now)
@@ -557,6 +579,8 @@ class Emulator:
                         if self.cfg.exit_with_parent and os.getppid() != parent:
                             break
                 wait = next_t - time.monotonic()
+                if held:
+                    wait = 0.0005  # the FORCE's bytes end it early
                 if self.master >= 0:
                     if wait <= 0:
                         wait = 0.0
@@ -668,6 +692,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="arm pivot x,y,z [m] (default 0,-0.15,-0.1)")
     h.add_argument("--tilt", type=_floats(2), default=d.tilt,
                    help="base tilt about x, then y [rad] (default 0,0)")
+    h.add_argument("--sync-wait-ms", type=float, default=d.sync_wait_ms,
+                   help="with --sync-ticks: hold a tick up to this long for its FORCE (0: never)")
     h.add_argument("--sync-ticks", type=int, default=d.sync_ticks,
                    help="apply each FORCE this many ticks after the STATE it answers (a fixed "
                         "loop delay whatever the host's jitter; default 0: on arrival)")
@@ -744,6 +770,8 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
                                "--grip-stiffness >= 0")
     if a.gravity_mass < 0 or a.arm_mass < 0 or not 0 <= a.sync_ticks <= 100:
         raise EmulatorArgError("--gravity-mass and --arm-mass must be >= 0, --sync-ticks 0..100")
+    if not 0 <= a.sync_wait_ms <= 1000:
+        raise EmulatorArgError("--sync-wait-ms must be in 0..1000")
     return EmulatorConfig(
         rate_hz=a.rate, watchdog_ms=a.watchdog_ms, max_force=a.max_force, serial=a.serial,
         protocol=a.protocol_version, homed=not a.unhomed, hand=hand, hand_at=a.hand_at,
@@ -761,7 +789,7 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         handle_mass=a.handle_mass, device_damping=a.device_damping, grip_mass=a.grip_mass,
         grip_damping=a.grip_damping, grip_stiffness=a.grip_stiffness, grip_at=a.grip_at,
         gravity_mass=a.gravity_mass, arm_mass=a.arm_mass, arm_shoulder=a.arm_shoulder,
-        tilt=a.tilt, sync_ticks=a.sync_ticks)
+        tilt=a.tilt, sync_ticks=a.sync_ticks, sync_wait_ms=a.sync_wait_ms)
 
 
 def run_from_args(a: argparse.Namespace) -> int:
