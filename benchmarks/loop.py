@@ -1,7 +1,8 @@
 """`trocar bench loop`: 1 kHz loop timing, an empty loop against the full real-time session.
 
-Case 1 ("empty"): the real-time loop (`sim.runtime.realtime._loop`: absolute deadlines, sleep to
-200 us before, then spin; same scheduling request) in its own process with nothing in the tick:
+Case 1 ("empty"): the periodic scheduler every loop runs on (`sim.runtime.scheduler`: absolute
+deadlines, sleep to 200 us before, then spin; same scheduling request as the servo) in its own
+process with nothing in the tick:
 what the OS and Python give us. Case 2 ("scene"): `trocar run` itself for the same time: the
 scene (default: 5k tets, two tools), the emulated device over a pty, the renderer stub reading the
 mailbox at 60 Hz, the recording. One JSON object per case, then one with the ratios 2/1.
@@ -19,38 +20,17 @@ import multiprocessing as mp
 import os
 import shutil
 import tempfile
-
-import numpy as np
+import time
 
 KEYS = ("period_p50_us", "period_p99_us", "period_p999_us", "period_max_us", "lateness_p99_us",
         "overrun_fraction")
 
 
-class _EmptyScene:
-    part_ns = np.zeros(3, np.int64)
-
-
-class _EmptyCore:
-    """Stands in for TickCore: the tick does nothing."""
-
-    scene = _EmptyScene()
-
-    def step(self, now_ns: int, lateness_ns: int = 0) -> None:
-        pass
-
-    def finish_row(self, compute_ns: int) -> None:
-        pass
-
-
-class _NoRecording:
-    def maybe_flush(self, now_ns: int) -> None:
-        pass
-
-
 def _empty_main(cfg, conn) -> None:
     import gc
 
-    from sim.runtime.realtime import _Flag, _loop, apply_realtime_sched
+    from sim.runtime.realtime import apply_realtime_sched
+    from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
     from sim.runtime.timing import TickTimer
 
     sched = apply_realtime_sched(cfg)
@@ -58,12 +38,9 @@ def _empty_main(cfg, conn) -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
-
-    class _Never:
-        def is_set(self) -> bool:
-            return False
-
-    _loop(cfg, _EmptyCore(), _NoRecording(), timer, _Never(), _Flag())
+    until = time.perf_counter_ns() + int(cfg.seconds * 1e9)
+    PeriodicScheduler(PERIOD_NS).run(lambda start, lateness: None, flag=StopFlag(), until_ns=until,
+                                     timer=timer)
     gc.enable()
     r = timer.report()
     r["sched"] = sched

@@ -1,4 +1,4 @@
-"""`trocar bench scene`: lockstep ticks of the default scene with both tools pressing the tissue.
+"""`trocar bench scene`: lockstep session steps of the default scene with both tools pressing the tissue.
 
 Prints one JSON line per run (and a summary line over all runs): whole-tick and per-part
 (pybullet, contact, tissue) median and p99 [us], the 1 ms budget share, contact counts. The tools are
@@ -46,6 +46,7 @@ def _script(scene, seconds: float, warm: float):
 
 def run_once(tets: int, tools: int, seconds: float, warm: float) -> dict:
     from sim import instruments as inst
+    from sim.runtime.step import SessionStep
     from sim.scene import LEFT_PORT, RIGHT_PORT, SCOPE_PORT, build_scene
     from sim.tissue import warmup
     from sim.tool_scene import ToolSetup
@@ -59,10 +60,11 @@ def run_once(tets: int, tools: int, seconds: float, warm: float) -> dict:
         whole = np.empty(n_ticks)
         parts = np.empty((n_ticks, 3))
         contacts = np.empty(n_ticks)
+        step = SessionStep(scene, [], checksum_every=0)
         i = 0
         for phase, control in _script(scene, seconds, warm):
             t0 = time.perf_counter_ns()
-            scene.tick(control, scene.dt)
+            step.step(t0, control=control)
             t1 = time.perf_counter_ns()
             if phase == "timed":
                 whole[i] = (t1 - t0) * 1e-3

@@ -35,6 +35,7 @@ import numpy as np
 import pybullet as pb
 
 from sim import instruments as inst
+from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
@@ -74,7 +75,8 @@ class SceneConfig:
         material: tissue material.
         pegboard: add the FLS peg-transfer board.
         stiffness: coupling stiffness [N/m].
-        scope_port: where the laparoscope enters (the renderer's camera pivots about it).
+        scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
+        scope_angle: the scope's optics angle [rad] (0 or 30 deg).
         dt: fixed step [s].
     """
 
@@ -88,6 +90,7 @@ class SceneConfig:
     pegboard: bool = False
     stiffness: float = DEFAULT_STIFFNESS
     scope_port: Port = SCOPE_PORT
+    scope_angle: float = 0.0
     dt: float = 1e-3
 
 
@@ -152,12 +155,17 @@ class Scene:
         config: what was built. tools: the `sim.instruments.Instrument`s (tool i = control row i).
         tissue: TissueModel or None; tissue_state: TissueState or None.
         events: SceneEvents appended by `tick` (callers may clear the list).
+        rng: numpy Generator seeded with the session's seed (all randomness of the session).
         tick_count: ticks done. part_ns: last tick's time per part (pybullet, contact, tissue) [ns].
+        scope: the laparoscope (`sim.camera.LaparoscopeCamera`: pose (7,), angle, fov_y, aspect,
+        in_view(points)); the renderer draws through it (snapshot `scope`).
     """
 
-    def __init__(self, config: SceneConfig | None = None) -> None:
+    def __init__(self, config: SceneConfig | None = None, *, seed: int = 0) -> None:
         cfg = config or SceneConfig()
         self.config = cfg
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)  # the session's randomness; never np.random
         self.dt = cfg.dt
         self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
         self.tools = self.rigid.tools
@@ -171,6 +179,9 @@ class Scene:
         self.part_ns = np.zeros(3, dtype=np.int64)
         self.reaction = np.zeros((self.n_tools, 3))  # tissue force on each tool [N]
         self._grasped_obj: list[int | None] = [None] * self.n_tools
+        self._link_pose = np.zeros((self.n_tools, 3, 7))  # link poses of tick _link_tick
+        self._link_tick = -1
+        self.scope = self._make_scope()
 
     # -- the tick ------------------------------------------------------------------------------------
 
@@ -236,15 +247,38 @@ class Scene:
         return SceneControl(np.array([np.r_[t.tip(), t.read_state().q[3]] for t in self.tools]),
                             np.zeros(self.n_tools))
 
+    def _make_scope(self) -> LaparoscopeCamera:
+        """The scope at its start pose: through its port, aimed at the work area."""
+        cfg = self.config
+        around: dict = {"tissue_rest": self.tissue.rest if self.tissue is not None else np.zeros((0, 3))}
+        if self.rigid.pegboard is not None:
+            spec = self.rigid.pegboard.spec
+            around["pegboard"] = {"centre": spec.centre, "size": spec.size}
+        return LaparoscopeCamera.aimed_at(cfg.scope_port.point(), aim_target(around),
+                                          view_angle=float(cfg.scope_angle))
+
     # -- reading -------------------------------------------------------------------------------------
+
+    def _links(self) -> np.ndarray:
+        """This tick's link poses (n_tools, 3, 7), read from PyBullet at most once per tick."""
+        if self.contact is not None:  # the contact stage read them after this tick's step already
+            return self.contact.link_pose
+        if self._link_tick != self.tick_count:
+            inst.read_link_poses(self.tools, self._link_pose)
+            self._link_tick = self.tick_count
+        return self._link_pose
 
     def tool_link_poses(self) -> np.ndarray:
         """World poses of each tool's shaft, jaw A and jaw B links: (n_tools, 3, 7), rows are
         position [m] and quaternion (x, y, z, w). The shaft link's origin is the tool tip (jaws
         closed) and its +z axis points up the shaft."""
-        if self.contact is not None:  # the contact stage read them after this tick's step already
-            return self.contact.link_pose.copy()
-        return inst.read_link_poses(self.tools, np.zeros((self.n_tools, 3, 7)))
+        return self._links().copy()
+
+    def read_tool_poses(self, out: np.ndarray) -> np.ndarray:
+        """Each tool's shaft link pose (tip, jaws closed) into out (n_tools, 7) [m, quaternion
+        x y z w]; no allocation. Returns out."""
+        out[:] = self._links()[:, 0]
+        return out
 
     def body_poses(self) -> np.ndarray:
         """Poses of the movable rigid bodies (rings, clips) in `rigid.graspable` order, (k, 7)."""
@@ -254,13 +288,16 @@ class Scene:
         """What a renderer or recorder needs of this tick, as fixed-shape float64 arrays:
         tissue_x (n_nodes, 3) [m] (0 rows without tissue), tool_links (n_tools, 3, 7),
         tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
-        tick (1,) (tick index as float64)."""
+        tick (1,) (tick index as float64), scope_pose (7,) (`scope.pose`), scope (6,) (the scope's
+        `params()`: the renderer draws through this camera)."""
         return {
             "tissue_x": (self.tissue_state.x.copy() if self.tissue_state is not None else np.zeros((0, 3))),
             "tool_links": self.tool_link_poses(),
             "tool_force": self.rigid.last_force.copy(),
             "bodies": self.body_poses(),
             "tick": np.array([float(self.tick_count)]),
+            "scope_pose": self.scope.pose,
+            "scope": self.scope.params(),
         }
 
     def describe(self) -> dict:
@@ -269,7 +306,8 @@ class Scene:
         Keys: name; dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
         surface; empty without tissue); tools: list of dicts (name, port (3,) [m], shaft_length,
         shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
-        [rad]) in control order; scope: dict(port (3,), view_angle [rad]); floor_half_extent [m]
+        [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
+        start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
         per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
@@ -298,7 +336,8 @@ class Scene:
             "tissue_triangles": (self.tissue.surface.astype(np.int32) if self.tissue
                                  else np.zeros((0, 3), np.int32)),
             "tools": tools,
-            "scope": {"port": self.config.scope_port.point(), "view_angle": 0.0},
+            "scope": {"port": self.config.scope_port.point(), "view_angle": self.scope.view_angle,
+                      "params": self.scope.params()},
             "floor_half_extent": 0.25,
             "trainer_top": 0.25,
             "pegboard": pegboard,
@@ -333,6 +372,7 @@ class Scene:
         self.close()
 
 
-def build_scene(name: str = "default", **overrides) -> Scene:
-    """Build a built-in scene (see the module docstring), e.g. build_scene("default", tissue_tets=1000)."""
-    return Scene(scene_config(name, **overrides))
+def build_scene(name: str = "default", *, seed: int = 0, **overrides) -> Scene:
+    """Build a built-in scene (see the module docstring), e.g. build_scene("default", tissue_tets=1000);
+    seed seeds `scene.rng`."""
+    return Scene(scene_config(name, **overrides), seed=seed)

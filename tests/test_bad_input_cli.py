@@ -68,6 +68,10 @@ META_ROWS = {
     "n_tools zero": _meta(n_tools=0),
     "tick layout garbage": _meta(tick_dtype=[["tick", "<q8x", []]]),
     "tick layout of another tool count": _meta(n_tools=3),
+    "more tools than the scene has": {**_meta(n_tools=3), "tick_dtype": [
+        [n, tick_dtype(3).fields[n][0].base.str, list(tick_dtype(3).fields[n][0].shape)]
+        for n in tick_dtype(3).names]},
+    "config not an object": _meta(config=[1.5]),
     "META a list": ["default"],
     "META not JSON": b"\xff{",
 }

@@ -3,7 +3,7 @@
 | module | owns |
 |---|---|
 | `geometry` | pure NumPy: poses, matrices, primitive meshes, tissue vertex normals |
-| `camera` | the laparoscope camera (0/30 deg, pivoting about its port) |
+| (`sim.camera`) | the laparoscope camera maths, shared with the scene (`scene.scope`) |
 | `hud` | HUD state (forces, warnings, out of view) and its 2D quads, pure NumPy |
 | `gl_renderer` | `Renderer`: GL resources, shaders, draws a snapshot for a view |
 | `egl` | headless EGL context (surfaceless Mesa) + FBO readback |

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.camera import look_at, perspective, rot_axis  # noqa: F401 - part of this module's API
+
 
 def quat_to_mat(q: np.ndarray) -> np.ndarray:
     """Rotation matrix (3, 3) from a quaternion (x, y, z, w) (normalised here)."""
@@ -37,37 +39,10 @@ def scale(x: float, y: float, z: float) -> np.ndarray:
     return np.diag([x, y, z, 1.0])
 
 
-def rot_axis(axis: np.ndarray, angle: float) -> np.ndarray:
-    """4x4 rotation by angle [rad] about a unit axis (Rodrigues)."""
-    a = np.asarray(axis, dtype=np.float64)
-    a = a / np.linalg.norm(a)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    m = np.eye(4)
-    m[:3, :3] = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
-    return m
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """View matrix (world -> camera; camera looks down -z, +y up) for an eye looking at target."""
-    f = np.asarray(target, float) - np.asarray(eye, float)
-    f /= np.linalg.norm(f)
-    s = np.cross(f, up)
-    s /= np.linalg.norm(s)
-    u = np.cross(s, f)
-    m = np.eye(4)
-    m[0, :3], m[1, :3], m[2, :3] = s, u, -f
-    m[:3, 3] = -m[:3, :3] @ np.asarray(eye, float)
-    return m
 
 
-def perspective(fov_y: float, aspect: float, near: float, far: float) -> np.ndarray:
-    """OpenGL projection for a vertical field of view fov_y [rad] and aspect = width / height."""
-    f = 1.0 / np.tan(fov_y / 2)
-    m = np.zeros((4, 4))
-    m[0, 0], m[1, 1] = f / aspect, f
-    m[2, 2], m[2, 3] = (far + near) / (near - far), 2 * far * near / (near - far)
-    m[3, 2] = -1.0
-    return m
 
 
 def frustum_from_tangents(left: float, right: float, down: float, up: float, near: float,

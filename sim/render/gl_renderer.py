@@ -24,8 +24,8 @@ from OpenGL import GL
 # xr -> window -> headless fallback in one process).
 from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as _vertex_attrib_pointer
 
+from sim.camera import LaparoscopeCamera
 from sim.render import geometry as geo
-from sim.render.camera import LaparoscopeCamera
 from sim.render.hud import hud_quads, hud_state
 
 #: Base colours (linear RGB). The tissue colour is what the tests look for.

@@ -1,8 +1,9 @@
 """Headless frames: `trocar render` and `trocar bench render` (EGL surfaceless, FBO readback).
 
 `HeadlessView` owns an EGL context, a `Renderer` and a framebuffer; `render(snapshot, camera)`
-returns the frame as uint8 (height, width, 3). The scene is ticked in lockstep under
-`script.ToolScript`, so the same command writes the same frames.
+returns the frame as uint8 (height, width, 3). The session is stepped in lockstep (the one
+`sim.runtime.step.SessionStep`) under `script.ToolScript`, so the same command writes the same
+frames.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def build_named_scene(name: str, **overrides):
 
 def render_frames(args) -> int:
     """`trocar render`: one PNG (--out) or N frames (--frames N --out-dir DIR, optional --video)."""
-    from sim.render.camera import default_camera
-    from sim.render.script import ToolScript, run_until
+    from sim.camera import default_camera
+    from sim.render.script import ToolScript, run_until, scripted_session
 
     if args.width < 16 or args.height < 16 or args.width > 8192 or args.height > 8192:
         raise UserError("--width/--height must be between 16 and 8192 pixels")
@@ -120,15 +121,17 @@ def render_frames(args) -> int:
     overrides = {"tissue_tets": args.tets} if args.tets else {}
     scene = build_named_scene(args.scene, **overrides)
     try:
+        scene.scope.view_angle = float(np.radians(args.scope))
         description = scene.describe()
-        camera = default_camera(description, view_angle=np.radians(args.scope))
+        camera = default_camera(description)
         script = ToolScript(scene)
+        step = scripted_session(scene)
         with HeadlessView(description, args.width, args.height) as view:
             if args.video:
                 writer = imageio.get_writer(args.video, fps=args.fps)
             for k in range(args.frames):
-                run_until(scene, script, args.at + k / args.fps)
-                img = view.render(scene.snapshot(), camera, hud=not args.no_hud)
+                run_until(step, script, args.at + k / args.fps)
+                img = view.render(step.snapshot(), camera, hud=not args.no_hud)
                 if out is not None:
                     save_png(img, out)
                     print(out)
@@ -150,19 +153,20 @@ def render_frames(args) -> int:
 
 def bench_render(args) -> int:
     """`trocar bench render`: headless frame time (EGL, this machine's GL) while the scene moves."""
-    from sim.render.camera import default_camera
-    from sim.render.script import ToolScript, run_until
+    from sim.camera import default_camera
+    from sim.render.script import ToolScript, run_until, scripted_session
 
     scene = build_named_scene(args.scene, **({"tissue_tets": args.tets} if args.tets else {}))
     try:
         description = scene.describe()
         camera = default_camera(description)
         script = ToolScript(scene)
+        step = scripted_session(scene)
         # Pre-record snapshots so the timing is the renderer's, not the physics'.
         snaps = []
         for k in range(args.snapshots):
-            run_until(scene, script, 0.3 + 0.6 * k / args.snapshots)
-            snaps.append(scene.snapshot())
+            run_until(step, script, 0.3 + 0.6 * k / args.snapshots)
+            snaps.append(step.snapshot())
         with HeadlessView(description, args.width, args.height) as view:
             renderer_name = view.ctx.renderer_name()
             for snap in snaps[:3]:

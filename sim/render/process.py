@@ -26,7 +26,7 @@ def _log(msg: str) -> None:
 
 def _headless(description: dict, get_snapshot, should_stop, *, width: int = 640, height: int = 360,
               on_frame: Callable[[np.ndarray], None] | None = None, frames: int | None = None) -> int:
-    from sim.render.camera import default_camera
+    from sim.camera import default_camera
     from sim.render.offscreen import HeadlessView
 
     camera = default_camera(description)

@@ -52,7 +52,16 @@ class ToolScript:
         return SceneControl(np.c_[tip, np.zeros(n)], jaws)
 
 
-def run_until(scene: Scene, script: ToolScript, t_end: float) -> None:
-    """Tick the scene under the script until its simulated time reaches t_end [s]."""
+def scripted_session(scene: Scene):
+    """A session step for the scene with no hands (the script drives every tool)."""
+    from sim.runtime.step import SessionStep
+
+    return SessionStep(scene, [], checksum_every=0)
+
+
+def run_until(step, script: ToolScript, t_end: float) -> None:
+    """Advance the session step (`sim.runtime.step.SessionStep`) under the script until its scene's
+    simulated time reaches t_end [s]."""
+    scene = step.scene
     while scene.tick_count * scene.dt < t_end - 1e-12:
-        scene.tick(script.control(scene.tick_count * scene.dt), scene.dt)
+        step.step(0, control=script.control(scene.tick_count * scene.dt))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.render.camera import LaparoscopeCamera, default_camera
+from sim.camera import LaparoscopeCamera, default_camera
 
 
 class WindowUnavailable(RuntimeError):

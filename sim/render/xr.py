@@ -209,7 +209,7 @@ class XrSession:
         self.report.eye_size = [self.swapchains[0][1], self.swapchains[0][2]]
         self.renderer = Renderer(self.description)
         self.monitor = Framebuffer(*MONITOR_PX)
-        from sim.render.camera import default_camera
+        from sim.camera import default_camera
 
         self.camera = default_camera(self.description)
 

@@ -46,15 +46,37 @@ def _scenes() -> tuple[str, ...]:
     return SCENES
 
 
+def _procedures() -> tuple[str, ...]:
+    """Procedure names `trocar run` accepts as a scene (none if procedures/ has no registry)."""
+    try:
+        from procedures.registry import PROCEDURES
+    except ImportError:
+        return ()
+    return tuple(PROCEDURES)
+
+
+def _device_list(args: argparse.Namespace) -> str:
+    """The per-hand device list: --device, or --left/--right (a missing side holds its tool: null)."""
+    left, right = getattr(args, "left", None), getattr(args, "right", None)
+    if left is None and right is None:
+        return args.device or "emu"
+    if args.device is not None:
+        raise UserError("give either --device or --left/--right, not both")
+    return f"{left or 'null'},{right}" if right is not None else left
+
+
 def _config(args: argparse.Namespace):
     from sim.runtime.config import RunConfig
-    from sim.runtime.devices import parse_device
+    from sim.runtime.devices import parse_devices
 
     SCENES = _scenes()  # noqa: N806
 
-    if args.scene not in SCENES:
-        raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(SCENES)}")
-    parse_device(args.device)  # validate before starting anything
+    procedures = _procedures()
+    if args.scene not in SCENES and args.scene not in procedures:
+        raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(SCENES)}"
+                        + (f"; procedures: {', '.join(procedures)}" if procedures else ""))
+    device = _device_list(args)
+    parse_devices(device)  # validate before starting anything
     if args.seconds is not None and args.seconds <= 0:
         raise UserError("--seconds must be > 0")
     if args.threads < 1:
@@ -65,7 +87,7 @@ def _config(args: argparse.Namespace):
         folder = os.path.dirname(os.path.abspath(args.record))
         if not os.path.isdir(folder):
             raise UserError(f"--record: no such directory: {folder}")
-    return RunConfig(scene=args.scene, overrides=_overrides(args), device=args.device,
+    return RunConfig(scene=args.scene, overrides=_overrides(args), device=device,
                      display=args.display, seconds=args.seconds, record=args.record,
                      rate_mode=args.rate_mode, lockstep=args.lockstep, soft_start_s=args.soft_start,
                      scale=args.scale, seed=args.seed, realtime_priority=not args.no_fifo,
@@ -145,8 +167,11 @@ def _cmd_bench_loop(args: argparse.Namespace) -> int:
 
 def _add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("scene", nargs="?", default="default", help="built-in scene (default: default)")
-    p.add_argument("--device", default="emu",
-                   help="emu | serial:PORT | keyboard | replay:FILE | null (default emu)")
+    p.add_argument("--device", default=None,
+                   help="emu | serial:PORT | keyboard | replay:FILE | null, one per hand, comma "
+                        "separated: 'emu,emu' drives tool 0 and tool 1 (default emu)")
+    p.add_argument("--left", help="device of the left hand (tool 0); with --right: bimanual")
+    p.add_argument("--right", help="device of the right hand (tool 1)")
     p.add_argument("--tets", type=int, help="override the tissue tet count (0: no tissue)")
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--record", help="session recording path (default: "

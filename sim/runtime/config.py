@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass, field
 class RunConfig:
     """A `trocar run` session.
 
-    scene: built-in scene name; overrides: SceneConfig field overrides (e.g. tissue_tets);
-    device: `--device` string; display: window|xr|headless; seconds: stop after this long (None:
+    scene: built-in scene name or procedure name; overrides: SceneConfig field overrides (e.g.
+    tissue_tets); device: `--device` string, one device per hand, comma separated;
+    display: window|xr|headless; seconds: stop after this long (None:
     until Ctrl-C/SIGTERM); record: recording path; rate_mode: realtime|multirate|auto; lockstep:
     run the tick in one process without sleeping (needs seconds); publish_every: snapshot every N
     ticks; checksum_every: scene checksum every N ticks; soft_start_s: device force ramp [s];
-    scale: workspace position scale; seed: RNG seed (recorded; the scene itself draws none);
-    emu_args: extra emulator options for device 'emu'; emu_event_log: emulator event log path;
+    scale: workspace position scale; seed: the session's seed (scene.rng, procedure; recorded);
+    emu_args: extra options for every 'emu' device; hand_emu_args: per hand, extra options for that
+    hand's emulator; emu_event_log: emulator event log path (hand h > 0: path.h);
     realtime_priority: try SCHED_FIFO; affinity: pin the servo to one CPU when there are >= 2;
     threads: Numba threads for the tissue kernels (1 whenever the servo is pinned).
     """
@@ -36,6 +38,7 @@ class RunConfig:
     scale: float = 1.5
     seed: int = 0
     emu_args: tuple = ()
+    hand_emu_args: tuple = ()
     emu_event_log: str | None = None
     realtime_priority: bool = True
     affinity: bool = True
@@ -54,9 +57,13 @@ def default_record_path() -> str:
     return os.path.join(folder, time.strftime("session-%Y%m%d-%H%M%S") + f"-{os.getpid()}.trec")
 
 
-def session_meta(cfg: RunConfig, scene, wmap, mode: str) -> dict:
-    """The META chunk: everything replay needs plus what a person wants to know later."""
+def session_meta(cfg: RunConfig, scene, wmaps, mode: str) -> dict:
+    """The META chunk: everything replay needs plus what a person wants to know later.
+    wmaps: the hands' workspace maps (a list, hand order; one map is taken as one hand)."""
     from sim.runtime.recording import versions
+
+    if not isinstance(wmaps, (list, tuple)):
+        wmaps = [wmaps]
 
     return {
         "mode": mode,
@@ -66,7 +73,9 @@ def session_meta(cfg: RunConfig, scene, wmap, mode: str) -> dict:
         "n_tools": scene.n_tools,
         "tools": [t.spec.name for t in scene.tools],
         "device": cfg.device,
-        "map": wmap.describe(),
+        "map": wmaps[0].describe() if wmaps else None,
+        "hands": [w.describe() for w in wmaps],
+        "n_hands": max(1, len(wmaps)),
         "seed": cfg.seed,
         "checksum_every": cfg.checksum_every,
         "config": cfg.as_meta(),

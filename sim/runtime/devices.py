@@ -1,4 +1,8 @@
-"""The `--device` selection string, the emulator process a session owns, and the workspace map.
+"""The `--device` selection string, the emulator processes a session owns, and the workspace map.
+
+`--device` takes one device string per hand, comma separated: ``emu`` drives tool 0 (one hand);
+``emu,emu`` drives tool 0 with the first and tool 1 with the second (bimanual: each hand feels only
+its own tool's force). `--left SPEC --right SPEC` is the same as ``--device LEFT,RIGHT``.
 
 Device strings:
 - ``emu``: start the pty device emulator (`haptics.emulator`) as its own process and talk to it
@@ -10,8 +14,8 @@ Device strings:
   recording (one sample per tick).
 - ``null``: `NullDevice` (a handle at the workspace centre).
 
-Workspace map (device frame -> world, at the runtime boundary): with one device, tool
-`tool` (default 0) follows it and the other tools hold their start pose. For the driven tool,
+Workspace map (device frame -> world, at the runtime boundary): hand h drives tool h; tools
+without a hand hold their start pose. For the driven tool,
 
     target_xyz = home_xyz + scale * p_device,   target_roll = home_roll,
     jaw = clip(gripper, 0, jaw_open_max)
@@ -39,11 +43,15 @@ from haptics.serial_device import stop_process
 from sim.errors import UserError
 
 DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null")
+MAX_HANDS = 2
 DEFAULT_SCALE = 1.5
 #: Emulator hand used by `--device emu`: circles (radius 2 cm, 4 s) 2 cm below the workspace
 #: centre, so the grasper sweeps just over the tissue surface and the loop does real work.
 EMU_DEFAULT_ARGS = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period", "4",
                     "--hand-at", "0.03,0.06,-0.02")
+#: The same for the second hand, mirrored in x (the right tool comes from the right port).
+EMU_DEFAULT_ARGS_RIGHT = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period", "4",
+                          "--hand-at", "-0.03,0.06,-0.02")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,53 @@ def parse_device(text: str) -> DeviceChoice:
             raise UserError(f"--device serial: no such port: {arg}")
         return DeviceChoice(kind, arg)
     raise UserError(f"bad --device {text!r}; expected one of {', '.join(DEVICE_KINDS)}")
+
+
+def parse_devices(text: str) -> list[DeviceChoice]:
+    """Parse a per-hand device list 'A' or 'A,B' (hand h drives tool h); UserError on bad input."""
+    parts = text.split(",")
+    if len(parts) > MAX_HANDS:
+        raise UserError(f"--device {text!r}: at most {MAX_HANDS} devices (one per hand)")
+    return [parse_device(p.strip()) for p in parts]
+
+
+def emu_event_log_for(path: str | None, hand: int) -> str | None:
+    """The event log of hand `hand`'s emulator: `path` for hand 0, `path.H` for hand H > 0."""
+    if path is None:
+        return None
+    return path if hand == 0 else f"{path}.{hand}"
+
+
+def start_emulators(choices: list[DeviceChoice], *, emu_args: tuple = (), hand_emu_args: tuple = (),
+                    event_log: str | None = None, link_dir: str | None = None,
+                    cpus: set[int] | None = None) -> tuple[list[DeviceChoice], list[EmulatorProcess]]:
+    """Start one emulator process per 'emu' choice; returns the choices with every 'emu' resolved to
+    its serial port, and the emulators (the caller stops them). emu_args: options for every
+    emulator; hand_emu_args[h]: options for hand h's only (after the defaults, so they win)."""
+    out: list[DeviceChoice] = []
+    emus: list[EmulatorProcess] = []
+    try:
+        for h, choice in enumerate(choices):
+            if choice.kind != "emu":
+                out.append(choice)
+                continue
+            defaults = EMU_DEFAULT_ARGS if h == 0 else EMU_DEFAULT_ARGS_RIGHT
+            extra = tuple(hand_emu_args[h]) if h < len(hand_emu_args) else ()
+            link = os.path.join(link_dir, f"dev{h}") if link_dir else None
+            emu = EmulatorProcess(*defaults, *emu_args, *extra, link=link,
+                                  event_log=emu_event_log_for(event_log, h))
+            emus.append(emu)
+            if cpus:
+                try:
+                    os.sched_setaffinity(emu.pid, cpus)
+                except OSError:
+                    pass
+            out.append(DeviceChoice("serial", emu.path))
+    except BaseException:
+        for emu in emus:
+            emu.stop()
+        raise
+    return out, emus
 
 
 class EmulatorProcess:
@@ -110,8 +165,8 @@ def serial_driver(dev):
     return None
 
 
-def replay_device_from(path: str):
-    """A ReplayDevice from a device .npz or from a session recording's device samples."""
+def replay_device_from(path: str, hand: int = 0):
+    """A ReplayDevice from a device .npz or from a session recording's device samples of `hand`."""
     from haptics.device import ReplayDevice
     from sim.runtime import recording
 
@@ -120,11 +175,14 @@ def replay_device_from(path: str):
         t = rec.ticks
         if len(t) == 0:
             raise UserError(f"--device replay: {path} holds no ticks")
-        return ReplayDevice(t["dev_t"], t["dev_pos"], t["dev_grip"], t["dev_buttons"])
+        h = min(hand, t["dev_t"].shape[1] - 1)
+        return ReplayDevice(t["dev_t"][:, h], t["dev_pos"][:, h], t["dev_grip"][:, h],
+                            t["dev_buttons"][:, h])
     return ReplayDevice.load(path)
 
 
-def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeout_s: float = 0.05):
+def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeout_s: float = 0.05,
+                hand: int = 0):
     """Open the device for `choice` (kind 'emu' must already be resolved to a serial port).
 
     Raises UserError with one line if the device cannot be used.
@@ -147,7 +205,7 @@ def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeou
         elif choice.kind == "keyboard":
             dev = KeyboardMouseDevice()
         elif choice.kind == "replay":
-            dev = replay_device_from(choice.arg)
+            dev = replay_device_from(choice.arg, hand)
         elif choice.kind == "null":
             dev = NullDevice()
         else:
@@ -176,6 +234,12 @@ class WorkspaceMap:
         hold = scene.hold_control()
         jaw_max = np.array([t.spec.jaw_open_max for t in scene.tools], dtype=float)
         return cls(hold.targets.copy(), jaw_max, tool, scale)
+
+    def inverse(self, target_xyz: np.ndarray) -> np.ndarray:
+        """The device position [m] (3,) that puts the driven tool's target at target_xyz [m] (world);
+        apply(inverse(x), ...) writes x back (up to rounding). Scripted policies aim through this."""
+        h = self.home[self.tool]
+        return (np.asarray(target_xyz, dtype=float)[:3] - h[:3]) / self.scale
 
     def apply(self, position: np.ndarray, gripper: float, targets: np.ndarray,
               jaws: np.ndarray) -> None:

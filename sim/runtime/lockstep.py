@@ -1,9 +1,11 @@
-"""Lockstep mode and replay: the tick in one process, no sleeping, deterministic.
+"""Lockstep mode, replay, and building a session: the step in one process, no sleeping, deterministic.
 
-`run_lockstep` drives `TickCore` in a plain loop (headless runs, tests, research batches).
-`replay` re-runs a recording: it rebuilds the scene from META and feeds the recorded targets and
-jaws through `scene.tick` (the device is not consulted: the targets are what the scene saw), and
-compares the scene checksums and events with the recorded ones, up to the first damage.
+`build_session(cfg, n_hands)` makes what every loop runs: the scene (seeded: `scene.rng`), the
+procedure if cfg.scene names one (`procedures.registry`), and one `Hand` per device.
+`run_lockstep` drives `SessionStep` in a plain loop (headless runs, tests, research batches).
+`replay` re-runs a recording through the same `SessionStep`: it rebuilds the session from META and
+feeds the recorded targets and jaws (the devices are not consulted: the targets are what the scene
+saw), and compares the scene checksums and events with the recorded ones, up to the first damage.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import numpy as np
 
 from sim.errors import UserError
 from sim.runtime.config import RunConfig, session_meta
-from sim.runtime.devices import EmulatorProcess, WorkspaceMap, open_device, parse_device
+from sim.runtime.devices import WorkspaceMap, parse_devices, start_emulators
 from sim.runtime.recording import RecordingWriter, read_recording
-from sim.runtime.tick import TickCore
+from sim.runtime.step import Hand, SessionStep, close_hands, open_hands
 from sim.runtime.timing import TickTimer
 
 
@@ -38,62 +40,94 @@ def numba_threads(n: int):
         numba.set_num_threads(prev)
 
 
-def build_session_scene(cfg: RunConfig):
+def find_procedure(name: str):
+    """A new procedure object for `name` if `procedures.registry` knows it, else None."""
+    try:
+        from procedures.registry import PROCEDURES, get_procedure
+    except ImportError:
+        return None
+    return get_procedure(name) if name in PROCEDURES else None
+
+
+def build_session(cfg: RunConfig, n_hands: int = 1, *, procedure=None):
+    """(scene, procedure or None, hands) for cfg: hand h drives tool h (no device yet: callers open
+    them). A procedure name in cfg.scene builds that procedure's scene (its overrides, then cfg's)
+    and resets it with cfg.seed. Raises UserError when there are more hands than tools."""
+    from sim.errors import UserError
     from sim.scene import build_scene
 
-    np.random.seed(cfg.seed)
-    return build_scene(cfg.scene, **cfg.overrides)
+    proc = procedure if procedure is not None else find_procedure(cfg.scene)
+    if proc is not None:
+        build = getattr(proc, "build_scene", None)
+        if build is not None and not cfg.overrides:
+            scene = build(cfg.seed)
+        else:
+            over = dict(proc.scene_overrides(cfg.seed)) if hasattr(proc, "scene_overrides") else {}
+            over.update(cfg.overrides)
+            scene = build_scene(getattr(proc, "scene_name", "default"), seed=cfg.seed, **over)
+    else:
+        scene = build_scene(cfg.scene, seed=cfg.seed, **cfg.overrides)
+    if n_hands > scene.n_tools:
+        scene.close()
+        raise UserError(f"{n_hands} devices but scene {cfg.scene!r} has {scene.n_tools} tools")
+    if proc is not None:
+        proc.reset(scene, cfg.seed)
+    hands = [Hand(None, WorkspaceMap.for_scene(scene, tool=h, scale=cfg.scale)) for h in range(n_hands)]
+    return scene, proc, hands
 
 
-def run_lockstep(cfg: RunConfig, *, log=print) -> dict:
-    """Run cfg.seconds of simulated time as fast as possible; returns the timing report."""
+def run_lockstep(cfg: RunConfig, *, log=print, procedure=None) -> dict:
+    """Run cfg.seconds of simulated time as fast as possible; returns the timing report (with the
+    final checksum, and `status` of the procedure if there is one). A procedure that is `done` ends
+    the run early."""
     from sim.tissue import warmup
 
     if cfg.seconds is None:
         raise ValueError("lockstep needs --seconds")
-    choice = parse_device(cfg.device)
-    emu = None
-    if choice.kind == "emu":
-        from sim.runtime.devices import EMU_DEFAULT_ARGS, DeviceChoice
-
-        emu = EmulatorProcess(*EMU_DEFAULT_ARGS, *cfg.emu_args, event_log=cfg.emu_event_log)
-        choice = DeviceChoice("serial", emu.path)
-    scene = build_session_scene(cfg)
-    dev = None
-    rec = None
+    choices = parse_devices(cfg.device)
+    choices, emus = start_emulators(choices, emu_args=cfg.emu_args, hand_emu_args=cfg.hand_emu_args,
+                                    event_log=cfg.emu_event_log)
+    scene = step = rec = None
     stack = contextlib.ExitStack()
     try:
+        scene, procedure, hands = build_session(cfg, len(choices), procedure=procedure)
         stack.enter_context(numba_threads(cfg.threads))
         warmup()
-        wmap = WorkspaceMap.for_scene(scene, scale=cfg.scale)
         if cfg.record:
-            rec = RecordingWriter(cfg.record, session_meta(cfg, scene, wmap, "lockstep"), scene.n_tools)
-        dev = open_device(choice, soft_start_s=cfg.soft_start_s)
+            rec = RecordingWriter(cfg.record, session_meta(cfg, scene, [h.wmap for h in hands], "lockstep"),
+                                  scene.n_tools, n_hands=len(hands))
         t0 = time.perf_counter_ns()
-        core = TickCore(scene, dev, wmap, rec, checksum_every=cfg.checksum_every, t0_ns=t0)
+        step = SessionStep(scene, hands, procedure=procedure, recorder=rec,
+                           checksum_every=cfg.checksum_every, t0_ns=t0)
+        open_hands(hands, choices, soft_start_s=cfg.soft_start_s)
         timer = TickTimer(capacity=max(int(cfg.seconds / scene.dt) + 1, 16))
         n = int(round(cfg.seconds / scene.dt))
         for _ in range(n):
             start = time.perf_counter_ns()
-            core.step(start)
+            step.step(start)
             end = time.perf_counter_ns()
-            core.finish_row(end - start)
+            step.finish_row(end - start)
             timer.account(start, start, end, scene.part_ns)
             if rec is not None:
                 rec.maybe_flush(end)
+            if procedure is not None and getattr(procedure, "done", False):
+                break
         report = timer.report()
         report["wall_s"] = round((time.perf_counter_ns() - t0) / 1e9, 3)
         report["checksum"] = scene.checksum()
+        if procedure is not None:
+            report["status"] = getattr(procedure, "status", None)
         return report
     finally:
-        if dev is not None:
-            dev.zero()
-            dev.close()
+        if step is not None:
+            step.force[:] = 0.0
+            close_hands(step.hands)
         if rec is not None:
             rec.close({"reason": "end", "ticks": scene.tick_count})
-        scene.close()
+        if scene is not None:
+            scene.close()
         stack.close()
-        if emu is not None:
+        for emu in emus:
             emu.stop()
 
 
@@ -116,26 +150,35 @@ class ReplayResult:
         return self.mismatch is None and self.events_equal
 
 
-def replay(path: str, *, progress=None, threads: int = 1) -> ReplayResult:
-    """Re-run a recording in lockstep and compare checksums (see the module docstring)."""
-    from sim.scene import SceneControl, build_scene
+def replay(path: str, *, progress=None, threads: int = 1, procedure=None) -> ReplayResult:
+    """Re-run a recording in lockstep through `SessionStep` and compare checksums (see the module
+    docstring). The procedure (if META names one) is rebuilt and updated as in the session;
+    `procedure` overrides it (e.g. to read its result afterwards)."""
+    from sim.scene import SceneControl
 
     rec = read_recording(path)
     if not rec.meta:  # nothing to replay: bad input, not a damaged session (UserError: exit 2)
         raise UserError(rec.damage or f"{path}: no META")
     meta = rec.meta
-    np.random.seed(meta["seed"])
+    cfg = RunConfig(scene=meta["scene"], overrides=meta["overrides"], seed=meta["seed"],
+                    scale=float(meta.get("config", {}).get("scale", 1.5)))
     try:
-        scene = build_scene(meta["scene"], **meta["overrides"])
+        scene, procedure, hands = build_session(cfg, int(meta.get("n_hands", 1)), procedure=procedure)
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"{path}: META scene {meta['scene']!r} with overrides "
                         f"{meta['overrides']} cannot be built here: {exc}") from None
+    if scene.n_tools != meta["n_tools"]:
+        scene.close()
+        raise UserError(f"{path}: META says {meta['n_tools']} tools, scene {meta['scene']!r} has "
+                        f"{scene.n_tools} here")
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(numba_threads(threads))
+        step = SessionStep(scene, hands, procedure=procedure, checksum_every=0)
         ticks = rec.ticks
         n_tools = scene.n_tools
         control = SceneControl(np.zeros((n_tools, 4)), np.zeros(n_tools))
+        has_scope = "scope" in (ticks.dtype.names or ())
         expected = dict(rec.checksums)
         checked = 0
         mismatch = None
@@ -147,7 +190,9 @@ def replay(path: str, *, progress=None, threads: int = 1) -> ReplayResult:
                 break
             control.targets[:] = row["targets"]
             control.jaws[:] = row["jaws"]
-            scene.tick(control, scene.dt)
+            if has_scope and row["scope"].any():
+                scene.scope.set_params(row["scope"])
+            step.step(0, control=control)
             last = k
             want = expected.get(k)
             if want is not None:

@@ -26,27 +26,37 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
-import signal
-import time
 
 import numpy as np
 
-from sim.runtime.devices import DeviceChoice, WorkspaceMap, open_device, serial_driver
+from sim.runtime.devices import WorkspaceMap, parse_devices, serial_driver
 from sim.runtime.mailbox import SnapshotMailbox
+from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
 from sim.runtime.timing import TickTimer
 
-INPUT_LAYOUT = {"sample": ((9,), "<f8")}  # t, seq, x, y, z, gripper, buttons, status, flags
-MODEL_LAYOUT = {"proxy": ((3,), "<f8"), "plane": ((4,), "<f8"), "plane_k": ((1,), "<f8"),
-                "tick": ((1,), "<f8")}
+SAMPLE_FIELDS = 9  # t, seq, x, y, z, gripper, buttons, status, flags (one input row per hand)
+
+
+def input_layout(n_hands: int) -> dict:
+    """The servo -> physics mailbox: the newest device sample per hand."""
+    return {"sample": ((n_hands, SAMPLE_FIELDS), "<f8")}
+
+
+def model_layout(n_hands: int) -> dict:
+    """The physics -> servo mailbox: per hand, proxy tip (3,) [m], contact plane (n (3,), d [m]),
+    plane stiffness [N/m] (0: no contact); the physics tick."""
+    return {"proxy": ((n_hands, 3), "<f8"), "plane": ((n_hands, 4), "<f8"),
+            "plane_k": ((n_hands,), "<f8"), "tick": ((1,), "<f8")}
 
 
 class MailboxDevice:
-    """The physics side of the input mailbox: looks like a HapticDevice to TickCore."""
+    """The physics side of the input mailbox for one hand: looks like a HapticDevice to the step."""
 
-    def __init__(self, box: SnapshotMailbox) -> None:
+    def __init__(self, box: SnapshotMailbox, hand: int) -> None:
         from haptics.device import DeviceSample
 
         self.box = box
+        self.hand = hand
         self.buf = box.empty()
         self.sample = DeviceSample()
 
@@ -56,7 +66,7 @@ class MailboxDevice:
             s.connected = False
             s.fresh = False
             return s
-        v = self.buf["sample"]
+        v = self.buf["sample"][self.hand]
         s.t, s.seq = float(v[0]), int(v[1])
         s.position = v[2:5].copy()
         s.gripper = float(v[5])
@@ -71,53 +81,56 @@ class MailboxDevice:
     def zero(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
 
-def run_physics(cfg, choice: DeviceChoice, scene, core, rec, timer: TickTimer, conn, stop, flag) -> str:
-    """Become the physics process: start the servo, tick the scene, publish the local model."""
-    from sim.runtime.realtime import _loop
 
-    tool = core.wmap.tool
-    inst = scene.tools[tool]
-    port = {"point": np.asarray(inst.port_point, dtype=float), "max_angle": float(inst.port.max_angle),
-            "min_depth": float(inst.spec.min_insert), "max_depth": float(inst.spec.max_insert)}
+def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag) -> str:
+    """Become the physics process: start the servo, tick the session, publish the local model."""
+    from sim.runtime.realtime import run_loop
+
+    scene = step.scene
+    n = len(step.hands)
+    tools = [h.wmap.tool for h in step.hands]
+    ports = []
+    for t in tools:
+        inst = scene.tools[t]
+        ports.append({"point": np.asarray(inst.port_point, dtype=float),
+                      "max_angle": float(inst.port.max_angle), "min_depth": float(inst.spec.min_insert),
+                      "max_depth": float(inst.spec.max_insert)})
     k = float(scene.config.stiffness)
-    inbox = SnapshotMailbox.create(INPUT_LAYOUT)
-    model = SnapshotMailbox.create(MODEL_LAYOUT)
+    inbox = SnapshotMailbox.create(input_layout(n))
+    model = SnapshotMailbox.create(model_layout(n))
     ctx = mp.get_context("spawn")
     servo_stop = ctx.Event()
     parent, child = ctx.Pipe(duplex=False)
     servo = ctx.Process(target=haptic_servo_main, name="trocar-haptic-servo",
-                        args=(cfg, str(choice), core.wmap, port, k, inbox.name, model.name, child,
-                              servo_stop))
+                        args=(cfg, ",".join(str(c) for c in choices), [h.wmap for h in step.hands],
+                              ports, k, inbox.name, model.name, child, servo_stop))
     servo.start()
     child.close()
     conn.send(("log", f"multirate: haptic servo pid {servo.pid}; physics pid in this process"))
-    core.device = MailboxDevice(inbox)
+    for h, hand in enumerate(step.hands):
+        hand.device = MailboxDevice(inbox, h)
     out = model.empty()
 
     def publish() -> None:
-        x_p = scene.tools[tool].tip()
-        out["proxy"][:] = x_p
-        r = scene.reaction[tool]
-        mag = float(np.linalg.norm(r))
-        if mag > 1e-6:
-            n = r / mag
-            out["plane"][:3] = n
-            out["plane"][3] = float(n @ x_p)
-            out["plane_k"][0] = k
-        else:
-            out["plane_k"][0] = 0.0
+        for h, tool in enumerate(tools):
+            x_p = scene.tools[tool].tip()
+            out["proxy"][h] = x_p
+            r = scene.reaction[tool]
+            mag = float(np.linalg.norm(r))
+            if mag > 1e-6:
+                nrm = r / mag
+                out["plane"][h, :3] = nrm
+                out["plane"][h, 3] = float(nrm @ x_p)
+                out["plane_k"][h] = k
+            else:
+                out["plane_k"][h] = 0.0
         out["tick"][0] = scene.tick_count
         model.write(out)
 
     publish()
-    step = core.step
-
-    def step_and_publish(now_ns: int, lateness_ns: int = 0) -> None:
-        step(now_ns, lateness_ns)
-        publish()
-
-    core.step = step_and_publish
     reason = "end"
     servo_report = None
     try:
@@ -140,7 +153,7 @@ def run_physics(cfg, choice: DeviceChoice, scene, core, rec, timer: TickTimer, c
         gc.freeze()
         gc.disable()
         # Physics paces itself to 1 kHz when it can; a late physics tick is the expected case here.
-        reason = _loop(cfg, core, rec, timer, _Either(stop, servo_stop), flag)
+        reason = run_loop(cfg, step, rec, timer, _Either(stop, servo_stop), flag, after=publish)
     finally:
         servo_stop.set()
         servo.join(10)
@@ -160,10 +173,12 @@ def run_physics(cfg, choice: DeviceChoice, scene, core, rec, timer: TickTimer, c
         physics = timer.report()
         report = dict(servo_report or {})
         report["physics"] = physics
-        report["published"] = core.published
+        report["published"] = step.published
         rec.close({"reason": flag.why or reason, "ticks": scene.tick_count, "timing": report,
                    "mode": "multirate"})
-        core.recorder = None
+        step.recorder = None
+        for hand in step.hands:
+            hand.device = None
         inbox.close()
         inbox.unlink()
         model.close()
@@ -180,22 +195,24 @@ class _Either:
         return any(e.is_set() for e in self.events)
 
 
-def haptic_servo_main(cfg, device: str, wmap: WorkspaceMap, port: dict, k: float, input_name: str,
-                      model_name: str, conn, stop) -> None:
-    """The multirate servo process: device I/O and the local contact model at 1 kHz."""
+def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[dict], k: float,
+                      input_name: str, model_name: str, conn, stop) -> None:
+    """The multirate servo process: every hand's device I/O and local contact model at 1 kHz, on
+    the same periodic scheduler as the real-time servo (RT idle share included)."""
     from sim.ports import project_tip_target
-    from sim.runtime.devices import parse_device
-    from sim.runtime.realtime import PERIOD_NS, SPIN_NS, _Flag, apply_realtime_sched
+    from sim.runtime.realtime import apply_realtime_sched, rtt_report
+    from sim.runtime.step import Hand, close_hands, open_hands
 
-    flag = _Flag()
-    signal.signal(signal.SIGINT, flag.handler)
-    signal.signal(signal.SIGTERM, flag.handler)
-    inbox = SnapshotMailbox.attach(input_name, INPUT_LAYOUT)
-    model = SnapshotMailbox.attach(model_name, MODEL_LAYOUT)
+    flag = StopFlag().install()
+    choices = parse_devices(devices)
+    n = len(choices)
+    inbox = SnapshotMailbox.attach(input_name, input_layout(n))
+    model = SnapshotMailbox.attach(model_name, model_layout(n))
     m = model.empty()
-    sample_out = {"sample": np.zeros(9)}
+    sample_out = {"sample": np.zeros((n, SAMPLE_FIELDS))}
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
-    dev = None
+    hands = [Hand(None, w) for w in wmaps]
+    drivers: list = []
     try:
         for line in apply_realtime_sched(cfg):
             conn.send(("log", "haptic servo: " + line))
@@ -203,69 +220,52 @@ def haptic_servo_main(cfg, device: str, wmap: WorkspaceMap, port: dict, k: float
         gc.freeze()
         gc.disable()
         try:  # last: after ENABLE the device watchdog wants FORCE frames
-            dev = open_device(parse_device(device), soft_start_s=cfg.soft_start_s)
+            open_hands(hands, choices, soft_start_s=cfg.soft_start_s)
         except Exception as exc:  # noqa: BLE001 - reported as one line
             conn.send(("error", str(exc)))
             return
+        drivers = [serial_driver(h.device) for h in hands]
         conn.send(("ready", None))
-        targets = wmap.home.copy()
-        jaws = np.zeros(len(wmap.home))
+        targets = wmaps[0].home.copy()
+        jaws = np.zeros(len(targets))
         f = np.zeros(3)
-        perf = time.perf_counter_ns
-        deadline = perf() + PERIOD_NS
-        k_check = 0
         v = sample_out["sample"]
-        while not flag.set:
-            rem = deadline - perf() - SPIN_NS
-            if rem > 0:
-                time.sleep(rem * 1e-9)
-            while perf() < deadline:
-                pass
-            start = perf()
-            s = dev.read()
-            v[0], v[1] = s.t, s.seq
-            v[2:5] = s.position
-            v[5], v[6], v[7] = s.gripper, s.buttons, s.status
-            v[8] = int(s.fresh) | (int(s.connected) << 1)
+        devs = [h.device for h in hands]
+
+        def tick(start: int, lateness: int) -> None:
+            have_model = model.read_into(m) is not None
+            for h, dev in enumerate(devs):
+                s = dev.read()
+                row = v[h]
+                row[0], row[1] = s.t, s.seq
+                row[2:5] = s.position
+                row[5], row[6], row[7] = s.gripper, s.buttons, s.status
+                row[8] = int(s.fresh) | (int(s.connected) << 1)
+                if have_model and s.connected:
+                    w = wmaps[h]
+                    port = ports[h]
+                    w.apply(s.position, s.gripper, targets, jaws)
+                    x_t, _, _ = project_tip_target(port["point"], targets[w.tool, :3],
+                                                   max_angle=port["max_angle"],
+                                                   min_depth=port["min_depth"], max_depth=port["max_depth"])
+                    f[:] = k * (m["proxy"][h] - x_t)
+                    ks = m["plane_k"][h]
+                    if ks > 0.0:
+                        nrm = m["plane"][h, :3]
+                        depth = m["plane"][h, 3] - float(nrm @ x_t)
+                        if depth > 0.0:
+                            f[:] += ks * depth * nrm
+                else:
+                    f[:] = 0.0
+                dev.write_force(f)
             inbox.write(sample_out)
-            if model.read_into(m) is not None and s.connected:
-                wmap.apply(s.position, s.gripper, targets, jaws)
-                x_t, _, _ = project_tip_target(port["point"], targets[wmap.tool, :3],
-                                               max_angle=port["max_angle"], min_depth=port["min_depth"],
-                                               max_depth=port["max_depth"])
-                f[:] = k * (m["proxy"] - x_t)
-                ks = m["plane_k"][0]
-                if ks > 0.0:
-                    n = m["plane"][:3]
-                    depth = m["plane"][3] - float(n @ x_t)
-                    if depth > 0.0:
-                        f += ks * depth * n
-            else:
-                f[:] = 0.0
-            dev.write_force(f)
-            end = perf()
-            timer.account(start, deadline, end, None)
-            deadline += PERIOD_NS
-            late = end - deadline
-            if late >= PERIOD_NS:
-                missed = late // PERIOD_NS
-                deadline += missed * PERIOD_NS
-                timer.skipped += missed
-            k_check += 1
-            if k_check % 8 == 0 and stop.is_set():
-                break
+
+        PeriodicScheduler(PERIOD_NS).run(tick, flag=flag, stop=stop, timer=timer)
     finally:
-        if dev is not None:
-            try:
-                dev.zero()
-            finally:
-                dev.close()
+        close_hands(hands)
         gc.enable()
         report = timer.report()
-        drv = serial_driver(dev) if dev is not None else None
-        if drv is not None:
-            p50, p99, pmax = drv.rtt_percentiles()
-            report.update(rtt_p50_us=round(p50, 1), rtt_p99_us=round(p99, 1), rtt_max_us=round(pmax, 1))
+        report.update(rtt_report(drivers))
         inbox.close()
         model.close()
         try:

@@ -1,17 +1,18 @@
 """Real-time mode: the supervisor, the servo+physics process and the render process.
 
 Processes (see docs/runtime.md):
-- supervisor (the `trocar run` process): starts the device emulator (for `--device emu`), the
-  servo, then the renderer; turns Ctrl-C/SIGTERM into the shared stop event; after the servo has
-  zeroed the force and closed the recording it stops the renderer and the emulator, unlinks the
-  mailbox and prints the timing report.
-- servo (+physics): builds the scene, compiles (sim.tissue.warmup + warm-up ticks, all recorded),
-  publishes the first snapshot, opens the device, freezes the GC, asks for SCHED_FIFO and one CPU,
-  then runs `TickCore.step` at 1 kHz against absolute deadlines until told to stop.
+- supervisor (the `trocar run` process): starts one device emulator per `emu` hand, the servo, then
+  the renderer; turns Ctrl-C/SIGTERM into the shared stop event; after the servo has zeroed the
+  forces and closed the recording it stops the renderer and the emulators, unlinks the mailbox and
+  prints the timing report.
+- servo (+physics): builds the session (scene, procedure, hands), compiles (sim.tissue.warmup +
+  warm-up ticks, all recorded), publishes the first snapshot, opens the devices, freezes the GC,
+  asks for SCHED_FIFO and one CPU, then runs `SessionStep.step` at 1 kHz on the periodic scheduler
+  (`sim.runtime.scheduler`) until told to stop.
 - render: `sim.render.process.render_main` if importable (window/xr), else the headless stub that
   reads the mailbox at 60 Hz and counts snapshots.
 
-Shutdown order: the servo zeroes the device force and closes the device first (its SIGINT handler,
+Shutdown order: the servo zeroes every device's force and closes the devices first (its SIGINT handler,
 and `haptics.safety`'s, only set flags / zero output; the loop checks the flag every tick), then
 closes the recording (END chunk with the timing report); the supervisor then stops the renderer and
 the emulator and removes the mailbox.
@@ -29,41 +30,11 @@ import time
 
 from sim.errors import UserError
 from sim.runtime.config import RunConfig, default_record_path, session_meta
-from sim.runtime.devices import (
-    EMU_DEFAULT_ARGS,
-    DeviceChoice,
-    EmulatorProcess,
-    WorkspaceMap,
-    open_device,
-    parse_device,
-    serial_driver,
-)
+from sim.runtime.devices import parse_devices, serial_driver, start_emulators
 from sim.runtime.mailbox import SnapshotMailbox, layout_of, unlink_name
+from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
 from sim.runtime.timing import TickTimer, format_report
 
-PERIOD_NS = 1_000_000
-SPIN_NS = 200_000  # sleep until this long before a deadline, then spin [ns]
-
-
-def rt_min_idle_ns(period_ns: int = 1_000_000) -> int:
-    """Idle time [ns] the servo must leave in every period so SCHED_FIFO is never throttled.
-
-    Linux lets real-time tasks use sched_rt_runtime_us of every sched_rt_period_us (by default 95 %);
-    a servo that overruns and never sleeps hits that limit and is then stopped for the rest of the
-    second: measured here as ~50 ms stalls every second. Leaving the unbudgeted share plus a margin
-    idle in each tick avoids it. 0 where throttling is off (runtime -1) or unreadable.
-    """
-    try:
-        with open("/proc/sys/kernel/sched_rt_runtime_us") as f:
-            runtime = int(f.read())
-        with open("/proc/sys/kernel/sched_rt_period_us") as f:
-            rt_period = int(f.read())
-    except (OSError, ValueError):
-        return 0
-    if runtime < 0 or rt_period <= 0:
-        return 0
-    return int(period_ns * (1.0 - runtime / rt_period) * 1.6)
-STOP_CHECK_EVERY = 8  # ticks between looks at the cross-process stop event
 AUTO_MEASURE_TICKS = 200  # `--rate-mode auto`: warm-up ticks timed to choose
 AUTO_LIMIT_NS = 800_000  # p90 tick compute above this -> multirate [ns]
 EMU_WATCHDOG_GRACE_S = 0.3  # after a servo crash: the device watchdog (50 ms) + ramp, with margin
@@ -112,24 +83,11 @@ def other_cpus(cfg: RunConfig) -> set[int] | None:
 
 # ------------------------------------------------------------------------------ servo
 
-class _Flag:
-    """Set from a signal handler; read every tick."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self.why = ""
-
-    def handler(self, signum: int, frame: object) -> None:
-        self.set = True
-        self.why = signal.Signals(signum).name
-
-
 def servo_main(cfg: RunConfig, device: str, conn, stop) -> None:
-    """The servo+physics process (see the module docstring). Messages to the supervisor over
-    `conn`: ('log', line), ('ready', info), ('report', dict), ('error', line)."""
-    flag = _Flag()
-    signal.signal(signal.SIGINT, flag.handler)
-    signal.signal(signal.SIGTERM, flag.handler)
+    """The servo+physics process (see the module docstring). `device`: the per-hand device list
+    with every emulator already resolved to its port. Messages to the supervisor over `conn`:
+    ('log', line), ('ready', info), ('report', dict), ('error', line)."""
+    flag = StopFlag().install()
     try:
         _servo(cfg, device, conn, stop, flag)
     except UserError as exc:
@@ -141,42 +99,41 @@ def servo_main(cfg: RunConfig, device: str, conn, stop) -> None:
         conn.send(("failed", f"servo failed: {type(exc).__name__}: {exc}"))
 
 
-def _servo(cfg: RunConfig, device: str, conn, stop, flag: _Flag) -> None:
+def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
     import numba
 
-    from sim.runtime.lockstep import build_session_scene
+    from sim.runtime.lockstep import build_session
     from sim.runtime.recording import RecordingWriter
-    from sim.runtime.tick import TickCore
+    from sim.runtime.step import SessionStep, close_hands, open_hands
     from sim.tissue import warmup
 
-    choice = parse_device(device)
+    choices = parse_devices(device)
     numba.set_num_threads(max(1, min(cfg.threads, numba.config.NUMBA_NUM_THREADS)))
-    scene = build_session_scene(cfg)
+    scene, procedure, hands = build_session(cfg, len(choices))
     warmup()
-    wmap = WorkspaceMap.for_scene(scene, scale=cfg.scale)
     t0 = time.perf_counter_ns()
-    meta = session_meta(cfg, scene, wmap, "realtime")
+    meta = session_meta(cfg, scene, [h.wmap for h in hands], "realtime")
     meta["t0_perf_ns"] = t0  # recorded t = (perf_counter_ns - t0) / 1e9 [s]
-    rec = RecordingWriter(cfg.record, meta, scene.n_tools)
-    mailbox = SnapshotMailbox.create(layout_of(scene.snapshot()))
-    core = TickCore(scene, None, wmap, rec, mailbox, publish_every=cfg.publish_every,
-                    checksum_every=cfg.checksum_every, t0_ns=t0)
-    dev = None
+    rec = RecordingWriter(cfg.record, meta, scene.n_tools, n_hands=len(hands))
+    step = SessionStep(scene, hands, procedure=procedure, recorder=rec,
+                       publish_every=cfg.publish_every, checksum_every=cfg.checksum_every, t0_ns=t0)
+    mailbox = SnapshotMailbox.create(layout_of(step.snapshot()))
+    step.mailbox = mailbox
     multirate = False
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     reason = "end"
     try:
-        # Warm-up ticks (device not open yet: tools hold): compile every path the loop takes.
+        # Warm-up ticks (devices not open yet: tools hold): compile every path the loop takes.
         n_warm = AUTO_MEASURE_TICKS if cfg.rate_mode == "auto" else 3
         warm_ns = []
         for _ in range(n_warm):
             a = time.perf_counter_ns()
-            core.step(a)
+            step.step(a)
             b = time.perf_counter_ns()
-            core.finish_row(b - a)
+            step.finish_row(b - a)
             warm_ns.append(b - a)
         scene.checksum()
-        mailbox.write(scene.snapshot())
+        step.publish()
         mode = cfg.rate_mode
         if mode == "auto":
             warm_ns.sort()
@@ -191,7 +148,7 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: _Flag) -> None:
             from sim.runtime.multirate import run_physics
 
             multirate = True
-            reason = run_physics(cfg, choice, scene, core, rec, timer, conn, stop, flag)
+            reason = run_physics(cfg, choices, step, rec, timer, conn, stop, flag)
             return
         for line in apply_realtime_sched(cfg):
             conn.send(("log", line))
@@ -199,73 +156,66 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: _Flag) -> None:
         gc.collect()
         gc.freeze()
         gc.disable()
-        # The device comes last: after ENABLE its watchdog (50 ms) wants FORCE frames.
-        dev = open_device(choice, soft_start_s=cfg.soft_start_s)
-        core.device = dev
+        open_hands(step.hands, choices, soft_start_s=cfg.soft_start_s)
         rec.flush()
-        reason = _loop(cfg, core, rec, timer, stop, flag)
+        reason = run_loop(cfg, step, rec, timer, stop, flag)
     finally:
-        core.zero_force()  # force zero first
-        if dev is not None:
-            dev.close()
+        drivers = [serial_driver(h.device) for h in step.hands]
+        step.force[:] = 0.0
+        close_hands(step.hands)  # force zero first
         gc.enable()
         if not multirate:  # (run_physics closes the recording and sends its own report)
-            _close_session(core, dev, timer, rec, flag, reason, conn)
+            _close_session(step, drivers, timer, rec, flag, reason, conn)
         mailbox.close()
         scene.close()
 
 
-def _close_session(core, dev, timer: TickTimer, rec, flag: _Flag, reason: str, conn) -> None:
+def rtt_report(drivers) -> dict:
+    """Device round trip percentiles [us] per serial driver (hand 0 unsuffixed, hand h '_h')."""
+    out = {}
+    for h, drv in enumerate(drivers):
+        if drv is None:
+            continue
+        p50, p99, pmax = drv.rtt_percentiles()
+        sfx = "" if h == 0 else f"_{h}"
+        out.update({f"rtt_p50_us{sfx}": round(p50, 1), f"rtt_p99_us{sfx}": round(p99, 1),
+                    f"rtt_max_us{sfx}": round(pmax, 1)})
+    return out
+
+
+def _close_session(step, drivers, timer: TickTimer, rec, flag: StopFlag, reason: str, conn) -> None:
     """Timing report into the recording's END chunk and to the supervisor."""
     report = timer.report()
-    drv = serial_driver(dev) if dev is not None else None
-    if drv is not None:
-        p50, p99, pmax = drv.rtt_percentiles()
-        report.update(rtt_p50_us=round(p50, 1), rtt_p99_us=round(p99, 1), rtt_max_us=round(pmax, 1))
-    report["published"] = core.published
-    rec.close({"reason": flag.why or reason, "ticks": core.scene.tick_count, "timing": report})
+    report.update(rtt_report(drivers))
+    report["published"] = step.published
+    rec.close({"reason": flag.why or reason, "ticks": step.scene.tick_count, "timing": report})
     try:
         conn.send(("report", report))
     except (BrokenPipeError, OSError):
         pass
 
 
-def _loop(cfg: RunConfig, core, rec, timer: TickTimer, stop, flag: _Flag) -> str:
-    """The 1 kHz loop: absolute deadlines, sleep then spin, overruns counted, never caught up."""
+def run_loop(cfg: RunConfig, step, rec, timer: TickTimer, stop, flag: StopFlag, *,
+             after=None) -> str:
+    """The 1 kHz loop on the periodic scheduler: one session step per period (then `after()`, if
+    given: the multirate physics publishes its local model there). Returns why it stopped."""
     perf = time.perf_counter_ns
-    sleep = time.sleep
-    scene = core.scene
-    end_ns = None if cfg.seconds is None else perf() + int(cfg.seconds * 1e9)
-    deadline = perf() + PERIOD_NS
-    min_idle_ns = rt_min_idle_ns(PERIOD_NS)
-    k = 0
-    while True:
-        rem = deadline - perf() - SPIN_NS
-        if rem > 0:
-            sleep(rem * 1e-9)
-        elif min_idle_ns:  # late: still yield, or the kernel's RT throttling stalls us for ~50 ms
-            sleep(min_idle_ns * 1e-9)
-        while perf() < deadline:
-            pass
-        start = perf()
-        core.step(start, start - deadline)
-        rec.maybe_flush(start)
+    sched = PeriodicScheduler(PERIOD_NS)
+    until = None if cfg.seconds is None else perf() + int(cfg.seconds * 1e9)
+    do_step = step.step
+    finish = step.finish_row
+    flush = rec.maybe_flush
+
+    def tick(start: int, lateness: int) -> int:
+        do_step(start, lateness)
+        if after is not None:
+            after()
+        flush(start)
         end = perf()
-        core.finish_row(end - start)
-        timer.account(start, deadline, end, scene.part_ns)
-        deadline += PERIOD_NS
-        late = end - deadline
-        if late >= PERIOD_NS:  # missed whole periods: drop them (no burst to catch up)
-            missed = late // PERIOD_NS
-            deadline += missed * PERIOD_NS
-            timer.skipped += missed
-        k += 1
-        if flag.set:
-            return "signal"
-        if end_ns is not None and end >= end_ns:
-            return "seconds"
-        if k % STOP_CHECK_EVERY == 0 and stop.is_set():
-            return "stopped"
+        finish(end - start)
+        return end
+
+    return sched.run(tick, flag=flag, stop=stop, until_ns=until, timer=timer, parts=step.scene.part_ns)
 
 
 # ------------------------------------------------------------------------------ render
@@ -346,13 +296,13 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
     """Run a real-time session to its end (seconds, Ctrl-C, SIGTERM); returns a summary dict:
     report (timing), record, exitcode (servo), mode, render (stub counters)."""
     log = log or (lambda line: print(f"trocar run: {line}", file=sys.stderr, flush=True))
-    choice = parse_device(cfg.device)
+    choices = parse_devices(cfg.device)
     if cfg.record is None:
         cfg.record = default_record_path()
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     stats = stats if stats is not None else ctx.Array("d", 3, lock=False)
-    emu = None
+    emus = []
     tmpdir = None
     servo = render = None
     mailbox_name = None
@@ -366,19 +316,13 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, on_signal)
     try:
-        if choice.kind == "emu":
+        if any(c.kind == "emu" for c in choices):
             tmpdir = tempfile.mkdtemp(prefix="trocar-run-")
-            emu = EmulatorProcess(*EMU_DEFAULT_ARGS, *cfg.emu_args, link=os.path.join(tmpdir, "dev"),
-                                  event_log=cfg.emu_event_log)
-            if cpus:
-                try:
-                    os.sched_setaffinity(emu.pid, cpus)
-                except OSError:
-                    pass
-            device = str(DeviceChoice("serial", emu.path))
+        resolved, emus = start_emulators(choices, emu_args=cfg.emu_args, hand_emu_args=cfg.hand_emu_args,
+                                         event_log=cfg.emu_event_log, link_dir=tmpdir, cpus=cpus)
+        for emu in emus:
             log(f"device emulator pid {emu.pid} on {emu.path}")
-        else:
-            device = str(choice)
+        device = ",".join(str(c) for c in resolved)
         parent_conn, child_conn = ctx.Pipe(duplex=False)
         servo = ctx.Process(target=servo_main, args=(cfg, device, child_conn, stop), name="trocar-servo",
                             daemon=False)
@@ -422,7 +366,7 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
         summary["exitcode"] = servo.exitcode
     finally:
         stop.set()
-        if emu is not None and servo is not None and servo.exitcode not in (None, 0):
+        if emus and servo is not None and servo.exitcode not in (None, 0):
             # The servo died without zeroing the force: leave the device to its own watchdog
             # (as hardware would be) before the emulator goes away.
             time.sleep(EMU_WATCHDOG_GRACE_S)
@@ -436,7 +380,7 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
             if render.is_alive():
                 render.terminate()
                 render.join(5)
-        if emu is not None:
+        for emu in emus:
             emu.stop()
         if tmpdir is not None:
             try:

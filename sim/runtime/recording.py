@@ -38,24 +38,31 @@ KIND_META, KIND_TICKS, KIND_EVENTS, KIND_CHECKSUMS, KIND_NOTE, KIND_END = 1, 2, 
 KIND_NAMES = {KIND_META: "META", KIND_TICKS: "TICKS", KIND_EVENTS: "EVENTS",
               KIND_CHECKSUMS: "CHECKSUMS", KIND_NOTE: "NOTE", KIND_END: "END"}
 MAX_CHUNK = 64 << 20  # a length above this is damage, not data [bytes]
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-hand device fields and force, tool/scope poses
 
 
-def tick_dtype(n_tools: int) -> np.dtype:
-    """One recorded tick. Times [s], positions [m], angles [rad], forces [N].
+def tick_dtype(n_tools: int, n_hands: int = 1) -> np.dtype:
+    """One recorded tick. Times [s], positions [m], angles [rad], forces [N]. Per-hand fields have a
+    leading (n_hands,) axis (hand h drives the tool of its workspace map, META "hands").
 
     tick: tick index (scene.tick_count before the tick); t: host time since session start;
     dev_t: sample arrival time (perf_counter) [s]; dev_seq: STATE seq; dev_pos: handle position,
     device frame (3,); dev_grip: gripper angle; dev_buttons, dev_status: raw bits; dev_flags:
     bit 0 fresh, bit 1 connected; targets: tool targets fed to scene.tick (n_tools, 4); jaws
-    (n_tools,); force: force commanded to the device before the driver's safety chain (3,);
-    lateness_ns: tick start minus its deadline (0 in lockstep); compute_ns: tick compute time.
+    (n_tools,); force: force commanded to each hand's device before the driver's safety chain
+    (n_hands, 3); tool_pose: each tool's shaft link (tip) pose after the tick (n_tools, 7)
+    [m, quaternion x y z w]; scope_pose: the laparoscope's camera pose (7,); scope: its params (6,)
+    (`sim.camera.PARAMS`: replay restores them); lateness_ns: tick start minus its deadline (0 in
+    lockstep); compute_ns: tick compute time.
     """
+    h = max(1, int(n_hands))
     return np.dtype([
         ("tick", "<i8"), ("t", "<f8"),
-        ("dev_t", "<f8"), ("dev_seq", "<i8"), ("dev_pos", "<f8", (3,)), ("dev_grip", "<f8"),
-        ("dev_buttons", "<i4"), ("dev_status", "<i4"), ("dev_flags", "<i4"),
-        ("targets", "<f8", (n_tools, 4)), ("jaws", "<f8", (n_tools,)), ("force", "<f8", (3,)),
+        ("dev_t", "<f8", (h,)), ("dev_seq", "<i8", (h,)), ("dev_pos", "<f8", (h, 3)),
+        ("dev_grip", "<f8", (h,)), ("dev_buttons", "<i4", (h,)), ("dev_status", "<i4", (h,)),
+        ("dev_flags", "<i4", (h,)),
+        ("targets", "<f8", (n_tools, 4)), ("jaws", "<f8", (n_tools,)), ("force", "<f8", (h, 3)),
+        ("tool_pose", "<f8", (n_tools, 7)), ("scope_pose", "<f8", (7,)), ("scope", "<f8", (6,)),
         ("lateness_ns", "<i8"), ("compute_ns", "<i8"),
     ])
 
@@ -92,15 +99,15 @@ def versions() -> dict:
 
 
 class RecordingWriter:
-    """Appends a session to `path` (created, truncated). Per tick: `row()` then fill its fields.
+    """Appends a session to `path` (created, truncated). Per tick: `next_row()` then fill its fields.
 
-    meta: JSON-able dict (config, seed, scene); n_tools sizes the tick rows.
+    meta: JSON-able dict (config, seed, scene); n_tools and n_hands size the tick rows.
     """
 
-    def __init__(self, path: str, meta: dict, n_tools: int, *, flush_s: float = 0.04,
+    def __init__(self, path: str, meta: dict, n_tools: int, *, n_hands: int = 1, flush_s: float = 0.04,
                  fsync_s: float = 0.05, capacity: int = 256) -> None:
         self.path = path
-        self.dtype = tick_dtype(n_tools)
+        self.dtype = tick_dtype(n_tools, n_hands)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.buf = np.zeros(capacity, self.dtype)
         self.fields = {name: self.buf[name] for name in self.dtype.names}
@@ -116,7 +123,7 @@ class RecordingWriter:
         self._dirty = False
         self._write_raw(MAGIC)
         full = dict(meta, format=FORMAT_VERSION, tick_dtype=_dtype_to_json(self.dtype),
-                    n_tools=n_tools)
+                    n_tools=n_tools, n_hands=max(1, int(n_hands)))
         self._chunk(KIND_META, json.dumps(full, default=_json_default).encode())
         self._fsync_s = fsync_s
         self._thread = threading.Thread(target=self._fsync_loop, name="recording-fsync", daemon=True)
@@ -224,6 +231,12 @@ def meta_problem(meta: object) -> str | None:
             return f"META field {name!r} is {v!r}, not a {getattr(typ, '__name__', 'number')}"
     if not all(isinstance(k, str) for k in meta["overrides"]):
         return "META field 'overrides' has non-text keys"
+    for name, typ in (("n_hands", int), ("config", dict)):
+        v = meta.get(name)
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
+            return f"META field {name!r} is {v!r}, not a {typ.__name__}"
+    if not isinstance(meta.get("config", {}).get("scale", 1.5), (int, float)):
+        return "META field 'config.scale' is not a number"
     n = meta["n_tools"]
     if n < 1:
         return f"META field 'n_tools' is {n}"

@@ -35,16 +35,17 @@ def egl():
 def recorded(tmp_path_factory):
     """The default scene driven by the tool script: its description and snapshots from 0.3 s
     (tools on their way in) to 0.8 s, and the pickle the window/XR subprocesses replay."""
-    from sim.render.script import ToolScript, run_until
+    from sim.render.script import ToolScript, run_until, scripted_session
     from sim.scene import build_scene
 
     scene = build_scene("default")
     try:
         script = ToolScript(scene)
+        step = scripted_session(scene)
         snaps = []
         for k in range(11):
-            run_until(scene, script, 0.3 + 0.05 * k)
-            snaps.append(scene.snapshot())
+            run_until(step, script, 0.3 + 0.05 * k)
+            snaps.append(step.snapshot())
         data = {"description": scene.describe(), "snapshots": snaps}
     finally:
         scene.close()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from sim.camera import LaparoscopeCamera
 from sim.render import geometry as geo
-from sim.render.camera import LaparoscopeCamera
 from sim.render.hud import FORCE_WARN, digit_quads, format_elapsed, hud_quads, hud_state
 
 

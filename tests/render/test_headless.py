@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from render_helpers import tissue_mask
 
+from sim.camera import default_camera
 from sim.render import geometry as geo
-from sim.render.camera import default_camera
 
 REFERENCE = Path(__file__).parent / "reference" / "default_160x120.png"
 W, H = 320, 240

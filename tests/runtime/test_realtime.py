@@ -114,7 +114,7 @@ def test_multirate_session_renders_force_from_the_local_model_and_replays(sessio
 def test_servo_leaves_the_kernels_rt_budget_idle_when_late():
     # A late FIFO servo that never sleeps is throttled by the kernel for the rest of each second
     # (~50 ms stalls): the loop must idle at least the unbudgeted share of every period.
-    from sim.runtime.realtime import rt_min_idle_ns
+    from sim.runtime.scheduler import rt_min_idle_ns
 
     try:
         runtime = int(open("/proc/sys/kernel/sched_rt_runtime_us").read())

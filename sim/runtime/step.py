@@ -1,0 +1,239 @@
+"""The session step: the one function that advances a session by one tick. Every loop calls it.
+
+Callers: the real-time servo (`sim.runtime.realtime`), the multirate physics process
+(`sim.runtime.multirate`), lockstep and replay (`sim.runtime.lockstep`), the scripted render
+(`sim.render.offscreen`) and the benchmarks. A session = scene + hands (device, workspace map) +
+optional procedure + optional recording + optional snapshot mailbox.
+
+`SessionStep.step()` is steps 1-8 of the tick in ../shared/ARCHITECTURE.md (step 9, timing,
+belongs to the caller's scheduler), in this order:
+
+1. per hand: `device.observe(scene, wmap)` if the device has it (scripted policies look at the world
+   here and act only through their next sample), `sample = device.read()`, and if the sample is
+   connected `wmap.apply(...)` writes that hand's tool target and jaw;
+   (replay and the scripted render pass the control instead: `step(..., control=...)`)
+2. `scene.tick(control)`; the new scene events of this tick;
+3. `procedure.update(scene, tick, new_events)` if a procedure is given (duck-typed);
+4. per hand: force = -coupling force on its tool [N], written to its device;
+5. the recording row (targets, jaws, per-hand device sample and force, tool and scope poses), the
+   events, a checksum every `checksum_every` ticks;
+6. a snapshot to the mailbox every `publish_every` ticks: `scene.snapshot()` plus `hud`, the
+   procedure's hud() as UTF-8 JSON in a fixed-size uint8 array (zero padded; `decode_hud`).
+
+Nothing here reads the wall clock into the simulation: the scene only sees the targets and jaws
+(recorded), so a recording replays bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.runtime.devices import WorkspaceMap, open_device
+from sim.scene import SceneControl
+
+HUD_BYTES = 1024  # size of the snapshot's `hud` array [bytes]; longer HUD JSON is cut to fit
+_NO_EVENTS: tuple = ()
+
+
+@dataclass
+class Hand:
+    """One driven tool: its device (a HapticDevice, or None: the tool holds) and workspace map."""
+
+    device: object | None
+    wmap: WorkspaceMap
+
+
+def open_hands(hands: list[Hand], choices, *, soft_start_s: float = 2.0) -> None:
+    """Open hand h's device from choices[h] (parsed, emulators resolved), in hand order. On an error
+    the devices already open are zeroed and closed, and the error propagates."""
+    try:
+        for h, choice in enumerate(choices):
+            hands[h].device = open_device(choice, soft_start_s=soft_start_s, hand=h)
+    except BaseException:
+        close_hands(hands)
+        raise
+
+
+def zero_hands(hands: list[Hand]) -> None:
+    """Command zero force on every hand's device now (safety paths; never raises)."""
+    for hand in hands:
+        if hand.device is not None:
+            try:
+                hand.device.zero()
+            except Exception:  # noqa: BLE001 - a shutdown path must go on to the other hands
+                pass
+
+
+def close_hands(hands: list[Hand]) -> None:
+    """Zero every hand's force, then close and drop its device (shutdown; never raises)."""
+    zero_hands(hands)
+    for hand in hands:
+        dev, hand.device = hand.device, None
+        if dev is not None:
+            try:
+                dev.close()
+            except Exception:  # noqa: BLE001 - the other hands must still be closed
+                pass
+
+
+def encode_hud(hud: dict | None, out: np.ndarray) -> None:
+    """Write `hud` as UTF-8 JSON into out (uint8, (HUD_BYTES,)), zero padded; {} for None."""
+    data = json.dumps(hud or {}, separators=(",", ":")).encode()
+    if len(data) > len(out):  # keep it parseable: drop the warnings, then cut the instruction
+        hud = dict(hud or {}, warnings=[])
+        hud["instruction"] = str(hud.get("instruction", ""))[: len(out) // 2]
+        data = json.dumps(hud, separators=(",", ":")).encode()[: len(out)]
+    out[: len(data)] = np.frombuffer(data, np.uint8)
+    out[len(data):] = 0
+
+
+def decode_hud(arr: np.ndarray) -> dict:
+    """The HUD dict of a snapshot's `hud` array ({} if empty or unreadable)."""
+    raw = bytes(np.asarray(arr, np.uint8)).rstrip(b"\0")
+    if not raw:
+        return {}
+    try:
+        out = json.loads(raw)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+class SessionStep:
+    """One session's per-tick work (see the module docstring).
+
+    scene: a `sim.scene.Scene`; hands: list of `Hand` (one per driven tool; two = bimanual);
+    procedure: object with update(scene, tick, events) and hud() -> dict, or None; recorder: a
+    `RecordingWriter` (rows sized for scene.n_tools and len(hands)) or None; mailbox: a
+    `SnapshotMailbox` with the layout of `layout()` or None; t0_ns: perf_counter_ns of session
+    start (recorded t = now - t0).
+
+    Attributes after each step: force (n_hands, 3) [N] commanded per hand; coupling (n_tools, 3) [N];
+    samples: the last sample per hand (None before the first); published: snapshots written.
+    """
+
+    def __init__(self, scene, hands: list[Hand], *, procedure=None, recorder=None, mailbox=None,
+                 publish_every: int = 10, checksum_every: int = 100, t0_ns: int = 0) -> None:
+        self.scene = scene
+        self.hands = list(hands)
+        self.procedure = procedure
+        self.recorder = recorder
+        self.mailbox = mailbox
+        self.publish_every = max(1, int(publish_every))
+        self.checksum_every = checksum_every
+        self.t0_ns = t0_ns
+        hold = scene.hold_control()
+        self.control = SceneControl(hold.targets.copy(), hold.jaws.copy())
+        self.force = np.zeros((max(1, len(self.hands)), 3))
+        self.coupling = np.zeros((scene.n_tools, 3))
+        self.samples: list = [None] * len(self.hands)
+        self.hud = np.zeros(HUD_BYTES, np.uint8)
+        self._n_events = len(scene.events)
+        self.published = 0
+
+    # -- the tick ------------------------------------------------------------------------------------
+
+    def step(self, now_ns: int, lateness_ns: int = 0, *, control: SceneControl | None = None) -> None:
+        """One tick. now_ns: perf_counter_ns at the tick start (recorded, not simulated).
+        control: targets and jaws to use instead of the devices (replay, scripted render)."""
+        scene = self.scene
+        ctl = self.control
+        samples = self.samples
+        if control is None:
+            for h, hand in enumerate(self.hands):
+                dev = hand.device
+                if dev is None:
+                    samples[h] = None
+                    continue
+                observe = getattr(dev, "observe", None)
+                if observe is not None:
+                    observe(scene, hand.wmap)
+                s = dev.read()
+                samples[h] = s
+                if s is not None and s.connected:
+                    hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws)
+        else:
+            ctl.targets[:] = control.targets
+            ctl.jaws[:] = control.jaws
+        tick = scene.tick_count
+        coupling = scene.tick(ctl, scene.dt)
+        self.coupling = coupling
+        events = scene.events
+        new_events = events[self._n_events:] if len(events) != self._n_events else _NO_EVENTS
+        if self.procedure is not None:
+            self.procedure.update(scene, tick, new_events)
+        f = self.force
+        for h, hand in enumerate(self.hands):
+            c = coupling[hand.wmap.tool]
+            f[h, 0] = -c[0]
+            f[h, 1] = -c[1]
+            f[h, 2] = -c[2]
+            if hand.device is not None and control is None:
+                hand.device.write_force(f[h])
+        rec = self.recorder
+        if rec is not None:
+            self._record(rec, tick, now_ns, lateness_ns)
+            for e in new_events:
+                rec.event(e.tick, e.kind, e.tool, e.value, e.message)
+        self._n_events = len(events)
+        if self.checksum_every and scene.tick_count % self.checksum_every == 0 and rec is not None:
+            rec.checksum(scene.tick_count - 1, scene.checksum())
+        if self.mailbox is not None and scene.tick_count % self.publish_every == 0:
+            self.mailbox.write(self.snapshot())
+            self.published += 1
+
+    def _record(self, rec, tick: int, now_ns: int, lateness_ns: int) -> None:
+        scene = self.scene
+        i = rec.next_row()
+        fl = rec.fields
+        fl["tick"][i] = tick
+        fl["t"][i] = (now_ns - self.t0_ns) * 1e-9
+        flags = fl["dev_flags"][i]
+        for h, s in enumerate(self.samples):
+            if s is None:
+                flags[h] = 0
+                continue
+            fl["dev_t"][i, h] = s.t
+            fl["dev_seq"][i, h] = s.seq
+            fl["dev_pos"][i, h] = s.position
+            fl["dev_grip"][i, h] = s.gripper
+            fl["dev_buttons"][i, h] = s.buttons
+            fl["dev_status"][i, h] = s.status
+            flags[h] = int(s.fresh) | (int(s.connected) << 1)
+        fl["targets"][i] = self.control.targets
+        fl["jaws"][i] = self.control.jaws
+        fl["force"][i] = self.force
+        scene.read_tool_poses(fl["tool_pose"][i])
+        fl["scope_pose"][i] = scene.scope.pose
+        scene.scope.params(fl["scope"][i])
+        fl["lateness_ns"][i] = lateness_ns
+
+    # -- around the tick -----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """`scene.snapshot()` plus `hud` (the procedure's hud() as JSON bytes, see encode_hud)."""
+        snap = self.scene.snapshot()
+        hud = getattr(self.procedure, "hud", None)
+        encode_hud(hud() if hud is not None else None, self.hud)
+        snap["hud"] = self.hud.copy()
+        return snap
+
+    def publish(self) -> None:
+        """Write a snapshot to the mailbox now (the first one, before the loop starts)."""
+        if self.mailbox is not None:
+            self.mailbox.write(self.snapshot())
+            self.published += 1
+
+    def finish_row(self, compute_ns: int) -> None:
+        """Store the tick's compute time in its recorded row (after the caller measured it)."""
+        rec = self.recorder
+        if rec is not None and rec.n:
+            rec.fields["compute_ns"][rec.n - 1] = compute_ns
+
+    def zero_force(self) -> None:
+        """Command zero force on every device now (shutdown, errors); never raises."""
+        self.force[:] = 0.0
+        zero_hands(self.hands)

@@ -1,0 +1,89 @@
+"""The session step: devices -> map -> scene.tick -> procedure -> forces, rows and snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from haptics.device import NullDevice
+from sim.runtime.devices import WorkspaceMap
+from sim.runtime.mailbox import SnapshotMailbox, layout_of
+from sim.runtime.recording import RecordingWriter, read_recording
+from sim.runtime.step import Hand, SessionStep, decode_hud
+from sim.scene import build_scene
+
+
+class CountingProcedure:
+    """A procedure stand-in: counts ticks, keeps the events it was handed, shows a HUD."""
+
+    def __init__(self) -> None:
+        self.ticks: list[int] = []
+        self.events: list = []
+
+    def update(self, scene, tick, events) -> None:
+        self.ticks.append(tick)
+        self.events.extend(events)
+
+    def hud(self) -> dict:
+        return {"instruction": f"tick {len(self.ticks)}", "progress": 0.5, "warnings": ["w"]}
+
+
+@pytest.fixture
+def scene():
+    with build_scene("default", tissue_tets=0) as s:
+        yield s
+
+
+def test_each_hand_drives_its_own_tool_and_gets_its_own_force(scene, tmp_path):
+    left, right = NullDevice((0.0, 0.0, -0.01)), NullDevice((0.0, 0.0, 0.01))
+    for d in (left, right):
+        d.open()
+    hands = [Hand(left, WorkspaceMap.for_scene(scene, tool=0)),
+             Hand(right, WorkspaceMap.for_scene(scene, tool=1))]
+    rec = RecordingWriter(str(tmp_path / "s.trec"), {"mode": "test"}, scene.n_tools, n_hands=2)
+    step = SessionStep(scene, hands, recorder=rec, checksum_every=10)
+    home = [h.wmap.home.copy() for h in hands]
+    for k in range(20):
+        step.step(k * 1_000_000)
+    rec.close()
+    assert np.allclose(step.control.targets[0, :3], home[0][0, :3] + 1.5 * np.array([0, 0, -0.01]))
+    assert np.allclose(step.control.targets[1, :3], home[1][1, :3] + 1.5 * np.array([0, 0, 0.01]))
+    # each device got minus the coupling force of its own tool
+    assert np.allclose(left.last_force, -step.coupling[0])
+    assert np.allclose(right.last_force, -step.coupling[1])
+    r = read_recording(str(tmp_path / "s.trec"))
+    assert r.ticks["force"].shape == (20, 2, 3) and r.ticks["dev_pos"].shape == (20, 2, 3)
+    assert np.allclose(r.ticks["dev_pos"][-1], [[0, 0, -0.01], [0, 0, 0.01]])
+    assert r.ticks["tool_pose"].shape == (20, 2, 7)
+    # the recorded tool pose is where the tool tip is after the tick
+    assert np.allclose(r.ticks["tool_pose"][-1, :, :3], [t.tip() for t in scene.tools], atol=1e-9)
+    assert np.allclose(r.ticks["scope_pose"][-1], scene.scope.pose)
+    assert len(r.checksums) == 2
+
+
+def test_the_procedure_sees_every_tick_and_event_and_its_hud_reaches_the_snapshot(scene):
+    proc = CountingProcedure()
+    step = SessionStep(scene, [], procedure=proc, publish_every=5)
+    box = SnapshotMailbox.create(layout_of(step.snapshot()))
+    step.mailbox = box
+    try:
+        control = scene.hold_control()
+        for k in range(10):
+            if k == 4:  # an event of tick 4 (as the scene appends them)
+                scene.events.append(_event(scene.tick_count))
+            step.step(0, control=control)
+        assert proc.ticks == list(range(10))
+        assert len(proc.events) == 1 and proc.events[0].tick == 4
+        snap = SnapshotMailbox.attach(box.name, box.layout).read()
+        hud = decode_hud(snap["hud"])
+        assert hud["instruction"] == "tick 10" and hud["warnings"] == ["w"]
+        assert snap["scope_pose"].shape == (7,) and step.published == 2
+    finally:
+        box.close()
+        box.unlink()
+
+
+def _event(tick: int):
+    from sim.scene import SceneEvent
+
+    return SceneEvent(tick, "grasp_object", 0, 0.0, "test")
