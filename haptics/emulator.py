@@ -85,7 +85,8 @@ class EmulatorConfig:
     arm_shoulder: tuple[float, float, float] = (0.0, -0.15, -0.10)  # arm pivot [m]
     tilt: tuple[float, float] = (0.0, 0.0)  # base tilt about x, then y [rad]
     sync_ticks: int = 0  # apply FORCE this many ticks after the STATE it answers (0: on arrival)
-    # with sync_ticks: hold a tick up to this long [ms] for the FORCE due in it (0: never wait)
+    # with sync_ticks: hold each tick up to this long [ms] until the host has answered the STATE
+    # before it (0: never wait); see Emulator.host_behind
     sync_wait_ms: float = 0.0
     # miscalibration
     encoder_offset: tuple[int, int, int] = (0, 0, 0)  # [counts]
@@ -112,6 +113,7 @@ class EmulatorConfig:
     duration: float | None = None
     event_log: str | None = None
     exit_with_parent: bool = False
+    fifo: int = 0  # ask for SCHED_FIFO at this priority (0: no)
     script: list[tuple[float, ...]] = field(default_factory=list)
 
 
@@ -499,19 +501,20 @@ class Emulator:
         self.send(P.encode_frame(P.MSG_STATE, payload))
 
     def host_behind(self, now: float, due: float) -> bool:
-        """With --sync-wait-ms: the tick due at `due` [s] waits, because the FORCE due in it (the
-        answer to STATE seq + 1 - sync_ticks) has not arrived and the wait is not yet over.
+        """With --sync-wait-ms: the tick due at `due` [s] waits, because the host has not yet
+        answered the STATE sent last (no FORCE echoing it) and the wait is not yet over: a
+        synchronous bus whose cycle waits for the host's frame. Every STATE is then answered and
+        the FORCE answering STATE n is applied at tick n + sync_ticks exactly.
 
         Why: this emulator is a Python process; on a loaded machine neither it nor the host keeps
-        a crystal's time, and a FORCE arriving after its sync tick changes the loop delay being
-        measured (calibration's stability step then measures again, or refuses). A device whose
-        clock holds for its frame closes exactly the modelled loop whatever the scheduling; the
-        watchdog still applies once the wait is over."""
+        a crystal's time. A host that falls behind answers only the newest STATE, so the force
+        applied at a tick answers an older STATE than usual: the loop delay being measured varies
+        (calibration's stability step then measures again, and refuses after 15 tries). The
+        watchdog still applies once a wait is over."""
         cfg = self.cfg
         if not (cfg.sync_wait_ms and cfg.sync_ticks and self.enabled and self.force_frames):
             return False
-        want = (self.seq + 1 - cfg.sync_ticks) & 0xFFFFFFFF
-        missing = 0 < ((want - self.latest_answer) & 0xFFFFFFFF) < 0x80000000
+        missing = 0 < ((self.seq - self.latest_answer) & 0xFFFFFFFF) < 0x80000000
         return missing and now - due < cfg.sync_wait_ms * 1e-3
 
     # ---------------------------------------------------------------------------------- faults
@@ -550,6 +553,14 @@ class Emulator:
               + (f" (link {self.cfg.link})" if self.cfg.link else ""), file=sys.stderr, flush=True)
         self.event("start", path)
         parent = os.getppid()
+        if self.cfg.fifo:
+            # A device keeps its clock on its own processor; on a shared (test) machine this
+            # process competes for a CPU and, at normal priority under load, streams at ~600 Hz.
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.cfg.fifo))
+            except (AttributeError, OSError) as exc:
+                print(f"trocar emulator: SCHED_FIFO not permitted ({exc}); normal priority",
+                      file=sys.stderr, flush=True)
 
         def _stop(signum: int, frame: object) -> None:
             self.stop = True
@@ -693,7 +704,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--tilt", type=_floats(2), default=d.tilt,
                    help="base tilt about x, then y [rad] (default 0,0)")
     h.add_argument("--sync-wait-ms", type=float, default=d.sync_wait_ms,
-                   help="with --sync-ticks: hold a tick up to this long for its FORCE (0: never)")
+                   help="with --sync-ticks: hold each tick up to this long until the host has "
+                   "answered the STATE before it (0: never)")
     h.add_argument("--sync-ticks", type=int, default=d.sync_ticks,
                    help="apply each FORCE this many ticks after the STATE it answers (a fixed "
                         "loop delay whatever the host's jitter; default 0: on arrival)")
@@ -723,6 +735,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="corrupt the first N INFO frames after each (re)plug (ACK still sent)")
     f.add_argument("--seed", type=int, default=0, help="fault RNG seed")
     p.add_argument("--duration", type=float, help="exit after this many seconds")
+    p.add_argument("--fifo", type=int, default=0, metavar="PRIORITY",
+                   help="run SCHED_FIFO at this priority when permitted (a device's own clock)")
     p.add_argument("--event-log", help="append device events (monotonic time) to this file")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="exit when the parent process goes away")
@@ -770,6 +784,8 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
                                "--grip-stiffness >= 0")
     if a.gravity_mass < 0 or a.arm_mass < 0 or not 0 <= a.sync_ticks <= 100:
         raise EmulatorArgError("--gravity-mass and --arm-mass must be >= 0, --sync-ticks 0..100")
+    if not 0 <= a.fifo <= 99:
+        raise EmulatorArgError("--fifo must be a priority in 1..99 (0: normal scheduling)")
     if not 0 <= a.sync_wait_ms <= 1000:
         raise EmulatorArgError("--sync-wait-ms must be in 0..1000")
     return EmulatorConfig(
@@ -785,7 +801,7 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         stop_replying_at=a.stop_replying_at, unplug_at=a.unplug_at, replug_after=a.replug_after,
         garbage_at_open=a.garbage_at_open, lose_info=a.lose_info, seed=a.seed, link=a.link,
         duration=a.duration,
-        event_log=a.event_log, exit_with_parent=a.exit_with_parent, script=script,
+        event_log=a.event_log, exit_with_parent=a.exit_with_parent, fifo=a.fifo, script=script,
         handle_mass=a.handle_mass, device_damping=a.device_damping, grip_mass=a.grip_mass,
         grip_damping=a.grip_damping, grip_stiffness=a.grip_stiffness, grip_at=a.grip_at,
         gravity_mass=a.gravity_mass, arm_mass=a.arm_mass, arm_shoulder=a.arm_shoulder,

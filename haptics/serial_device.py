@@ -105,6 +105,7 @@ class SerialDevice(HapticDevice):
         self.tx_partial = 0  # FORCE frames the OS did not take whole
         self.uptime = LinkUpTime()  # running/not running transitions, time without a device
         self.shutdown_confirmed: bool | None = None  # close(): DISABLE acknowledged (None: not yet)
+        self._running_at_close = False
         # newest STATE
         self._state_payload = b""
         self._state_t = 0.0
@@ -159,6 +160,7 @@ class SerialDevice(HapticDevice):
             self._handshake()
         finally:
             self._opening = False
+        self.uptime.update(True)
         safety.register(self)
 
     def _handshake(self) -> None:
@@ -184,6 +186,8 @@ class SerialDevice(HapticDevice):
     def close(self) -> None:
         """Zero force and disable the device, confirmed by its ACK or retried until
         SHUTDOWN_CONFIRM_S (see the module docstring), then close the port. Idempotent."""
+        if self.phase != PHASE_CLOSED:
+            self._running_at_close = self.phase == PHASE_RUNNING
         if self._ser is not None and self.phase not in (PHASE_INCOMPATIBLE, PHASE_CLOSED):
             self.shutdown_confirmed = self._confirmed_disable()
         else:
@@ -337,7 +341,8 @@ class SerialDevice(HapticDevice):
                 "framing_errors": d.cobs_errors + d.short_frames + d.oversize,
                 "disconnects": up.downs, "reconnects": up.reconnects,
                 "time_without_device_s": round(up.down_s(), 4), "ever_connected": up.ever_up,
-                "connected": self.phase == PHASE_RUNNING, "calibrated": False,
+                "connected": (self.phase == PHASE_RUNNING if self.phase != PHASE_CLOSED
+                              else self._running_at_close), "calibrated": False,
                 "calibration_note": "no calibration profile applied (bare driver)",
                 "shutdown_confirmed": self.shutdown_confirmed}
 

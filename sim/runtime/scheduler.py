@@ -65,6 +65,34 @@ class StopFlag:
         return self
 
 
+class SharedStop:
+    """A cross-process stop event with no lock: one byte in shared memory (`ctx.RawValue`), set
+    once, read with one load. A multiprocessing.Event takes a lock in is_set(), set() and wait():
+    a session process killed -9 inside one of them leaves that lock held, and every later
+    set()/is_set() in the other processes blocks for good (seen: kill -9 of the renderer hung
+    the supervisor's Ctrl-C and the physics loop). Pass it to child processes at their start.
+    """
+
+    def __init__(self, ctx) -> None:
+        self._flag = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return self._flag.value != 0
+
+    def wait(self, timeout: float | None = None, *, poll_s: float = 0.005) -> bool:
+        """Sleep until set or `timeout` [s] passed (polling every poll_s [s]); returns is_set()."""
+        t_end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = poll_s if t_end is None else min(poll_s, t_end - time.monotonic())
+            if left <= 0:
+                break
+            time.sleep(left)
+        return self.is_set()
+
+
 class PeriodicScheduler:
     """Absolute-deadline periodic timing (see the module docstring).
 

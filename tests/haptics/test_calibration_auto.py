@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMU_FIFO
 
 from haptics import calibration as C
 from haptics import protocol as P
@@ -43,8 +44,9 @@ def _emu_args(serial: str, e: dict) -> list[str]:
     def csv(v):
         return ",".join(str(x) for x in v)
     # "--opt=value": a value starting with "-" would otherwise read as an option
-    return ["--serial", serial, f"--encoder-offset={csv(e['offset'])}", f"--gain-error={csv(e['gain'])}",
-            f"--axis-sign={csv(e['sign'])}", f"--force-constant-error={csv(e['force'])}",
+    return [*EMU_FIFO, "--serial", serial, f"--encoder-offset={csv(e['offset'])}",
+            f"--gain-error={csv(e['gain'])}", f"--axis-sign={csv(e['sign'])}",
+            f"--force-constant-error={csv(e['force'])}",
             "--latency-ms", str(e["latency_ms"])]
 
 

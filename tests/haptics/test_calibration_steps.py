@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMU_FIFO
 
 from haptics import calibration as C
 from haptics import protocol as P
@@ -63,7 +64,7 @@ def _csv(v) -> str:
 
 
 def _emu_args(serial: str = SERIAL, *, gravity: bool = True) -> list[str]:
-    args = ["--serial", serial, f"--encoder-offset={_csv(ERR['offset'])}",
+    args = [*EMU_FIFO, "--serial", serial, f"--encoder-offset={_csv(ERR['offset'])}",
             f"--gain-error={_csv(ERR['gain'])}", f"--axis-sign={_csv(ERR['sign'])}",
             f"--force-constant-error={_csv(ERR['force'])}", "--latency-ms", str(LATENCY_TICKS),
             "--sync-ticks", str(SYNC_TICKS), "--sync-wait-ms", str(SYNC_WAIT_MS),
