@@ -36,6 +36,7 @@ import tty
 from dataclasses import dataclass, field
 
 from haptics import protocol as P
+from haptics.sched import request_fifo
 
 GRAVITY = 9.81  # [m/s^2]
 SUBSTEPS = 10  # mechanics sub-steps per device tick for the physical hands (free, grip)
@@ -556,11 +557,9 @@ class Emulator:
         if self.cfg.fifo:
             # A device keeps its clock on its own processor; on a shared (test) machine this
             # process competes for a CPU and, at normal priority under load, streams at ~600 Hz.
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.cfg.fifo))
-            except (AttributeError, OSError) as exc:
-                print(f"trocar emulator: SCHED_FIFO not permitted ({exc}); normal priority",
-                      file=sys.stderr, flush=True)
+            why = request_fifo(self.cfg.fifo)
+            if why:
+                print(f"trocar emulator: {why}", file=sys.stderr, flush=True)
 
         def _stop(signum: int, frame: object) -> None:
             self.stop = True
