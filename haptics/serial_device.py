@@ -29,6 +29,7 @@ from __future__ import annotations
 import select
 import struct
 import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -106,6 +107,13 @@ class SerialDevice(HapticDevice):
         self.uptime = LinkUpTime()  # running/not running transitions, time without a device
         self.shutdown_confirmed: bool | None = None  # close(): DISABLE acknowledged (None: not yet)
         self._running_at_close = False
+        # FORCE frames may also be sent by a keeper thread (keep_alive); reentrant because
+        # haptics.safety's signal handlers send from the main thread, maybe mid-send.
+        self._tx_lock = threading.RLock()
+        self._t_last_tx = 0.0  # last FORCE frame sent [s, perf_counter]
+        self._t_loop_force = 0.0  # last write_force from the loop [s, perf_counter]
+        self._keeper_zeroed = False  # the keeper zeroed the output: soft start when the loop is back
+        self.keeper_frames = 0  # FORCE frames the keeper sent [count]
         # newest STATE
         self._state_payload = b""
         self._state_t = 0.0
@@ -201,6 +209,7 @@ class SerialDevice(HapticDevice):
         hooks call this: it never waits). Returns DISABLE's token (-1: nothing sent). Never
         raises."""
         self.safety.reset()
+        self._keeper_zeroed = True  # a keeper thread, if any, may only send zero from now on
         if self._ser is None:
             return -1
         try:
@@ -301,6 +310,10 @@ class SerialDevice(HapticDevice):
         """Send this tick's FORCE through the safety chain; zero unless the link is running."""
         if self._ser is None or self.phase == PHASE_HANDSHAKE:
             return
+        self._t_loop_force = time.perf_counter()
+        if self._keeper_zeroed:
+            self._keeper_zeroed = False
+            self.safety.reset()
         if self.phase == PHASE_RUNNING:
             out = self.safety.apply(float(force[0]), float(force[1]), float(force[2]),
                                     float(gripper), time.perf_counter())
@@ -402,19 +415,48 @@ class SerialDevice(HapticDevice):
         if n is not None and n < len(frame):
             self.tx_partial += 1  # receiver drops the truncated frame at the next delimiter
 
-    def _send_force(self, fx: float, fy: float, fz: float, fg: float, flags: int) -> None:
-        if self._ser is None:
-            return
+    def _force_frame(self, fx: float, fy: float, fz: float, fg: float, flags: int) -> bytes:
+        """The next FORCE frame (new seq, echo, round-trip bookkeeping). Call holding _tx_lock."""
         seq = self._force_seq = (self._force_seq + 1) & 0xFFFFFFFF
         echo = self._last_seq or 0
         payload = P.FORCE_STRUCT.pack(seq, round(fx * 1000), round(fy * 1000), round(fz * 1000),
                                       round(fg * 1000), flags, echo)
         i = seq & (_TX_RING - 1)
         self._tx_seq[i] = seq
-        self._tx_time[i] = time.perf_counter()
+        self._t_last_tx = self._tx_time[i] = time.perf_counter()
         self.last_force_sent = (fx, fy, fz)
         self.last_flags_sent = flags
-        self._send(P.encode_frame(P.MSG_FORCE, payload))
+        return P.encode_frame(P.MSG_FORCE, payload)
+
+    def _send_force(self, fx: float, fy: float, fz: float, fg: float, flags: int) -> None:
+        if self._ser is None:
+            return
+        with self._tx_lock:
+            self._send(self._force_frame(fx, fy, fz, fg, flags))
+
+    def keep_alive(self, silence_s: float, hold_s: float) -> bool:
+        """For a keeper thread (haptics.force_keeper): when no FORCE frame went out for
+        `silence_s` [s], send one, so that a loop stuck in a long tick does not trip the device
+        watchdog. It repeats the last force while the loop has been silent for less than
+        `hold_s` [s], then sends zero force with the enable flag clear (and the soft start runs
+        again when the loop is back). Returns whether it sent. Never raises; never changes the
+        link's state (a failed write is the loop's to notice)."""
+        with self._tx_lock:
+            ser = self._ser
+            now = time.perf_counter()
+            if ser is None or self.phase != PHASE_RUNNING or now - self._t_last_tx < silence_s:
+                return False
+            if now - self._t_loop_force < hold_s and not self._keeper_zeroed:
+                f, g, flags = self.last_force_sent, self.safety.gripper_out, self.last_flags_sent
+            else:
+                f, g, flags = (0.0, 0.0, 0.0), 0.0, 0
+                self._keeper_zeroed = True
+            try:
+                ser.write(self._force_frame(f[0], f[1], f[2], g, flags))
+            except Exception:  # noqa: BLE001 - the loop's next write reports a dead port
+                return False
+            self.keeper_frames += 1
+            return True
 
     def _send_cmd(self, opcode: int, arg: int) -> int:
         self._token = (self._token + 1) & 0xFFFF

@@ -37,6 +37,7 @@ import os
 
 import numpy as np
 
+from haptics.force_keeper import ForceKeeper
 from haptics.parent_watch import ParentWatch, die_with_parent
 from sim.runtime.devices import WorkspaceMap, parse_devices, serial_driver
 from sim.runtime.mailbox import SnapshotMailbox
@@ -278,6 +279,7 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     hands = [Hand(None, w) for w in wmaps]
     drivers: list = []
+    keeper = ForceKeeper(())
     try:
         for line in apply_realtime_sched(cfg):
             conn.send(("log", "haptic servo: " + line))
@@ -290,6 +292,8 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
             conn.send(("error", str(exc)))
             return
         drivers = [serial_driver(h.device) for h in hands]
+        keeper.devices = [d for d in drivers if d is not None]
+        keeper.start()
         conn.send(("ready", None))
         targets = wmaps[0].home.copy()
         jaws = np.zeros(len(targets))
@@ -340,6 +344,7 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
             why = "the session's process died"
         conn_log(conn, f"haptic servo: stopped ({flag.why or why})")
     finally:
+        keeper.stop()
         devs_open = [h.device for h in hands]
         close_hands(hands)  # zero, DISABLE confirmed by the device, close
         gc.enable()

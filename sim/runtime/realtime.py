@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 
+from haptics.force_keeper import ForceKeeper
 from haptics.parent_watch import ParentWatch, die_with_parent
 from sim.errors import UserError
 from sim.runtime.config import RunConfig, default_record_path, session_meta
@@ -158,6 +159,7 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
     multirate = False
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     reason = "end"
+    keeper = ForceKeeper(())
     try:
         # Warm-up ticks (devices not open yet: tools hold): compile every path the loop takes.
         n_warm = AUTO_MEASURE_TICKS if cfg.rate_mode == "auto" else 3
@@ -193,9 +195,12 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
         gc.freeze()
         gc.disable()
         open_hands(step.hands, choices, soft_start_s=cfg.soft_start_s)
+        # FORCE keeps flowing through a long tick (haptics.force_keeper)
+        keeper = ForceKeeper([serial_driver(h.device) for h in step.hands]).start()
         rec.flush()
         reason = run_loop(cfg, step, rec, timer, stop, flag)
     finally:
+        keeper.stop()
         drivers = [serial_driver(h.device) for h in step.hands]
         devices = [h.device for h in step.hands]
         step.force[:] = 0.0

@@ -117,6 +117,7 @@ class PeriodicScheduler:
         self.deadline = 0
         self.ticks = 0
         self.skipped = 0
+        self._last_len = 0  # the last tick's length, its deadline to its end [ns]
 
     def start(self, now_ns: int | None = None) -> None:
         """Put the first deadline one period after now."""
@@ -134,7 +135,11 @@ class PeriodicScheduler:
                 self.wait(rem * 1e-9)
                 rem = deadline - clock() - self.spin_ns
         elif self.min_idle_ns:
-            self.wait(self.min_idle_ns * 1e-9)  # late: still yield, or RT throttling stalls us
+            # Late: still yield, or RT throttling stalls us. The budget is a share of wall time,
+            # so a tick longer than the period needs a proportionally longer idle (measured: 2 ms
+            # ticks with an 80 us idle were throttled ~50 ms every second, and the device
+            # watchdog tripped each time).
+            self.wait(self.min_idle_ns * max(1.0, self._last_len / self.period_ns) * 1e-9)
         now = clock()
         while now < deadline:
             now = clock()
@@ -144,6 +149,7 @@ class PeriodicScheduler:
         """The tick that started at the current deadline ended at end_ns: move to the next deadline,
         dropping any that already passed. Returns how many were dropped."""
         self.ticks += 1
+        self._last_len = end_ns - self.deadline
         self.deadline += self.period_ns
         late = end_ns - self.deadline
         if late >= self.period_ns:  # missed whole periods: drop them (no burst to catch up)
