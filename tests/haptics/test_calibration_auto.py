@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EMU_FIFO
+from conftest import EMU_FIFO, host_fifo
 
 from haptics import calibration as C
 from haptics import protocol as P
@@ -105,10 +105,11 @@ def test_auto_calibration_recovers_injected_errors_and_the_device_then_reads_tru
         dev.open()
         assert dev.calibrated, dev.profile_error
         t_end = time.monotonic() + 1.0
-        while time.monotonic() < t_end:
-            s = dev.read()
-            dev.write_force((0.0, 0.0, 0.0))
-            dev.wait(0.002)
+        with host_fifo():
+            while time.monotonic() < t_end:
+                s = dev.read()
+                dev.write_force((0.0, 0.0, 0.0))
+                dev.wait(0.002)
         assert np.max(np.abs(s.position - true)) < 0.5e-3, s.position
     finally:
         dev.close()
@@ -119,12 +120,13 @@ def test_auto_calibration_recovers_injected_errors_and_the_device_then_reads_tru
         dev.open()
         rest = None
         t0 = time.monotonic()
-        while time.monotonic() < t0 + 1.2:
-            s = dev.read()
-            if rest is None and time.monotonic() > t0 + 0.3:
-                rest = s.position.copy()
-            dev.write_force((0.0, 2.0, 0.0) if rest is not None else (0.0, 0.0, 0.0))
-            dev.wait(0.002)
+        with host_fifo():
+            while time.monotonic() < t0 + 1.2:
+                s = dev.read()
+                if rest is None and time.monotonic() > t0 + 0.3:
+                    rest = s.position.copy()
+                dev.write_force((0.0, 2.0, 0.0) if rest is not None else (0.0, 0.0, 0.0))
+                dev.wait(0.002)
         felt = 200.0 * (s.position - rest)
         assert abs(felt[1] - 2.0) < 0.04 and abs(felt[0]) < 0.01, felt
     finally:

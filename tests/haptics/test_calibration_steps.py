@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EMU_FIFO
+from conftest import EMU_FIFO, host_fifo
 
 from haptics import calibration as C
 from haptics import protocol as P
@@ -232,13 +232,14 @@ def test_profile_auto_load_compensates_gravity_and_reports_the_measured_stiffnes
         lets go; the simulation commands zero force. Returns the drift after `seconds` [m]."""
         t0 = time.monotonic()
         p0 = None
-        while time.monotonic() < t0 + 0.3 + seconds:
-            s = dev.read()
-            if p0 is None and time.monotonic() > t0 + 0.3:
-                p0 = s.position.copy()
-                dev.device.command(EMU_SET_HAND, HANDS.index("free"))
-            dev.write_force((0.0, 0.0, 0.0))
-            dev.wait(0.002)
+        with host_fifo():
+            while time.monotonic() < t0 + 0.3 + seconds:
+                s = dev.read()
+                if p0 is None and time.monotonic() > t0 + 0.3:
+                    p0 = s.position.copy()
+                    dev.device.command(EMU_SET_HAND, HANDS.index("free"))
+                dev.write_force((0.0, 0.0, 0.0))
+                dev.wait(0.002)
         return s.position - p0
 
     args = ["--hand", "still", f"--hand-at={_csv(start)}"]
