@@ -462,7 +462,8 @@ class SerialDevice(HapticDevice):
         self._token = (self._token + 1) & 0xFFFF
         self._pending[self._token] = (opcode, arg, time.monotonic())
         if self._ser is not None:
-            self._send(P.encode(P.Cmd(self._token, opcode, arg)))
+            with self._tx_lock:  # one frame per write, never interleaved with a keeper's
+                self._send(P.encode(P.Cmd(self._token, opcode, arg)))
         return self._token
 
     def _handle(self, msg_type: int, payload: bytes, now: float) -> None:
