@@ -19,7 +19,7 @@ import numpy as np
 from sim.errors import UserError
 from sim.runtime.config import RunConfig, session_meta
 from sim.runtime.devices import WorkspaceMap, parse_devices, start_emulators
-from sim.runtime.recording import RecordingWriter, read_recording
+from sim.runtime.recording import RecordingWriter, meta_problem, read_recording
 from sim.runtime.step import Hand, SessionStep, close_hands, open_hands
 from sim.runtime.timing import TickTimer
 
@@ -160,6 +160,9 @@ def replay(path: str, *, progress=None, threads: int = 1, procedure=None) -> Rep
     if not rec.meta:  # nothing to replay: bad input, not a damaged session (UserError: exit 2)
         raise UserError(rec.damage or f"{path}: no META")
     meta = rec.meta
+    problem = meta_problem(meta, replay=True)
+    if problem is not None:
+        raise UserError(f"{path}: {problem}")
     cfg = RunConfig(scene=meta["scene"], overrides=meta["overrides"], seed=meta["seed"],
                     scale=float(meta.get("config", {}).get("scale", 1.5)))
     try:

@@ -209,11 +209,13 @@ class RecordingWriter:
                         return
 
 
-def meta_problem(meta: object) -> str | None:
-    """What makes a META chunk unusable for replay (one phrase), or None if it is usable.
+def meta_problem(meta: object, *, replay: bool = False) -> str | None:
+    """What makes a META chunk unusable (one phrase), or None.
 
-    Checked: the file format version, and the fields replay and the device replay read, with
-    their types; the tick layout must hold `tick`, `targets` (n_tools, 4) and `jaws` (n_tools,).
+    For reading (the reader checks this): a JSON object of this format version whose tick layout
+    holds `tick`, `targets` (n_tools, 4) and `jaws` (n_tools,). With replay=True also what replay
+    rebuilds the session from: scene, overrides, seed, dt, and n_hands / config when present,
+    with their types.
     """
     if not isinstance(meta, dict):
         return f"META is a JSON {type(meta).__name__}, not an object"
@@ -221,22 +223,15 @@ def meta_problem(meta: object) -> str | None:
     if fmt != FORMAT_VERSION:
         return (f"recording format {fmt!r}; this trocar reads format {FORMAT_VERSION} "
                 "(recorded by another version?)")
-    want = {"scene": str, "overrides": dict, "seed": int, "n_tools": int, "dt": (int, float),
-            "tick_dtype": list}
+    want = {"n_tools": int, "tick_dtype": list}
+    if replay:
+        want.update({"scene": str, "overrides": dict, "seed": int, "dt": (int, float)})
     for name, typ in want.items():
         v = meta.get(name)
         if v is None:
             return f"META has no {name!r}"
         if not isinstance(v, typ) or isinstance(v, bool):
             return f"META field {name!r} is {v!r}, not a {getattr(typ, '__name__', 'number')}"
-    if not all(isinstance(k, str) for k in meta["overrides"]):
-        return "META field 'overrides' has non-text keys"
-    for name, typ in (("n_hands", int), ("config", dict)):
-        v = meta.get(name)
-        if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
-            return f"META field {name!r} is {v!r}, not a {typ.__name__}"
-    if not isinstance(meta.get("config", {}).get("scale", 1.5), (int, float)):
-        return "META field 'config.scale' is not a number"
     n = meta["n_tools"]
     if n < 1:
         return f"META field 'n_tools' is {n}"
@@ -248,6 +243,16 @@ def meta_problem(meta: object) -> str | None:
     for name, shape in (("tick", ()), ("targets", (n, 4)), ("jaws", (n,))):
         if name not in fields or fields[name][0].shape != shape:
             return f"META tick layout has no {name!r} of shape {shape}"
+    if not replay:
+        return None
+    if not all(isinstance(k, str) for k in meta["overrides"]):
+        return "META field 'overrides' has non-text keys"
+    for name, typ in (("n_hands", int), ("config", dict)):
+        v = meta.get(name)
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
+            return f"META field {name!r} is {v!r}, not a {typ.__name__}"
+    if not isinstance(meta.get("config", {}).get("scale", 1.5), (int, float)):
+        return "META field 'config.scale' is not a number"
     return None
 
 

@@ -89,8 +89,7 @@ def test_truncated_recording_replays_up_to_the_damage_and_says_where(recorded, t
 def _small_chunk_recording(tmp_path) -> str:
     """100 ticks in 16-row TICKS chunks (chunking of a real session depends on wall time)."""
     path = str(tmp_path / "chunks.trec")
-    meta = {"mode": "lockstep", "scene": "default", "overrides": {}, "seed": 0, "dt": 1e-3}
-    w = RecordingWriter(path, meta, 2, capacity=16)
+    w = RecordingWriter(path, {"mode": "lockstep"}, 2, capacity=16)
     for k in range(100):
         i = w.next_row()
         w.fields["tick"][i] = k
