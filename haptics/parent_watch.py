@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import sys
+import time
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -68,6 +69,16 @@ class ParentWatch:
 
     def parent_alive(self) -> bool:
         return os.getppid() == self.parent_pid
+
+    def wait(self, timeout: float, *, poll_s: float = 0.01) -> bool:
+        """Sleep until set or `timeout` [s] passed (looking every poll_s [s]); returns is_set()."""
+        t_end = time.monotonic() + timeout
+        while not self.is_set():
+            left = min(poll_s, t_end - time.monotonic())
+            if left <= 0:
+                break
+            time.sleep(left)
+        return self.is_set()
 
     def is_set(self) -> bool:
         if self.orphaned or os.getppid() != self.parent_pid:

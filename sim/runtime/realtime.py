@@ -297,6 +297,7 @@ def render_entry(name: str, layout: dict, description: dict, display: str, stop,
     It dies with the supervisor (SIGTERM's default action; it holds no device)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through `stop`
     die_with_parent()
+    stop = ParentWatch(stop)  # also covers a supervisor that died before prctl ran
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)

@@ -34,8 +34,10 @@ GONE_S = 20.0  # every session process has exited within this after the kill
 @pytest.fixture
 def device(tmp_path):
     link, log = str(tmp_path / "dev"), str(tmp_path / "emu.log")
+    # SCHED_FIFO where permitted: the device's clock, not the test machine's load, times the zero
     p = subprocess.Popen([sys.executable, "-m", "haptics.emulator", *EMU_DEFAULT_ARGS, "--link", link,
-                          "--event-log", log, "--exit-with-parent"], stdout=subprocess.PIPE,
+                          "--event-log", log, "--exit-with-parent", "--fifo", "50"],
+                         stdout=subprocess.PIPE,
                          stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     r, _, _ = select.select([p.stdout], [], [], 20.0)
     assert r and p.stdout.readline().strip()
