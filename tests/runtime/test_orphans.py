@@ -25,7 +25,9 @@ from sim.runtime.devices import EMU_DEFAULT_ARGS
 from sim.runtime.recording import read_recording
 
 STARTUP_S = 90  # spawn + imports + scene + JIT warm-up + device handshake, on a loaded machine
-ORPHAN_ZERO_S = 0.25  # parent death -> zero force + DISABLE at the device, loaded 2-core machine
+# parent death -> zero force + DISABLE at the device. Measured 2-236 ms on the 2-core VM at loads
+# of 15-20 with other sessions' SCHED_FIFO servos pinned to the same CPU (docs/runtime.md).
+ORPHAN_ZERO_S = 0.5
 WATCHDOG_S = 0.050  # the device watchdog the host sets
 MARGIN_S = 0.25  # scheduling slack on a loaded machine
 GONE_S = 20.0  # every session process has exited within this after the kill
@@ -128,4 +130,5 @@ def test_kill_9_of_a_session_process_leaves_zero_force_and_no_process(session, d
         assert zero - t_kill <= ORPHAN_ZERO_S, f"{1000 * (zero - t_kill):.0f} ms"
         if victim == "supervisor":
             r = read_recording(rec)
-            assert r.end is not None and r.end["reason"] == "parent died", r.end
+            # (PR_SET_PDEATHSIG's signal is SIGTERM: the END says which was seen first)
+            assert r.end is not None and r.end["reason"] in ("parent died", "SIGTERM"), r.end
