@@ -40,6 +40,7 @@ import numpy as np
 from haptics.force_keeper import ForceKeeper
 from haptics.parent_watch import ParentWatch, die_with_parent
 from sim.runtime.devices import WorkspaceMap, parse_devices, serial_driver
+from sim.runtime.keyboard import input_layout
 from sim.runtime.mailbox import SnapshotMailbox
 from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, SharedStop, StopFlag
 from sim.runtime.timing import TickTimer
@@ -53,7 +54,7 @@ MODEL_STALE_S = 0.1
 MODEL_DEAD_S = 2.0
 
 
-def input_layout(n_hands: int) -> dict:
+def sample_layout(n_hands: int) -> dict:
     """The servo -> physics mailbox: the newest device sample per hand."""
     return {"sample": ((n_hands, SAMPLE_FIELDS), "<f8")}
 
@@ -101,8 +102,10 @@ class MailboxDevice:
         pass
 
 
-def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag) -> str:
-    """Become the physics process: start the servo, tick the session, publish the local model."""
+def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
+                inputs: str | None = None) -> str:
+    """Become the physics process: start the servo, tick the session, publish the local model.
+    inputs: the window's input mailbox name (keyboard hands read it in the haptic servo)."""
     from sim.runtime.realtime import conn_send, run_loop
 
     scene = step.scene
@@ -115,14 +118,15 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag) -> 
                       "max_angle": float(inst.port.max_angle), "min_depth": float(inst.spec.min_insert),
                       "max_depth": float(inst.spec.max_insert)})
     k = float(scene.config.stiffness)
-    inbox = SnapshotMailbox.create(input_layout(n))
+    inbox = SnapshotMailbox.create(sample_layout(n))
     model = SnapshotMailbox.create(model_layout(n))
     ctx = mp.get_context("spawn")
     servo_stop = SharedStop(ctx)
     parent, child = ctx.Pipe(duplex=False)
     servo = ctx.Process(target=haptic_servo_main, name="trocar-haptic-servo",
                         args=(cfg, ",".join(str(c) for c in choices), [h.wmap for h in step.hands],
-                              ports, k, inbox.name, model.name, child, servo_stop, os.getppid()))
+                              ports, k, inbox.name, model.name, child, servo_stop, inputs,
+                              os.getppid()))
     servo.start()
     child.close()
     conn.send(("log", f"multirate: haptic servo pid {servo.pid}; physics pid in this process"))
@@ -254,7 +258,8 @@ class _Dead:
 
 
 def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[dict], k: float,
-                      input_name: str, model_name: str, conn, stop, supervisor_pid: int = 0) -> None:
+                      input_name: str, model_name: str, conn, stop, window_inputs: str | None = None,
+                      supervisor_pid: int = 0) -> None:
     """The multirate servo process: every hand's device I/O and local contact model at 1 kHz, on
     the same periodic scheduler as the real-time servo (RT idle share included). It stops (zero,
     DISABLE, exit) when its parent (the physics) or the supervisor dies: it runs SCHED_FIFO and
@@ -269,12 +274,13 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
     watch = ParentWatch(stop, also=(supervisor_pid,) if supervisor_pid else ())
     choices = parse_devices(devices)
     n = len(choices)
-    inbox = SnapshotMailbox.attach(input_name, input_layout(n))
+    inbox = SnapshotMailbox.attach(input_name, sample_layout(n))
     model = SnapshotMailbox.attach(model_name, model_layout(n))
     m = model.empty()  # the last good model
     fresh_model = model.empty()  # a read lands here first: a torn one must not reach m
     stale_ns, dead_ns = int(MODEL_STALE_S * 1e9), int(MODEL_DEAD_S * 1e9)
     mstate = [0, 0, 0]  # newest model seq, when it was first seen [ns], models seen
+    keys = None if window_inputs is None else SnapshotMailbox.attach(window_inputs, input_layout())
     sample_out = {"sample": np.zeros((n, SAMPLE_FIELDS))}
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     hands = [Hand(None, w) for w in wmaps]
@@ -287,7 +293,7 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
         gc.freeze()
         gc.disable()
         try:  # last: after ENABLE the device watchdog wants FORCE frames
-            open_hands(hands, choices, soft_start_s=cfg.soft_start_s)
+            open_hands(hands, choices, soft_start_s=cfg.soft_start_s, inputs=keys)
         except Exception as exc:  # noqa: BLE001 - reported as one line
             conn.send(("error", str(exc)))
             return
@@ -353,6 +359,8 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
         report["link"] = link_report(devs_open)
         inbox.close()
         model.close()
+        if keys is not None:
+            keys.close()
         try:
             conn.send(("report", report))
         except (BrokenPipeError, OSError):
