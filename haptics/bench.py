@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from haptics import protocol as P
-from haptics.serial_device import EmulatedDevice
+from haptics.emulated_device import EmulatedDevice
 
 
 def run_device_bench(seconds: float, *, rate_hz: int = 1000, emulator_args: tuple = (),

@@ -37,6 +37,7 @@ from haptics.profile import (
     save_profile,
 )
 from haptics.safety import SOFT_RUN, SOFT_WAIT
+from haptics.sched import request_fifo
 from haptics.serial_device import SerialDevice
 
 STEPS = ("position", "gravity", "force", "stability")  # also the order they run in
@@ -59,6 +60,7 @@ WALL_K_CAP = 20000.0  # stability step: stop increasing here [N/m]
 WALL_BISECTIONS = 4  # stability step: refinements between the last stable and first unstable
 WALL_KICK_N = 1.0  # stability step: the kick that excites the wall [N], for WALL_KICK_S [s]
 WALL_KICK_S = 0.005
+WIZARD_FIFO_PRIORITY = 60  # SCHED_FIFO priority of the wizard's host loop, where permitted
 WALL_TRIES = 15  # stability step: measurements per level before giving up on a clean one
 WALL_UNSTEADY_FRACTION = 0.08  # stability step: a window in which more ticks than this applied a
 # force answering another STATE than usual (the host was late for the device) is measured again
@@ -668,6 +670,9 @@ def _open(port: str) -> RecordingDevice:
     # start, and forgiving watchdogs (host 200 ms, device 250 ms) for the wizard's Python loop on
     # a loaded machine: a trip mid-step would spoil the measurement, and the device still stops
     # within 250 ms if the host dies. The clamp stays.
+    # The wizard's loop is a haptic servo: SCHED_FIFO where permitted (haptics.sched), below the
+    # runtime servo's 80 and above an emulator's 50.
+    request_fifo(WIZARD_FIFO_PRIORITY)
     dev = RecordingDevice(port, max_rate=1e6, ramp_s=0.1, state_timeout_s=0.2,
                           handshake_timeout_s=3.0, auto_reconnect=False, watchdog_ms=250)
     dev.open()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from haptics.link_health import no_link_stats
+
 
 class DeviceError(Exception):
     """A device cannot be used (bad port, no answer, incompatible protocol). One-line message."""
@@ -113,6 +115,11 @@ class HapticDevice(abc.ABC):
     def zero(self) -> None:
         """Command zero force now (safety paths)."""
         self.write_force((0.0, 0.0, 0.0), 0.0)
+
+    def link_stats(self) -> dict:
+        """Link health (keys and units in haptics.link_health); a device without a link (this
+        default) reports zeros."""
+        return no_link_stats("nothing to calibrate")
 
     def __enter__(self) -> HapticDevice:
         self.open()

@@ -36,6 +36,7 @@ import tty
 from dataclasses import dataclass, field
 
 from haptics import protocol as P
+from haptics.sched import request_fifo
 
 GRAVITY = 9.81  # [m/s^2]
 SUBSTEPS = 10  # mechanics sub-steps per device tick for the physical hands (free, grip)
@@ -85,6 +86,9 @@ class EmulatorConfig:
     arm_shoulder: tuple[float, float, float] = (0.0, -0.15, -0.10)  # arm pivot [m]
     tilt: tuple[float, float] = (0.0, 0.0)  # base tilt about x, then y [rad]
     sync_ticks: int = 0  # apply FORCE this many ticks after the STATE it answers (0: on arrival)
+    # with sync_ticks: hold each tick up to this long [ms] until the host has answered the STATE
+    # before it (0: never wait); see Emulator.host_behind
+    sync_wait_ms: float = 0.0
     # miscalibration
     encoder_offset: tuple[int, int, int] = (0, 0, 0)  # [counts]
     gain_error: tuple[float, float, float] = (0.0, 0.0, 0.0)  # relative
@@ -93,6 +97,7 @@ class EmulatorConfig:
     latency_ms: int = 0  # sensing and actuation delay
     # fault injection (times are seconds after the first frame from the host)
     drop_bytes: float = 0.0  # probability per outgoing byte
+    drop_rx_bytes: float = 0.0  # probability per incoming byte (host -> device loss)
     flip_bits: float = 0.0  # probability per outgoing byte of one flipped bit
     duplicate: float = 0.0  # probability per outgoing frame
     truncate: float = 0.0  # probability per outgoing frame (tail and delimiter lost)
@@ -102,12 +107,14 @@ class EmulatorConfig:
     unplug_at: float | None = None  # close the pty master
     replug_after: float | None = None  # open a new pty (same --link) this long after unplug
     garbage_at_open: int = 0  # random non-zero bytes sent when a host connects
+    lose_info: int = 0  # corrupt the first N INFO frames after each pty open (ACK still goes)
     seed: int = 0
     # process
     link: str | None = None
     duration: float | None = None
     event_log: str | None = None
     exit_with_parent: bool = False
+    fifo: int = 0  # ask for SCHED_FIFO at this priority (0: no)
     script: list[tuple[float, ...]] = field(default_factory=list)
 
 
@@ -137,6 +144,7 @@ class Emulator:
         self.cmd_gripper = 0.0
         self.cmd_enable = False
         self.force_echo = 0
+        self.latest_answer = 0  # newest STATE seq a FORCE has answered (its state_echo)
         self.out = [0.0, 0.0, 0.0]  # motor output the device believes it applies [N]
         self.out_gripper = 0.0
         self.clamped = False
@@ -162,6 +170,7 @@ class Emulator:
         self._lat_pos = [tuple(self.p)] * n  # ring of positions (sensing delay)
         self._lat_i = 0
         self._stalled = False
+        self._info_lost = 0  # INFO frames corrupted since the pty opened (lose_info)
         self._silent = False
         self._unplugged_at: float | None = None
         self.t0 = time.monotonic()
@@ -187,6 +196,7 @@ class Emulator:
             os.symlink(self.path, tmp)
             os.replace(tmp, self.cfg.link)  # atomic: a host never sees a missing link mid-swap
         self.decoder.reset()
+        self._info_lost = 0
         self.event("pty", self.path)
         return self.path
 
@@ -236,6 +246,9 @@ class Emulator:
             if exc.errno == errno.EIO:
                 return
             raise
+        if self.cfg.drop_rx_bytes:
+            p, rng = self.cfg.drop_rx_bytes, self.rng
+            data = bytes(x for x in data if rng.random() >= p)
         if not data:
             return
         if now - self.last_rx > HOST_SILENCE_S:
@@ -256,6 +269,8 @@ class Emulator:
                 self.force_frames += 1
                 self.force_echo = seq
                 self.last_force_rx = now
+                if ((state_echo - self.latest_answer) & 0xFFFFFFFF) < 0x80000000:
+                    self.latest_answer = state_echo
                 if self.cfg.sync_ticks > 0:
                     # Due at the tick that sends STATE echo + sync_ticks (now if that has passed).
                     self._sync.append(((state_echo + self.cfg.sync_ticks) & 0xFFFFFFFF, fx * 1e-3,
@@ -335,7 +350,13 @@ class Emulator:
             result = P.ACK_UNKNOWN_OPCODE
         self.send(P.encode(P.Ack(cmd.token, op, result, value)))
         if op == P.CMD_GET_INFO:
-            self.send(P.encode_frame(P.MSG_INFO, self.info_payload()))
+            frame = P.encode_frame(P.MSG_INFO, self.info_payload())
+            self.event("get_info")
+            if self._info_lost < self.cfg.lose_info:
+                # One flipped bit in the CRC: the host must drop it and ask again.
+                self._info_lost += 1
+                frame = frame[:-2] + bytes((frame[-2] ^ 0x01,)) + frame[-1:]
+            self.send(frame)
 
     def info_payload(self) -> bytes:
         cfg = self.cfg
@@ -480,6 +501,23 @@ class Emulator:
             round(out[0] * 1000), round(out[1] * 1000), round(out[2] * 1000), self.force_echo)
         self.send(P.encode_frame(P.MSG_STATE, payload))
 
+    def host_behind(self, now: float, due: float) -> bool:
+        """With --sync-wait-ms: the tick due at `due` [s] waits, because the host has not yet
+        answered the STATE sent last (no FORCE echoing it) and the wait is not yet over: a
+        synchronous bus whose cycle waits for the host's frame. Every STATE is then answered and
+        the FORCE answering STATE n is applied at tick n + sync_ticks exactly.
+
+        Why: this emulator is a Python process; on a loaded machine neither it nor the host keeps
+        a crystal's time. A host that falls behind answers only the newest STATE, so the force
+        applied at a tick answers an older STATE than usual: the loop delay being measured varies
+        (calibration's stability step then measures again, and refuses after 15 tries). The
+        watchdog still applies once a wait is over."""
+        cfg = self.cfg
+        if not (cfg.sync_wait_ms and cfg.sync_ticks and self.enabled and self.force_frames):
+            return False
+        missing = 0 < ((self.seq - self.latest_answer) & 0xFFFFFFFF) < 0x80000000
+        return missing and now - due < cfg.sync_wait_ms * 1e-3
+
     # ---------------------------------------------------------------------------------- faults
     def faults(self, now: float) -> None:
         """Fire the time-based fault injections (seconds after the first host frame)."""
@@ -516,6 +554,12 @@ class Emulator:
               + (f" (link {self.cfg.link})" if self.cfg.link else ""), file=sys.stderr, flush=True)
         self.event("start", path)
         parent = os.getppid()
+        if self.cfg.fifo:
+            # A device keeps its clock on its own processor; on a shared (test) machine this
+            # process competes for a CPU and, at normal priority under load, streams at ~600 Hz.
+            why = request_fifo(self.cfg.fifo)
+            if why:
+                print(f"trocar emulator: {why}", file=sys.stderr, flush=True)
 
         def _stop(signum: int, frame: object) -> None:
             self.stop = True
@@ -528,7 +572,8 @@ class Emulator:
         try:
             while not self.stop:
                 now = time.monotonic()
-                if now >= next_t:
+                held = now >= next_t and self.host_behind(now, next_t)
+                if now >= next_t and not held:
                     self.faults(now)
                     now = time.monotonic()
                     self.tick(now)
@@ -544,6 +589,8 @@ class Emulator:
                         if self.cfg.exit_with_parent and os.getppid() != parent:
                             break
                 wait = next_t - time.monotonic()
+                if held:
+                    wait = 0.0005  # the FORCE's bytes end it early
                 if self.master >= 0:
                     if wait <= 0:
                         wait = 0.0
@@ -655,6 +702,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="arm pivot x,y,z [m] (default 0,-0.15,-0.1)")
     h.add_argument("--tilt", type=_floats(2), default=d.tilt,
                    help="base tilt about x, then y [rad] (default 0,0)")
+    h.add_argument("--sync-wait-ms", type=float, default=d.sync_wait_ms,
+                   help="with --sync-ticks: hold each tick up to this long until the host has "
+                   "answered the STATE before it (0: never)")
     h.add_argument("--sync-ticks", type=int, default=d.sync_ticks,
                    help="apply each FORCE this many ticks after the STATE it answers (a fixed "
                         "loop delay whatever the host's jitter; default 0: on arrival)")
@@ -668,6 +718,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-ms", type=int, default=0, help="sensing+actuation delay [ms]")
     f = p.add_argument_group("fault injection (times after the host's first frame)")
     f.add_argument("--drop-bytes", type=float, default=0.0, help="probability per byte")
+    f.add_argument("--drop-rx-bytes", type=float, default=0.0,
+                   help="probability per byte received from the host")
     f.add_argument("--flip-bits", type=float, default=0.0, help="probability per byte")
     f.add_argument("--duplicate", type=float, default=0.0, help="probability per frame")
     f.add_argument("--truncate", type=float, default=0.0, help="probability per frame")
@@ -678,8 +730,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--replug-after", type=float, help="new pty (same --link) after [s]")
     f.add_argument("--garbage-at-open", type=int, default=0,
                    help="random bytes sent when a host connects")
+    f.add_argument("--lose-info", type=int, default=0,
+                   help="corrupt the first N INFO frames after each (re)plug (ACK still sent)")
     f.add_argument("--seed", type=int, default=0, help="fault RNG seed")
     p.add_argument("--duration", type=float, help="exit after this many seconds")
+    p.add_argument("--fifo", type=int, default=0, metavar="PRIORITY",
+                   help="run SCHED_FIFO at this priority when permitted (a device's own clock)")
     p.add_argument("--event-log", help="append device events (monotonic time) to this file")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="exit when the parent process goes away")
@@ -691,7 +747,7 @@ class EmulatorArgError(ValueError):
 
 def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
     """Validate options into an EmulatorConfig (EmulatorArgError on bad values)."""
-    for name in ("drop_bytes", "flip_bits", "duplicate", "truncate"):
+    for name in ("drop_bytes", "drop_rx_bytes", "flip_bits", "duplicate", "truncate"):
         if not 0.0 <= getattr(a, name) <= 1.0:
             raise EmulatorArgError(f"--{name.replace('_', '-')} must be a probability in [0, 1]")
     if not 100 <= a.rate <= 2000:
@@ -727,6 +783,10 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
                                "--grip-stiffness >= 0")
     if a.gravity_mass < 0 or a.arm_mass < 0 or not 0 <= a.sync_ticks <= 100:
         raise EmulatorArgError("--gravity-mass and --arm-mass must be >= 0, --sync-ticks 0..100")
+    if not 0 <= a.fifo <= 99:
+        raise EmulatorArgError("--fifo must be a priority in 1..99 (0: normal scheduling)")
+    if not 0 <= a.sync_wait_ms <= 1000:
+        raise EmulatorArgError("--sync-wait-ms must be in 0..1000")
     return EmulatorConfig(
         rate_hz=a.rate, watchdog_ms=a.watchdog_ms, max_force=a.max_force, serial=a.serial,
         protocol=a.protocol_version, homed=not a.unhomed, hand=hand, hand_at=a.hand_at,
@@ -734,15 +794,17 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         encoder_offset=tuple(int(x) for x in a.encoder_offset), gain_error=a.gain_error,
         axis_sign=tuple(int(x) for x in a.axis_sign),
         force_constant_error=a.force_constant_error, latency_ms=a.latency_ms,
-        drop_bytes=a.drop_bytes, flip_bits=a.flip_bits, duplicate=a.duplicate,
+        drop_bytes=a.drop_bytes, drop_rx_bytes=a.drop_rx_bytes, flip_bits=a.flip_bits,
+        duplicate=a.duplicate,
         truncate=a.truncate, stall_ms=a.stall_ms, stall_at=a.stall_at,
         stop_replying_at=a.stop_replying_at, unplug_at=a.unplug_at, replug_after=a.replug_after,
-        garbage_at_open=a.garbage_at_open, seed=a.seed, link=a.link, duration=a.duration,
-        event_log=a.event_log, exit_with_parent=a.exit_with_parent, script=script,
+        garbage_at_open=a.garbage_at_open, lose_info=a.lose_info, seed=a.seed, link=a.link,
+        duration=a.duration,
+        event_log=a.event_log, exit_with_parent=a.exit_with_parent, fifo=a.fifo, script=script,
         handle_mass=a.handle_mass, device_damping=a.device_damping, grip_mass=a.grip_mass,
         grip_damping=a.grip_damping, grip_stiffness=a.grip_stiffness, grip_at=a.grip_at,
         gravity_mass=a.gravity_mass, arm_mass=a.arm_mass, arm_shoulder=a.arm_shoulder,
-        tilt=a.tilt, sync_ticks=a.sync_ticks)
+        tilt=a.tilt, sync_ticks=a.sync_ticks, sync_wait_ms=a.sync_wait_ms)
 
 
 def run_from_args(a: argparse.Namespace) -> int:

@@ -200,14 +200,23 @@ def load_profile(path: Path, *, info: P.Info | None = None) -> dict:
     """Read and check a profile file (see check_profile). ProfileError on any problem."""
     where = f"profile {path}"
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ProfileError(f"{where}: no profile for this device; run `trocar device calibrate`") \
             from None
     except OSError as exc:
         raise ProfileError(f"{where}: cannot read: {exc.strerror}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{where}: not UTF-8 text (byte {exc.start}): corrupted; recalibrate") \
+            from None
+    try:
         doc = json.loads(text)
+    except RecursionError:
+        # json's C parser recurses per nesting level; a profile is 3 levels deep.
+        raise ProfileError(f"{where}: JSON nested too deeply to be a profile: corrupted; "
+                           "recalibrate") from None
     except ValueError as exc:
         raise ProfileError(f"{where}: not valid JSON (line {getattr(exc, 'lineno', '?')}, column "
                            f"{getattr(exc, 'colno', '?')}): corrupted; recalibrate") from None
@@ -317,6 +326,18 @@ class CalibratedDevice(HapticDevice):
 
     def wait(self, timeout_s: float) -> None:
         self.device.wait(timeout_s)
+
+    def link_stats(self) -> dict:
+        """The driver's link health, with whether the profile was applied and why not."""
+        stats = self.device.link_stats()
+        stats["calibrated"] = self.calibrated
+        if self.profile is not None:
+            stats["calibration_note"] = f"profile {profile_path(self.device.info.serial)}"
+        else:
+            fmax = self.spec.max_force if self._spec is not None else UNCALIBRATED_MAX_FORCE
+            stats["calibration_note"] = (f"{self.profile_error}; uncalibrated, force limited to "
+                                         f"{fmax:g} N")
+        return stats
 
 
 def open_with_profile(device: HapticDevice) -> HapticDevice:

@@ -4,8 +4,21 @@ Owns the host side of the link: opening the port (``serial.serial_for_url``, so 
 ptys and ``loop://`` all work), the non-blocking handshake (GET_INFO -> version check ->
 SET_WATCHDOG_MS -> HOME if needed -> ENABLE), draining the receive buffer to the newest STATE,
 counting sequence gaps and bad frames, measuring round trip through the echo fields, the host
-STATE watchdog, reconnecting after an unplug, and the safety chain (haptics.safety) in front of
-every FORCE frame. EmulatedDevice is the same driver connected to an emulator process it spawns.
+STATE watchdog, reconnecting after an unplug, the confirmed shutdown, and the safety chain
+(haptics.safety) in front of every FORCE frame. EmulatedDevice (haptics/emulated_device.py) is
+the same driver connected to an emulator process it spawns.
+
+Handshake: GET_INFO is resent every HANDSHAKE_RETRY_S until an intact INFO arrives (an ACK can
+arrive while its INFO frame is lost to a dropped byte: the CMD retry alone would never ask
+again); open() gives up after `handshake_timeout_s` (HANDSHAKE_TIMEOUT_S, 2 s) with one line.
+After an unplug or a port error the driver reopens the port every `reconnect_interval_s` and runs
+the same handshake; a reopened port that does not finish it within `handshake_timeout_s` is
+closed and reopened (a stale pty, a device that came back wrong).
+
+Shutdown: close() sends zero force with the enable flag clear and CMD DISABLE, then keeps
+sending both every SHUTDOWN_RESEND_S until the device's ACK of that DISABLE arrives or
+SHUTDOWN_CONFIRM_S passes (`shutdown_confirmed` says which). The device watchdog is the last
+line when even that fails.
 
 Nothing here raises after open(): every failure becomes a DeviceEvent with a one-line message,
 the sample says connected=False, and FORCE frames carry zero force with the enable flag clear.
@@ -16,7 +29,7 @@ from __future__ import annotations
 import select
 import struct
 import subprocess
-import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -27,11 +40,19 @@ import serial
 from haptics import protocol as P
 from haptics import safety
 from haptics.device import DeviceError, DeviceEvent, DeviceSample, DeviceSpec, HapticDevice
+from haptics.link_health import LinkUpTime
 
 _U32 = struct.Struct("<I")
 _RTT_RING = 1 << 16  # round-trip samples kept [count]
 _TX_RING = 1024  # FORCE send times kept for echo matching [count]
 CMD_RETRY_S = 0.25  # resend an unacknowledged CMD after this long [s]
+#: Host watchdog on incoming STATE [s]: the 20 ms docs/haptics-protocol.md promises. Measured
+#: from the newest frame the host has *drained*, so a host that was itself late sees no loss.
+STATE_TIMEOUT_S = 0.02
+HANDSHAKE_TIMEOUT_S = 2.0  # open() gives up after this long without INFO + ENABLE's ACK [s]
+HANDSHAKE_RETRY_S = 0.1  # during the handshake: resend GET_INFO / unacknowledged CMDs after [s]
+SHUTDOWN_CONFIRM_S = 0.3  # close() waits this long at most for DISABLE's ACK [s]
+SHUTDOWN_RESEND_S = 0.02  # ... resending zero force + DISABLE this often meanwhile [s]
 
 PHASE_CLOSED = "closed"
 PHASE_HANDSHAKE = "handshake"  # port open, waiting for INFO
@@ -46,13 +67,15 @@ class SerialDevice(HapticDevice):
     """A trocar-protocol device on a serial port (or anything serial_for_url opens).
 
     url: port path or pyserial URL; watchdog_ms: device watchdog the host asks for [ms];
-    state_timeout_s: host watchdog on incoming STATE [s]; max_force: host clamp [N] (default
+    state_timeout_s: host watchdog on incoming STATE [s]; handshake_timeout_s: deadline of
+    the handshake, at open and after each reconnect [s]; max_force: host clamp [N] (default
     and upper bound: the device's INFO max force); max_rate: dF/dt limit [N/s]; ramp_s: soft-start
     ramp [s]; reconnect_interval_s: how often to retry an unplugged port [s].
     """
 
     def __init__(self, url: str, *, baudrate: int = 1_000_000, watchdog_ms: int = 50,
-                 state_timeout_s: float = 0.02, handshake_timeout_s: float = 2.0,
+                 state_timeout_s: float = STATE_TIMEOUT_S,
+                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
                  max_force: float | None = None, max_rate: float = 500.0, ramp_s: float = 2.0,
                  auto_reconnect: bool = True, reconnect_interval_s: float = 0.2,
                  auto_reenable: bool = True) -> None:
@@ -79,8 +102,18 @@ class SerialDevice(HapticDevice):
         self.duplicates = 0  # repeated or out-of-order STATE
         self.bad_messages = 0  # CRC-valid frames that are not valid messages
         self.device_faults = 0
-        self.disconnects = 0
+        self.disconnects = 0  # port errors (unplug) [count]
         self.tx_partial = 0  # FORCE frames the OS did not take whole
+        self.uptime = LinkUpTime()  # running/not running transitions, time without a device
+        self.shutdown_confirmed: bool | None = None  # close(): DISABLE acknowledged (None: not yet)
+        self._running_at_close = False
+        # FORCE frames may also be sent by a keeper thread (keep_alive); reentrant because
+        # haptics.safety's signal handlers send from the main thread, maybe mid-send.
+        self._tx_lock = threading.RLock()
+        self._t_last_tx = 0.0  # last FORCE frame sent [s, perf_counter]
+        self._t_loop_force = 0.0  # last write_force from the loop [s, perf_counter]
+        self._keeper_zeroed = False  # the keeper zeroed the output: soft start when the loop is back
+        self.keeper_frames = 0  # FORCE frames the keeper sent [count]
         # newest STATE
         self._state_payload = b""
         self._state_t = 0.0
@@ -102,8 +135,10 @@ class SerialDevice(HapticDevice):
         self._pending: dict[int, tuple[int, int, float]] = {}  # token -> (opcode, arg, t_sent)
         self.acks: dict[int, P.Ack] = {}  # newest ACK per opcode
         self._next_retry = 0.0
-        self._t_handshake = 0.0
+        self._t_handshake = 0.0  # when the port was (re)opened [s, monotonic]
+        self._t_info_asked = 0.0  # when GET_INFO was last sent [s, monotonic]
         self._fault_reported = False
+        self._opening = False  # inside open(): its own deadline and message apply
         self.configure = True  # False: stop after INFO (probing must not enable a device)
 
     # -------------------------------------------------------------------------------- public
@@ -128,6 +163,15 @@ class SerialDevice(HapticDevice):
     def open(self) -> None:
         """Open the port and run the handshake; DeviceError (one line) if that fails."""
         self._open_port(raise_errors=True)
+        self._opening = True
+        try:
+            self._handshake()
+        finally:
+            self._opening = False
+        self.uptime.update(True)
+        safety.register(self)
+
+    def _handshake(self) -> None:
         deadline = time.monotonic() + self.handshake_timeout_s
         while self.phase != PHASE_RUNNING:
             self.poll()
@@ -146,25 +190,59 @@ class SerialDevice(HapticDevice):
                     f"{self.handshake_timeout_s:g} s ({what}; check the port and that the "
                     f"firmware speaks trocar protocol {P.PROTOCOL_MAJOR}.x)")
             self.wait(0.002)
-        safety.register(self)
 
     def close(self) -> None:
-        """Zero force, disable the device, close the port. Idempotent."""
-        self.emergency_zero()
+        """Zero force and disable the device, confirmed by its ACK or retried until
+        SHUTDOWN_CONFIRM_S (see the module docstring), then close the port. Idempotent."""
+        if self.phase != PHASE_CLOSED:
+            self._running_at_close = self.phase == PHASE_RUNNING
+        if self._ser is not None and self.phase not in (PHASE_INCOMPATIBLE, PHASE_CLOSED):
+            self.shutdown_confirmed = self._confirmed_disable()
+        else:
+            self.emergency_zero()
         self._close_port()
         self.phase = PHASE_CLOSED
         safety.unregister(self)
 
-    def emergency_zero(self) -> None:
-        """Send zero force with enable clear, then CMD DISABLE. Never raises."""
+    def emergency_zero(self) -> int:
+        """Send zero force with enable clear, then CMD DISABLE, once (signal handlers and exit
+        hooks call this: it never waits). Returns DISABLE's token (-1: nothing sent). Never
+        raises."""
         self.safety.reset()
+        self._keeper_zeroed = True  # a keeper thread, if any, may only send zero from now on
         if self._ser is None:
-            return
+            return -1
         try:
             self._send_force(0.0, 0.0, 0.0, 0.0, 0)
-            self._send_cmd(P.CMD_DISABLE, 0)
+            return self._send_cmd(P.CMD_DISABLE, 0)
         except Exception:  # noqa: BLE001 - exit path
-            pass
+            return -1
+
+    def _confirmed_disable(self) -> bool:
+        """Zero + DISABLE, resent every SHUTDOWN_RESEND_S until DISABLE's ACK (True) or
+        SHUTDOWN_CONFIRM_S (False). Never raises."""
+        token = self.emergency_zero()
+        t_end = time.monotonic() + SHUTDOWN_CONFIRM_S
+        t_resend = time.monotonic() + SHUTDOWN_RESEND_S
+        while token >= 0 and self._ser is not None:
+            ack = self.acks.get(P.CMD_DISABLE)
+            if ack is not None and ack.token == token and ack.result == P.ACK_OK:
+                return True
+            now = time.monotonic()
+            if now >= t_end:
+                break
+            if now >= t_resend:
+                t_resend = now + SHUTDOWN_RESEND_S
+                try:
+                    self._send_force(0.0, 0.0, 0.0, 0.0, 0)
+                    if self._ser is not None:
+                        self._send(P.encode(P.Cmd(token, P.CMD_DISABLE, 0)))
+                except Exception:  # noqa: BLE001 - exit path
+                    break
+            self.wait(0.002)
+        self._event("shutdown_unconfirmed", f"{self.url}: DISABLE not acknowledged within "
+                    f"{SHUTDOWN_CONFIRM_S * 1000:.0f} ms; the device watchdog must stop the force")
+        return False
 
     def wait(self, timeout_s: float) -> None:
         """Sleep up to timeout_s [s], waking early when bytes arrive (then poll())."""
@@ -184,6 +262,8 @@ class SerialDevice(HapticDevice):
         now = time.perf_counter()
         ser = self._ser
         if ser is None:
+            if self.uptime.up:
+                self.uptime.update(False)
             if (self.phase == PHASE_DISCONNECTED and self.auto_reconnect
                     and time.monotonic() >= self._next_retry):
                 self._next_retry = time.monotonic() + self.reconnect_interval_s
@@ -201,6 +281,9 @@ class SerialDevice(HapticDevice):
             self._disconnected(str(exc))
             return
         self._check(now)
+        running = self.phase == PHASE_RUNNING
+        if running != self.uptime.up:
+            self.uptime.update(running)
 
     def read(self) -> DeviceSample:
         """The newest sample; drains the port first. Never blocks, never raises."""
@@ -227,6 +310,10 @@ class SerialDevice(HapticDevice):
         """Send this tick's FORCE through the safety chain; zero unless the link is running."""
         if self._ser is None or self.phase == PHASE_HANDSHAKE:
             return
+        self._t_loop_force = time.perf_counter()
+        if self._keeper_zeroed:
+            self._keeper_zeroed = False
+            self.safety.reset()
         if self.phase == PHASE_RUNNING:
             out = self.safety.apply(float(force[0]), float(force[1]), float(force[2]),
                                     float(gripper), time.perf_counter())
@@ -257,6 +344,21 @@ class SerialDevice(HapticDevice):
                 "disconnects": self.disconnects, "rtt_p50_us": p50, "rtt_p99_us": p99,
                 "rtt_max_us": pmax}
 
+    def link_stats(self) -> dict:
+        """Link health (keys in haptics.link_health). A bare driver applies no calibration
+        profile: calibrated is False (CalibratedDevice says whether its profile holds)."""
+        d = self.decoder
+        up = self.uptime
+        return {"frames_ok": self.states, "frames_lost": self.frames_lost,
+                "crc_errors": d.crc_errors,
+                "framing_errors": d.cobs_errors + d.short_frames + d.oversize,
+                "disconnects": up.downs, "reconnects": up.reconnects,
+                "time_without_device_s": round(up.down_s(), 4), "ever_connected": up.ever_up,
+                "connected": (self.phase == PHASE_RUNNING if self.phase != PHASE_CLOSED
+                              else self._running_at_close), "calibrated": False,
+                "calibration_note": "no calibration profile applied (bare driver)",
+                "shutdown_confirmed": self.shutdown_confirmed}
+
     # ------------------------------------------------------------------------------- internals
     def _event(self, kind: str, message: str, error: bool = True) -> None:
         self.events.append(DeviceEvent(time.monotonic(), kind, message))
@@ -282,6 +384,10 @@ class SerialDevice(HapticDevice):
         self.safety.reset()
         if not raise_errors:
             self._event("reconnect", f"{self.url}: port reopened, handshaking", error=False)
+        self._ask_info()
+
+    def _ask_info(self) -> None:
+        self._t_info_asked = time.monotonic()
         self._send_cmd(P.CMD_GET_INFO, 0)
 
     def _close_port(self) -> None:
@@ -309,25 +415,55 @@ class SerialDevice(HapticDevice):
         if n is not None and n < len(frame):
             self.tx_partial += 1  # receiver drops the truncated frame at the next delimiter
 
-    def _send_force(self, fx: float, fy: float, fz: float, fg: float, flags: int) -> None:
-        if self._ser is None:
-            return
+    def _force_frame(self, fx: float, fy: float, fz: float, fg: float, flags: int) -> bytes:
+        """The next FORCE frame (new seq, echo, round-trip bookkeeping). Call holding _tx_lock."""
         seq = self._force_seq = (self._force_seq + 1) & 0xFFFFFFFF
         echo = self._last_seq or 0
         payload = P.FORCE_STRUCT.pack(seq, round(fx * 1000), round(fy * 1000), round(fz * 1000),
                                       round(fg * 1000), flags, echo)
         i = seq & (_TX_RING - 1)
         self._tx_seq[i] = seq
-        self._tx_time[i] = time.perf_counter()
+        self._t_last_tx = self._tx_time[i] = time.perf_counter()
         self.last_force_sent = (fx, fy, fz)
         self.last_flags_sent = flags
-        self._send(P.encode_frame(P.MSG_FORCE, payload))
+        return P.encode_frame(P.MSG_FORCE, payload)
+
+    def _send_force(self, fx: float, fy: float, fz: float, fg: float, flags: int) -> None:
+        if self._ser is None:
+            return
+        with self._tx_lock:
+            self._send(self._force_frame(fx, fy, fz, fg, flags))
+
+    def keep_alive(self, silence_s: float, hold_s: float) -> bool:
+        """For a keeper thread (haptics.force_keeper): when no FORCE frame went out for
+        `silence_s` [s], send one, so that a loop stuck in a long tick does not trip the device
+        watchdog. It repeats the last force while the loop has been silent for less than
+        `hold_s` [s], then sends zero force with the enable flag clear (and the soft start runs
+        again when the loop is back). Returns whether it sent. Never raises; never changes the
+        link's state (a failed write is the loop's to notice)."""
+        with self._tx_lock:
+            ser = self._ser
+            now = time.perf_counter()
+            if ser is None or self.phase != PHASE_RUNNING or now - self._t_last_tx < silence_s:
+                return False
+            if now - self._t_loop_force < hold_s and not self._keeper_zeroed:
+                f, g, flags = self.last_force_sent, self.safety.gripper_out, self.last_flags_sent
+            else:
+                f, g, flags = (0.0, 0.0, 0.0), 0.0, 0
+                self._keeper_zeroed = True
+            try:
+                ser.write(self._force_frame(f[0], f[1], f[2], g, flags))
+            except Exception:  # noqa: BLE001 - the loop's next write reports a dead port
+                return False
+            self.keeper_frames += 1
+            return True
 
     def _send_cmd(self, opcode: int, arg: int) -> int:
         self._token = (self._token + 1) & 0xFFFF
         self._pending[self._token] = (opcode, arg, time.monotonic())
         if self._ser is not None:
-            self._send(P.encode(P.Cmd(self._token, opcode, arg)))
+            with self._tx_lock:  # one frame per write, never interleaved with a keeper's
+                self._send(P.encode(P.Cmd(self._token, opcode, arg)))
         return self._token
 
     def _handle(self, msg_type: int, payload: bytes, now: float) -> None:
@@ -450,59 +586,26 @@ class SerialDevice(HapticDevice):
                 self._send_cmd(P.CMD_ENABLE, 0)
             return
         t = time.monotonic()
+        if phase == PHASE_HANDSHAKE:
+            if t - self._t_handshake > self.handshake_timeout_s and self.auto_reconnect \
+                    and self.configure and not self._opening:
+                # A reopened port that never finishes the handshake: start over from the port.
+                # (open() has its own deadline and message; it never gets here with time left.)
+                self._disconnected(f"no INFO within {self.handshake_timeout_s:g} s of reopening")
+                return
+            if t - self._t_info_asked > HANDSHAKE_RETRY_S:
+                for token, (op, _, _) in list(self._pending.items()):
+                    if op == P.CMD_GET_INFO:
+                        del self._pending[token]
+                self._ask_info()
+        if not self._pending:
+            return
+        # Configuration commands are resent faster: the open waits on them.
+        retry_s = CMD_RETRY_S if phase == PHASE_RUNNING else HANDSHAKE_RETRY_S
         for token, (op, arg, t_sent) in list(self._pending.items()):
-            if t - t_sent > CMD_RETRY_S:
+            if t - t_sent > retry_s:
                 self._pending[token] = (op, arg, t)
                 self._send(P.encode(P.Cmd(token, op, arg)))
-
-
-class EmulatedDevice(SerialDevice):
-    """SerialDevice connected to an emulator process it starts (same serial code path).
-
-    emulator_args: extra `trocar device emulate` options, e.g. ("--max-force", "5").
-    link: stable symlink path for the pty (needed to reconnect after a replug).
-    """
-
-    def __init__(self, *emulator_args: str, link: str | None = None,
-                 startup_timeout_s: float = 20.0, **kwargs: object) -> None:
-        super().__init__("", **kwargs)
-        self.emulator_args = list(emulator_args)
-        self.link = link
-        self.startup_timeout_s = startup_timeout_s
-        self.proc: subprocess.Popen | None = None
-        self.pty_path = ""
-
-    def start_emulator(self) -> str:
-        """Spawn the emulator and return its pty path (or the link). DeviceError on failure."""
-        args = [sys.executable, "-m", "haptics.emulator", "--exit-with-parent",
-                *self.emulator_args]
-        if self.link:
-            args += ["--link", self.link]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        r, _, _ = select.select([self.proc.stdout], [], [], self.startup_timeout_s)
-        line = self.proc.stdout.readline().decode().strip() if r else ""
-        if not line:
-            self.stop_emulator()
-            raise DeviceError(f"emulator did not start within {self.startup_timeout_s:g} s")
-        self.pty_path = line
-        return self.link or line
-
-    def stop_emulator(self) -> None:
-        proc, self.proc = self.proc, None
-        stop_process(proc)
-
-    def open(self) -> None:
-        if self.proc is None:
-            self.url = self.start_emulator()
-        try:
-            super().open()
-        except DeviceError:
-            self.stop_emulator()
-            raise
-
-    def close(self) -> None:
-        super().close()
-        self.stop_emulator()
 
 
 def stop_process(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:

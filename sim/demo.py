@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from sim.errors import UserError
+from sim.mesh import check_on_floor, floor_clamped
 from sim.mesh_generators import block, block_cells_for
 from sim.tissue import (
     TissueControl,
@@ -35,6 +36,7 @@ def run_demo(args: argparse.Namespace) -> int:
         from sim.mesh_io import load_mesh
 
         mesh = load_mesh(args.mesh)
+        check_on_floor(mesh, source=args.mesh)
         what = args.mesh
     else:
         mesh = block(PAD, block_cells_for(args.tets, PAD))
@@ -44,10 +46,8 @@ def run_demo(args: argparse.Namespace) -> int:
           f"E = {material.young / 1e3:g} kPa, nu = {material.poisson}, "
           f"rho = {material.density:g} kg/m^3, bottom tenth clamped, dt = 1 ms")
     print(f"kernels ready in {warmup():.2f} s")
-    # The organ rests on the floor: clamp the bottom tenth of its height (the pad's bottom face).
-    # A single pinned node would carry the whole weight and crush the elements around it.
-    z = mesh.points[:, 2]
-    model = TissueModelBuilder(mesh, material).fix_below(z.min() + 0.1 * np.ptp(z)).finalize(dt=DT)
+    # The organ rests on the floor (sim.mesh.floor_clamped: the bottom tenth of its height).
+    model = TissueModelBuilder(mesh, material).fix_nodes(floor_clamped(mesh.points)).finalize(dt=DT)
     state = make_state(model)
     top = model.rest[:, 2] >= model.rest[:, 2].max() - 1e-9
     control = TissueControl.zeros(model)

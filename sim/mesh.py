@@ -107,3 +107,48 @@ def validate(mesh: TetMesh, *, source: str = "mesh") -> TetMesh:
                         f"first: tet {int(np.argmax(inverted))})")
     return TetMesh(np.ascontiguousarray(pts, dtype=np.float64),
                    np.ascontiguousarray(tets, dtype=np.int32))
+
+
+#: A mesh file rests on the floor: nodes in the bottom tenth of its height are clamped (what
+#: `trocar demo --mesh` simulates and `trocar mesh check` checks). A single pinned node would carry
+#: the whole weight and crush the elements around it.
+FLOOR_FRACTION = 0.1
+FLOOR_TOL = 1e-9  # [m] absolute tolerance of the floor band (TissueModelBuilder.fix_below's)
+
+
+def floor_clamped(points: np.ndarray) -> np.ndarray:
+    """Nodes resting on the floor: z within the bottom FLOOR_FRACTION of the height, shape (n,)."""
+    z = np.asarray(points)[:, 2]
+    return z <= z.min() + FLOOR_FRACTION * np.ptp(z) + FLOOR_TOL
+
+
+def check_on_floor(mesh: TetMesh, *, source: str = "mesh") -> np.ndarray:
+    """Check the solver can run `mesh` resting on the floor; returns the clamped mask (n,).
+
+    Raises `MeshError` (one line) when every node is clamped (nothing to simulate) or when a
+    part of the mesh has no clamped node (a floating element: it would fall without bound and
+    the solver stops it as diverged). Parts are node-connected sets of tetrahedra.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    fixed = floor_clamped(mesh.points)
+    n = mesh.node_count
+    if fixed.all():
+        h = float(np.ptp(mesh.points[:, 2]))
+        raise MeshError(f"{source}: every node lies on the floor (height {h:.3g} m; the bottom "
+                        f"{FLOOR_FRACTION:g} of it is clamped): nothing left to simulate")
+    tets = np.asarray(mesh.tets, dtype=np.int64)
+    rows = np.repeat(tets[:, 0], 3)
+    cols = tets[:, 1:].reshape(-1)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    count, label = connected_components(graph, directed=False)
+    if count > 1:
+        anchored = np.zeros(count, dtype=bool)
+        anchored[label[fixed]] = True
+        floating = ~anchored[label[tets[:, 0]]]
+        if floating.any():
+            raise MeshError(f"{source}: {int(floating.sum())} tetrahedra are not connected to the "
+                            f"part resting on the floor (first: tet {int(np.argmax(floating))}); "
+                            "they would fall freely")
+    return fixed

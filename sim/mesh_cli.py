@@ -1,5 +1,8 @@
 """`trocar mesh ...`: check a mesh file, write a procedural one. Argument parsing lives in sim.cli.
 
+`check` accepts exactly what `trocar demo --mesh` can simulate: a valid file (sim.mesh_io) that
+rests on the floor with something free and nothing floating (sim.mesh.check_on_floor).
+
 Problems with a mesh raise `MeshError`; sim.cli prints them as one `trocar: error:` line, exit 2.
 """
 
@@ -10,7 +13,7 @@ import argparse
 import numpy as np
 
 from sim import mesh_generators
-from sim.mesh import TetMesh
+from sim.mesh import TetMesh, check_on_floor
 from sim.mesh_io import load_mesh, save_mesh
 
 # Generators with their default (surgical) sizes, by the name `trocar mesh generate` accepts.
@@ -34,7 +37,9 @@ def describe(mesh: TetMesh) -> str:
 def run(args: argparse.Namespace) -> int:
     """Dispatch `args.mesh_command` ("check" or "generate"); returns the exit status."""
     if args.mesh_command == "check":
-        print(f"{args.path}: {describe(load_mesh(args.path))}")
+        mesh = load_mesh(args.path)
+        check_on_floor(mesh, source=args.path)  # what `trocar demo --mesh` will simulate
+        print(f"{args.path}: {describe(mesh)}")
         return 0
     if args.mesh_command == "generate":
         mesh = GENERATORS[args.kind]()

@@ -110,8 +110,8 @@ def _buffers(layout: dict) -> dict[str, np.ndarray]:
 def render_main(mailbox_name: str, layout: dict, description: dict, display: str, stop_event, *,
                 inputs: str | None = None) -> None:
     """Render process entry point: attach to the snapshot mailbox and render at display rate until
-    stop_event (a multiprocessing.Event) is set. inputs: the session's input mailbox name (the
-    window writes keys and mouse there for the servo)."""
+    stop_event (anything with is_set(): the session's SharedStop) is set. inputs: the session's
+    input mailbox name (the window writes keys and mouse there for the servo)."""
     from sim.runtime.mailbox import SnapshotMailbox
 
     mailbox = SnapshotMailbox.attach(mailbox_name, layout)

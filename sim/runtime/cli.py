@@ -180,9 +180,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_bench_loop(args: argparse.Namespace) -> int:
     from benchmarks.loop import run
+    from sim.runtime.devices import parse_device
 
     if args.seconds <= 0:
         raise UserError("--seconds must be > 0")
+    scenes = _scenes()
+    if args.scene not in scenes:
+        raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(scenes)}")
+    parse_device(args.device)
     for row in run(args):
         if args.json:
             print(json.dumps(row), flush=True)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.errors import UserError
 from sim.runtime.config import RunConfig, session_meta
 from sim.runtime.devices import WorkspaceMap, parse_devices, start_emulators
-from sim.runtime.recording import RecordingWriter, read_recording
+from sim.runtime.recording import RecordingWriter, meta_problem, read_recording
 from sim.runtime.step import Hand, SessionStep, close_hands, open_hands
 from sim.runtime.timing import TickTimer
 
@@ -156,12 +157,23 @@ def replay(path: str, *, progress=None, threads: int = 1, procedure=None) -> Rep
     from sim.scene import SceneControl
 
     rec = read_recording(path)
-    if not rec.meta:
-        return ReplayResult(0, 0, None, True, rec.damage or f"{path}: no META", False, -1)
+    if not rec.meta:  # nothing to replay: bad input, not a damaged session (UserError: exit 2)
+        raise UserError(rec.damage or f"{path}: no META")
     meta = rec.meta
-    cfg = RunConfig(scene=meta["scene"], overrides=meta.get("overrides", {}),
-                    seed=int(meta.get("seed", 0)), scale=float(meta.get("config", {}).get("scale", 1.5)))
-    scene, procedure, hands = build_session(cfg, int(meta.get("n_hands", 1)), procedure=procedure)
+    problem = meta_problem(meta, replay=True)
+    if problem is not None:
+        raise UserError(f"{path}: {problem}")
+    cfg = RunConfig(scene=meta["scene"], overrides=meta["overrides"], seed=meta["seed"],
+                    scale=float(meta.get("config", {}).get("scale", 1.5)))
+    try:
+        scene, procedure, hands = build_session(cfg, int(meta.get("n_hands", 1)), procedure=procedure)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path}: META scene {meta['scene']!r} with overrides "
+                        f"{meta['overrides']} cannot be built here: {exc}") from None
+    if scene.n_tools != meta["n_tools"]:
+        scene.close()
+        raise UserError(f"{path}: META says {meta['n_tools']} tools, scene {meta['scene']!r} has "
+                        f"{scene.n_tools} here")
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(numba_threads(threads))

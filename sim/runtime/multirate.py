@@ -20,22 +20,38 @@ a wall where the tissue was; the physics catches up at its own rate.
 Every physics tick advances the scene by its fixed dt (1 ms): when physics runs below 1 kHz the
 world runs in slow motion while the hand stays stable. The recording holds the physics ticks
 (the targets the scene saw), so replay is exact as in the other modes.
+
+Safety (issue 11): the servo keeps the last good model when a read of the mailbox is torn (no
+click to zero); a model older than MODEL_STALE_S renders zero force, and one older than
+MODEL_DEAD_S (after it was live once) ends the servo: zero, DISABLE, exit. The servo dies with
+the physics process (haptics.parent_watch: PR_SET_PDEATHSIG and a getppid heartbeat); the
+physics ends the session when the servo dies and reports it ("haptic servo process killed by
+signal 9"), the device watchdog having stopped the force.
 """
 
 from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import os
 
 import numpy as np
 
+from haptics.force_keeper import ForceKeeper
+from haptics.parent_watch import ParentWatch, die_with_parent
 from sim.runtime.devices import WorkspaceMap, parse_devices, serial_driver
 from sim.runtime.keyboard import input_layout
 from sim.runtime.mailbox import SnapshotMailbox
-from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
+from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, SharedStop, StopFlag
 from sim.runtime.timing import TickTimer
 
 SAMPLE_FIELDS = 9  # t, seq, x, y, z, gripper, buttons, status, flags (one input row per hand)
+#: The servo renders zero force from a physics model older than this [s]: the physics publishes
+#: every physics tick (<= 1 kHz); a hand moving 0.5 m/s moves 5 cm against a stale proxy in it.
+MODEL_STALE_S = 0.1
+#: ... and ends (zero, DISABLE, exit) once the model, live before, is older than this [s]: the
+#: physics is hung or gone without its death reaching us.
+MODEL_DEAD_S = 2.0
 
 
 def sample_layout(n_hands: int) -> dict:
@@ -90,7 +106,7 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
                 inputs: str | None = None) -> str:
     """Become the physics process: start the servo, tick the session, publish the local model.
     inputs: the window's input mailbox name (keyboard hands read it in the haptic servo)."""
-    from sim.runtime.realtime import run_loop
+    from sim.runtime.realtime import conn_send, run_loop
 
     scene = step.scene
     n = len(step.hands)
@@ -105,11 +121,12 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
     inbox = SnapshotMailbox.create(sample_layout(n))
     model = SnapshotMailbox.create(model_layout(n))
     ctx = mp.get_context("spawn")
-    servo_stop = ctx.Event()
+    servo_stop = SharedStop(ctx)
     parent, child = ctx.Pipe(duplex=False)
     servo = ctx.Process(target=haptic_servo_main, name="trocar-haptic-servo",
                         args=(cfg, ",".join(str(c) for c in choices), [h.wmap for h in step.hands],
-                              ports, k, inbox.name, model.name, child, servo_stop, inputs))
+                              ports, k, inbox.name, model.name, child, servo_stop, inputs,
+                              os.getppid()))
     servo.start()
     child.close()
     conn.send(("log", f"multirate: haptic servo pid {servo.pid}; physics pid in this process"))
@@ -136,27 +153,46 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
     publish()
     reason = "end"
     servo_report = None
+    servo_dead = _Dead(servo)
     try:
-        # Wait for the servo's device handshake before physics starts (it sends 'ready').
-        while servo.is_alive() and not flag.set and not stop.is_set():
-            if parent.poll(0.05):
-                try:
-                    kind, payload = parent.recv()
-                except (EOFError, OSError):
+        # Wait for the servo's device handshake before physics starts (it sends 'ready'). Its
+        # messages are read until the pipe ends, not while it lives: a servo that failed to open
+        # the device may exit before we look, and its error must still end the session (exit 2).
+        ready = False
+        while not flag.set and not stop.is_set():
+            if not parent.poll(0.05):
+                if not servo.is_alive() and not parent.poll():
                     break
-                if kind == "ready":
-                    break
-                if kind == "log":
-                    conn.send(("log", payload))
-                    rec.note(kind="sched", line=payload)
-                elif kind == "error":
-                    conn.send(("error", payload))
-                    return "error"
+                continue
+            try:
+                kind, payload = parent.recv()
+            except (EOFError, OSError):
+                break
+            if kind == "ready":
+                ready = True
+                break
+            if kind == "log":
+                conn_send(conn, ("log", payload))
+                rec.note(kind="sched", line=payload)
+            elif kind == "error":
+                conn_send(conn, ("error", payload))
+                return "error"
+        if not ready:
+            if flag.set or stop.is_set():
+                return "stopped"
+            servo.join(5)
+            conn_send(conn, ("error", f"haptic servo exited before the device was open ({_how(servo)})"))
+            return "error"
         gc.collect()
         gc.freeze()
         gc.disable()
         # Physics paces itself to 1 kHz when it can; a late physics tick is the expected case here.
-        reason = run_loop(cfg, step, rec, timer, _Either(stop, servo_stop), flag, after=publish)
+        reason = run_loop(cfg, step, rec, timer, _Either(stop, servo_stop, servo_dead), flag,
+                          after=publish)
+        if servo_dead.dead:
+            reason = "haptic servo died"
+            conn_send(conn, ("failed", f"haptic servo process {_how(servo)}; its force was left to the "
+                                   "device watchdog; session stopped"))
     finally:
         servo_stop.set()
         servo.join(10)
@@ -171,12 +207,16 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
             if kind == "report":
                 servo_report = payload
             elif kind in ("log", "error"):
-                conn.send(("log", payload))
+                conn_send(conn, ("log", payload))
         gc.enable()
         physics = timer.report()
         report = dict(servo_report or {})
+        if servo_report is None:  # it died: what the physics saw of the link is all there is
+            report["servo"] = f"dead ({_how(servo)})"
         report["physics"] = physics
         report["published"] = step.published
+        if isinstance(stop, ParentWatch) and not stop.parent_alive():
+            flag.why = "parent died"
         rec.close({"reason": flag.why or reason, "ticks": scene.tick_count, "timing": report,
                    "mode": "multirate"})
         step.recorder = None
@@ -186,8 +226,14 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
         inbox.unlink()
         model.close()
         model.unlink()
-        conn.send(("report", report))
+        conn_send(conn, ("report", report))
     return reason
+
+
+def _how(proc) -> str:
+    from sim.runtime.realtime import exit_how
+
+    return exit_how(proc.exitcode)
 
 
 class _Either:
@@ -198,25 +244,48 @@ class _Either:
         return any(e.is_set() for e in self.events)
 
 
+class _Dead:
+    """is_set() once `proc` has exited (one waitpid(WNOHANG) per look)."""
+
+    def __init__(self, proc) -> None:
+        self.proc = proc
+        self.dead = False
+
+    def is_set(self) -> bool:
+        if not self.proc.is_alive():
+            self.dead = True
+        return self.dead
+
+
 def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[dict], k: float,
-                      input_name: str, model_name: str, conn, stop, window_inputs: str | None = None) -> None:
+                      input_name: str, model_name: str, conn, stop, window_inputs: str | None = None,
+                      supervisor_pid: int = 0) -> None:
     """The multirate servo process: every hand's device I/O and local contact model at 1 kHz, on
-    the same periodic scheduler as the real-time servo (RT idle share included)."""
+    the same periodic scheduler as the real-time servo (RT idle share included). It stops (zero,
+    DISABLE, exit) when its parent (the physics) or the supervisor dies: it runs SCHED_FIFO and
+    notices within 8 ticks, where the physics, at normal priority on a loaded machine, may not
+    run for a while."""
     from sim.ports import project_tip_target
-    from sim.runtime.realtime import apply_realtime_sched, rtt_report
+    from sim.runtime.realtime import apply_realtime_sched, conn_log, link_report, rtt_report
     from sim.runtime.step import Hand, close_hands, open_hands
 
     flag = StopFlag().install()
+    die_with_parent()  # the physics process is our parent: its death is SIGTERM here
+    watch = ParentWatch(stop, also=(supervisor_pid,) if supervisor_pid else ())
     choices = parse_devices(devices)
     n = len(choices)
     inbox = SnapshotMailbox.attach(input_name, sample_layout(n))
     model = SnapshotMailbox.attach(model_name, model_layout(n))
-    m = model.empty()
+    m = model.empty()  # the last good model
+    fresh_model = model.empty()  # a read lands here first: a torn one must not reach m
+    stale_ns, dead_ns = int(MODEL_STALE_S * 1e9), int(MODEL_DEAD_S * 1e9)
+    mstate = [0, 0, 0]  # newest model seq, when it was first seen [ns], models seen
     keys = None if window_inputs is None else SnapshotMailbox.attach(window_inputs, input_layout())
     sample_out = {"sample": np.zeros((n, SAMPLE_FIELDS))}
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     hands = [Hand(None, w) for w in wmaps]
     drivers: list = []
+    keeper = ForceKeeper(())
     try:
         for line in apply_realtime_sched(cfg):
             conn.send(("log", "haptic servo: " + line))
@@ -229,6 +298,8 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
             conn.send(("error", str(exc)))
             return
         drivers = [serial_driver(h.device) for h in hands]
+        keeper.devices = [d for d in drivers if d is not None]
+        keeper.start()
         conn.send(("ready", None))
         targets = wmaps[0].home.copy()
         jaws = np.zeros(len(targets))
@@ -237,7 +308,17 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
         devs = [h.device for h in hands]
 
         def tick(start: int, lateness: int) -> None:
-            have_model = model.read_into(m) is not None
+            seq = model.read_into(fresh_model)
+            if seq is not None:  # consistent: take it (a torn read keeps the last good model)
+                for name in m:
+                    np.copyto(m[name], fresh_model[name])
+                if seq != mstate[0]:
+                    mstate[0], mstate[1] = seq, start
+                    mstate[2] += 1
+            age = start - mstate[1]
+            have_model = mstate[2] > 0 and age <= stale_ns
+            if mstate[2] > 1 and age > dead_ns:  # (the first model is published before we start)
+                flag.set, flag.why = True, f"physics model older than {MODEL_DEAD_S:g} s"
             for h, dev in enumerate(devs):
                 s = dev.read()
                 row = v[h]
@@ -264,12 +345,18 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
                 dev.write_force(f)
             inbox.write(sample_out)
 
-        PeriodicScheduler(PERIOD_NS).run(tick, flag=flag, stop=stop, timer=timer)
+        why = PeriodicScheduler(PERIOD_NS).run(tick, flag=flag, stop=watch, timer=timer)
+        if watch.orphaned:
+            why = "the session's process died"
+        conn_log(conn, f"haptic servo: stopped ({flag.why or why})")
     finally:
-        close_hands(hands)
+        keeper.stop()
+        devs_open = [h.device for h in hands]
+        close_hands(hands)  # zero, DISABLE confirmed by the device, close
         gc.enable()
         report = timer.report()
         report.update(rtt_report(drivers))
+        report["link"] = link_report(devs_open)
         inbox.close()
         model.close()
         if keys is not None:

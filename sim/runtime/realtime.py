@@ -28,13 +28,15 @@ import sys
 import tempfile
 import time
 
+from haptics.force_keeper import ForceKeeper
+from haptics.parent_watch import ParentWatch, die_with_parent
 from sim.errors import UserError
 from sim.runtime.config import RunConfig, default_record_path, session_meta
 from sim.runtime.devices import parse_devices, serial_driver, start_emulators
 from sim.runtime.keyboard import ScopeKeys, input_layout
 from sim.runtime.mailbox import SnapshotMailbox, layout_of, unlink_name
-from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
-from sim.runtime.timing import TickTimer, format_report
+from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, SharedStop, StopFlag
+from sim.runtime.timing import TickTimer, format_link, format_report
 
 AUTO_MEASURE_TICKS = 200  # `--rate-mode auto`: warm-up ticks timed to choose
 AUTO_LIMIT_NS = 800_000  # p90 tick compute above this -> multirate [ns]
@@ -87,17 +89,52 @@ def other_cpus(cfg: RunConfig) -> set[int] | None:
 def servo_main(cfg: RunConfig, device: str, conn, stop) -> None:
     """The servo+physics process (see the module docstring). `device`: the per-hand device list
     with every emulator already resolved to its port. Messages to the supervisor over `conn`:
-    ('log', line), ('ready', info), ('report', dict), ('error', line)."""
+    ('log', line), ('ready', info), ('report', dict), ('error', line).
+
+    It dies with the supervisor (haptics.parent_watch): the supervisor's death is SIGTERM here
+    (its flag ends the loop at the next tick) and the loop's stop event also checks getppid()."""
     flag = StopFlag().install()
+    die_with_parent()
+    watch = ParentWatch(stop)
     try:
-        _servo(cfg, device, conn, stop, flag)
+        _servo(cfg, device, conn, watch, flag)
     except UserError as exc:
-        conn.send(("error", str(exc)))
+        conn_send(conn, ("error", str(exc)))
     except Exception as exc:  # noqa: BLE001 - reported to the supervisor as one line
         import traceback
 
         traceback.print_exc()
-        conn.send(("failed", f"servo failed: {type(exc).__name__}: {exc}"))
+        conn_send(conn, ("failed", f"servo failed: {type(exc).__name__}: {exc}"))
+
+
+def conn_send(conn, msg) -> None:
+    """To the supervisor, which may be gone (killed): then there is no one to tell."""
+    try:
+        conn.send(msg)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def exit_how(exitcode: int | None) -> str:
+    """How a process ended, in words, from its exit code."""
+    if exitcode is None:
+        return "still running"
+    return f"killed by signal {-exitcode}" if exitcode < 0 else f"exit status {exitcode}"
+
+
+def conn_log(conn, line: str) -> None:
+    conn_send(conn, ("log", line))
+
+
+def link_report(devices) -> list[dict]:
+    """Per hand, the device's link health (haptics.link_health keys; {} for no device)."""
+    out = []
+    for dev in devices:
+        try:
+            out.append(dev.link_stats() if dev is not None else {})
+        except Exception as exc:  # noqa: BLE001 - a report must not fail on one device
+            out.append({"error": f"{type(exc).__name__}: {exc}"})
+    return out
 
 
 def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
@@ -125,6 +162,7 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
     multirate = False
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     reason = "end"
+    keeper = ForceKeeper(())
     try:
         # Warm-up ticks (devices not open yet: tools hold): compile every path the loop takes.
         n_warm = AUTO_MEASURE_TICKS if cfg.rate_mode == "auto" else 3
@@ -160,15 +198,21 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
         gc.freeze()
         gc.disable()
         open_hands(step.hands, choices, soft_start_s=cfg.soft_start_s, inputs=inputs)
+        # FORCE keeps flowing through a long tick (haptics.force_keeper)
+        keeper = ForceKeeper([serial_driver(h.device) for h in step.hands]).start()
         rec.flush()
         reason = run_loop(cfg, step, rec, timer, stop, flag)
     finally:
+        keeper.stop()
         drivers = [serial_driver(h.device) for h in step.hands]
+        devices = [h.device for h in step.hands]
         step.force[:] = 0.0
         close_hands(step.hands)  # force zero first
         gc.enable()
+        if not stop.parent_alive():
+            flag.why = "parent died"
         if not multirate:  # (run_physics closes the recording and sends its own report)
-            _close_session(step, drivers, timer, rec, flag, reason, conn)
+            _close_session(step, drivers, devices, timer, rec, flag, reason, conn)
         mailbox.close()
         inputs.close()
         scene.close()
@@ -187,16 +231,16 @@ def rtt_report(drivers) -> dict:
     return out
 
 
-def _close_session(step, drivers, timer: TickTimer, rec, flag: StopFlag, reason: str, conn) -> None:
-    """Timing report into the recording's END chunk and to the supervisor."""
+def _close_session(step, drivers, devices, timer: TickTimer, rec, flag: StopFlag, reason: str,
+                   conn) -> None:
+    """Timing report (with each device's link health) into the recording's END chunk and to the
+    supervisor."""
     report = timer.report()
     report.update(rtt_report(drivers))
+    report["link"] = link_report(devices)
     report["published"] = step.published
     rec.close({"reason": flag.why or reason, "ticks": step.scene.tick_count, "timing": report})
-    try:
-        conn.send(("report", report))
-    except (BrokenPipeError, OSError):
-        pass
+    conn_send(conn, ("report", report))
 
 
 def run_loop(cfg: RunConfig, step, rec, timer: TickTimer, stop, flag: StopFlag, *,
@@ -254,8 +298,11 @@ def headless_consumer(name: str, layout: dict, stop, *, rate_hz: float = 60.0, s
 def render_entry(name: str, layout: dict, description: dict, display: str, stop, stats=None,
                  cpus=None, inputs: str | None = None) -> None:
     """The render process: the renderer if there is one (and a display is wanted), else the stub.
-    inputs: the input mailbox's name (the window writes the person's keys and mouse into it)."""
+    inputs: the input mailbox's name (the window writes the person's keys and mouse into it). It
+    dies with the supervisor (SIGTERM's default action; it holds no device)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through `stop`
+    die_with_parent()
+    stop = ParentWatch(stop)  # also covers a supervisor that died before prctl ran
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)
@@ -305,7 +352,7 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
     if cfg.record is None:
         cfg.record = default_record_path()
     ctx = mp.get_context("spawn")
-    stop = ctx.Event()
+    stop = SharedStop(ctx)
     stats = stats if stats is not None else ctx.Array("d", 3, lock=False)
     emus = []
     tmpdir = None
@@ -422,6 +469,11 @@ def summarize(summary: dict) -> tuple[str, int]:
         if "rtt_p99_us" in r:
             lines.append(f"  device round trip p50 {r['rtt_p50_us']} p99 {r['rtt_p99_us']} "
                          f"max {r['rtt_max_us']} us")
+        link_lines, link_code = format_link(r.get("link") or [])
+        lines.extend(link_lines)
+        code = max(code, link_code)
+        if r.get("servo"):
+            lines.append(f"haptic servo: {r['servo']}")
     rs = summary.get("render") or {}
     if rs.get("reads"):
         lines.append(f"  renderer stub: {rs['snapshots']} new snapshots in {rs['reads']} reads at 60 Hz "
@@ -431,7 +483,7 @@ def summarize(summary: dict) -> tuple[str, int]:
         code = 1
         rec = read_recording(summary["record"])
         n = len(rec.ticks)
-        why = f"killed by signal {-ex}" if ex < 0 else f"exit status {ex}"
+        why = exit_how(ex)
         lines.append(f"servo process {why}; recording {summary['record']} readable up to tick "
                      f"{n - 1} ({n / 1000:.3f} s){'; ' + rec.damage if rec.damage else ''}")
     else:

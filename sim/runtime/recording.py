@@ -2,7 +2,7 @@
 
 Owns the file format, the writer (used inside the tick: no allocation per tick, one os.write per
 flush, fsync on a background thread) and the reader (stops at the first damaged chunk and says
-where).
+where; a META chunk that replay could not use counts as damage, see `meta_problem`).
 
 File = MAGIC (8 bytes) then chunks; a chunk is
 
@@ -211,6 +211,53 @@ class RecordingWriter:
                         return
 
 
+def meta_problem(meta: object, *, replay: bool = False) -> str | None:
+    """What makes a META chunk unusable (one phrase), or None.
+
+    For reading (the reader checks this): a JSON object of this format version whose tick layout
+    holds `tick`, `targets` (n_tools, 4) and `jaws` (n_tools,). With replay=True also what replay
+    rebuilds the session from: scene, overrides, seed, dt, and n_hands / config when present,
+    with their types.
+    """
+    if not isinstance(meta, dict):
+        return f"META is a JSON {type(meta).__name__}, not an object"
+    fmt = meta.get("format")
+    if fmt != FORMAT_VERSION:
+        return (f"recording format {fmt!r}; this trocar reads format {FORMAT_VERSION} "
+                "(recorded by another version?)")
+    want = {"n_tools": int, "tick_dtype": list}
+    if replay:
+        want.update({"scene": str, "overrides": dict, "seed": int, "dt": (int, float)})
+    for name, typ in want.items():
+        v = meta.get(name)
+        if v is None:
+            return f"META has no {name!r}"
+        if not isinstance(v, typ) or isinstance(v, bool):
+            return f"META field {name!r} is {v!r}, not a {getattr(typ, '__name__', 'number')}"
+    n = meta["n_tools"]
+    if n < 1:
+        return f"META field 'n_tools' is {n}"
+    try:
+        dt = _dtype_from_json(meta["tick_dtype"])
+    except (TypeError, ValueError) as exc:
+        return f"META field 'tick_dtype' is not a tick layout ({exc})"
+    fields = dt.fields or {}
+    for name, shape in (("tick", ()), ("targets", (n, 4)), ("jaws", (n,))):
+        if name not in fields or fields[name][0].shape != shape:
+            return f"META tick layout has no {name!r} of shape {shape}"
+    if not replay:
+        return None
+    if not all(isinstance(k, str) for k in meta["overrides"]):
+        return "META field 'overrides' has non-text keys"
+    for name, typ in (("n_hands", int), ("config", dict)):
+        v = meta.get(name)
+        if v is not None and (not isinstance(v, typ) or isinstance(v, bool)):
+            return f"META field {name!r} is {v!r}, not a {typ.__name__}"
+    if not isinstance(meta.get("config", {}).get("scale", 1.5), (int, float)):
+        return "META field 'config.scale' is not a number"
+    return None
+
+
 def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
@@ -281,8 +328,12 @@ def read_recording(path: str) -> Recording:
             break
         try:
             if kind == KIND_META:
-                rec.meta = json.loads(body)
-                dtype = _dtype_from_json(rec.meta["tick_dtype"])
+                meta = json.loads(body)
+                problem = meta_problem(meta)
+                if problem is not None:
+                    raise ValueError(problem)
+                rec.meta = meta
+                dtype = _dtype_from_json(meta["tick_dtype"])
             elif kind == KIND_TICKS:
                 if dtype is None or length % dtype.itemsize:
                     raise ValueError("TICKS before META or partial row")
@@ -300,7 +351,7 @@ def read_recording(path: str) -> Recording:
                 rec.notes.append(json.loads(body))
             elif kind == KIND_END:
                 rec.end = json.loads(body)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             rec.damage = f"{where}: bad {KIND_NAMES[kind]} chunk: {exc}"
             break
         pos = body_at + length

@@ -65,6 +65,34 @@ class StopFlag:
         return self
 
 
+class SharedStop:
+    """A cross-process stop event with no lock: one byte in shared memory (`ctx.RawValue`), set
+    once, read with one load. A multiprocessing.Event takes a lock in is_set(), set() and wait():
+    a session process killed -9 inside one of them leaves that lock held, and every later
+    set()/is_set() in the other processes blocks for good (seen: kill -9 of the renderer hung
+    the supervisor's Ctrl-C and the physics loop). Pass it to child processes at their start.
+    """
+
+    def __init__(self, ctx) -> None:
+        self._flag = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return self._flag.value != 0
+
+    def wait(self, timeout: float | None = None, *, poll_s: float = 0.005) -> bool:
+        """Sleep until set or `timeout` [s] passed (polling every poll_s [s]); returns is_set()."""
+        t_end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = poll_s if t_end is None else min(poll_s, t_end - time.monotonic())
+            if left <= 0:
+                break
+            time.sleep(left)
+        return self.is_set()
+
+
 class PeriodicScheduler:
     """Absolute-deadline periodic timing (see the module docstring).
 
@@ -89,6 +117,7 @@ class PeriodicScheduler:
         self.deadline = 0
         self.ticks = 0
         self.skipped = 0
+        self._last_len = 0  # the last tick's length, its deadline to its end [ns]
 
     def start(self, now_ns: int | None = None) -> None:
         """Put the first deadline one period after now."""
@@ -106,7 +135,11 @@ class PeriodicScheduler:
                 self.wait(rem * 1e-9)
                 rem = deadline - clock() - self.spin_ns
         elif self.min_idle_ns:
-            self.wait(self.min_idle_ns * 1e-9)  # late: still yield, or RT throttling stalls us
+            # Late: still yield, or RT throttling stalls us. The budget is a share of wall time,
+            # so a tick longer than the period needs a proportionally longer idle (measured: 2 ms
+            # ticks with an 80 us idle were throttled ~50 ms every second, and the device
+            # watchdog tripped each time).
+            self.wait(self.min_idle_ns * max(1.0, self._last_len / self.period_ns) * 1e-9)
         now = clock()
         while now < deadline:
             now = clock()
@@ -116,6 +149,7 @@ class PeriodicScheduler:
         """The tick that started at the current deadline ended at end_ns: move to the next deadline,
         dropping any that already passed. Returns how many were dropped."""
         self.ticks += 1
+        self._last_len = end_ns - self.deadline
         self.deadline += self.period_ns
         late = end_ns - self.deadline
         if late >= self.period_ns:  # missed whole periods: drop them (no burst to catch up)

@@ -97,3 +97,35 @@ def format_report(r: dict, title: str = "timing") -> str:
         f"max {r['compute_max_us']:.1f} us; parts p50/p99: "
         + ", ".join(f"{p} {r[f'{p}_p50_us']:.0f}/{r[f'{p}_p99_us']:.0f}" for p in PARTS),
     ])
+
+
+def format_link(links: list[dict]) -> tuple[list[str], int]:
+    """Human lines for each hand's link health (haptics.link_health keys, from the report's
+    "link" list) and the exit status they call for: 1 when a device was lost and not back at the
+    end, or never connected; else 0. Devices without a link (null, replay, keyboard) print
+    nothing."""
+    lines: list[str] = []
+    code = 0
+    for h, st in enumerate(links):
+        if not st or "shutdown_confirmed" not in st:
+            continue
+        name = f"device {h}" if len(links) > 1 else "device"
+        lines.append(
+            f"  {name} link: {st['frames_ok']} STATE frames, {st['frames_lost']} lost, "
+            f"{st['crc_errors']} CRC and {st['framing_errors']} framing errors, "
+            f"{st['disconnects']} disconnects, {st['reconnects']} reconnects, "
+            f"{st['time_without_device_s']:.3f} s without the device")
+        lines.append(f"  {name} calibration: "
+                     + ("calibrated, " if st["calibrated"] else "UNCALIBRATED: ")
+                     + st["calibration_note"])
+        if not st["ever_connected"]:
+            lines.append(f"{name} never connected: the session ran without it")
+            code = 1
+        elif not st["connected"]:
+            lines.append(f"{name} LOST and not back at the end of the session "
+                         f"({st['time_without_device_s']:.1f} s without it)")
+            code = 1
+        if st["shutdown_confirmed"] is False:
+            lines.append(f"{name}: zero force and DISABLE not acknowledged at shutdown; the "
+                         "device watchdog stopped the force")
+    return lines, code

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMU_FIFO, host_fifo
 
 from haptics import calibration as C
 from haptics import protocol as P
+from haptics.emulated_device import EmulatedDevice
 from haptics.profile import CalibratedDevice, load_profile, make_profile, save_profile
-from haptics.serial_device import EmulatedDevice
 
 TROCAR = [sys.executable, "-m", "sim.cli"]
 CPM = 1e5  # emulator counts per metre
@@ -43,8 +44,9 @@ def _emu_args(serial: str, e: dict) -> list[str]:
     def csv(v):
         return ",".join(str(x) for x in v)
     # "--opt=value": a value starting with "-" would otherwise read as an option
-    return ["--serial", serial, f"--encoder-offset={csv(e['offset'])}", f"--gain-error={csv(e['gain'])}",
-            f"--axis-sign={csv(e['sign'])}", f"--force-constant-error={csv(e['force'])}",
+    return [*EMU_FIFO, "--serial", serial, f"--encoder-offset={csv(e['offset'])}",
+            f"--gain-error={csv(e['gain'])}", f"--axis-sign={csv(e['sign'])}",
+            f"--force-constant-error={csv(e['force'])}",
             "--latency-ms", str(e["latency_ms"])]
 
 
@@ -103,10 +105,11 @@ def test_auto_calibration_recovers_injected_errors_and_the_device_then_reads_tru
         dev.open()
         assert dev.calibrated, dev.profile_error
         t_end = time.monotonic() + 1.0
-        while time.monotonic() < t_end:
-            s = dev.read()
-            dev.write_force((0.0, 0.0, 0.0))
-            dev.wait(0.002)
+        with host_fifo():
+            while time.monotonic() < t_end:
+                s = dev.read()
+                dev.write_force((0.0, 0.0, 0.0))
+                dev.wait(0.002)
         assert np.max(np.abs(s.position - true)) < 0.5e-3, s.position
     finally:
         dev.close()
@@ -117,12 +120,13 @@ def test_auto_calibration_recovers_injected_errors_and_the_device_then_reads_tru
         dev.open()
         rest = None
         t0 = time.monotonic()
-        while time.monotonic() < t0 + 1.2:
-            s = dev.read()
-            if rest is None and time.monotonic() > t0 + 0.3:
-                rest = s.position.copy()
-            dev.write_force((0.0, 2.0, 0.0) if rest is not None else (0.0, 0.0, 0.0))
-            dev.wait(0.002)
+        with host_fifo():
+            while time.monotonic() < t0 + 1.2:
+                s = dev.read()
+                if rest is None and time.monotonic() > t0 + 0.3:
+                    rest = s.position.copy()
+                dev.write_force((0.0, 2.0, 0.0) if rest is not None else (0.0, 0.0, 0.0))
+                dev.wait(0.002)
         felt = 200.0 * (s.position - rest)
         assert abs(felt[1] - 2.0) < 0.04 and abs(felt[0]) < 0.01, felt
     finally:

@@ -153,3 +153,20 @@ def test_wizard_fails_the_jig_step_naming_the_hole_the_tip_missed():
     rec = _recording(np.ones(3), np.zeros(3), np.zeros(3), bad_hole=4)
     with pytest.raises(CalibrationFailed, match="worst at hole 4"):
         fit_position(rec, _info())
+
+
+def test_stability_step_refuses_a_window_where_the_host_was_late_for_the_device():
+    # The refusal for real overload stays: a window in which the device applied, at more than
+    # WALL_UNSTEADY_FRACTION of its ticks, a force answering another STATE than usual is not
+    # the device's own loop (calibrate_cli.steady_loop); a steady one is.
+    from haptics.calibrate_cli import WALL_UNSTEADY_FRACTION, steady_loop
+
+    rng = np.random.default_rng(0)
+    steady = np.full(300, 7)
+    assert steady_loop(steady)
+    late = steady.copy()
+    late[rng.choice(300, int(300 * (WALL_UNSTEADY_FRACTION + 0.05)), replace=False)] = 9
+    assert not steady_loop(late)
+    few = steady.copy()
+    few[rng.choice(300, int(300 * WALL_UNSTEADY_FRACTION / 2), replace=False)] = 9
+    assert steady_loop(few)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from haptics import protocol as P
+from haptics.emulated_device import EmulatedDevice
 from haptics.profile import (
     UNCALIBRATED_MAX_FORCE,
     CalibratedDevice,
@@ -18,7 +19,6 @@ from haptics.profile import (
     profile_path,
     save_profile,
 )
-from haptics.serial_device import EmulatedDevice
 
 
 def _info(serial="EMU-0001", firmware=(1, 0, 0), protocol=(1, 0)) -> P.Info:
@@ -117,5 +117,22 @@ def test_device_with_a_corrupted_profile_runs_uncalibrated_with_forces_limited(t
             dev.wait(0.002)
         assert s.connected and 0.5 < peak <= UNCALIBRATED_MAX_FORCE + 1e-3
         assert abs(s.position[0] - 0.01) < 1e-4  # nominal counts per metre, no offset applied
+        st = dev.link_stats()  # what the runtime reports and records
+        assert st["calibrated"] is False
+        assert "position.offset_counts" in st["calibration_note"]
+        assert "uncalibrated, force limited to 1 N" in st["calibration_note"]
     finally:
         dev.close()
+
+
+@pytest.mark.parametrize("content,why", [
+    (b'{"format": "trocar-device-profile", "serial": "\xff\xfe"}', "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+])
+def test_unreadable_profile_bytes_are_rejected_in_one_line(content, why):
+    path = profile_path("EMU-BAD")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    with pytest.raises(ProfileError, match=why) as e:
+        load_profile(path, info=_info("EMU-BAD"))
+    assert "\n" not in str(e.value)

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMU_FIFO, host_fifo
 
 from haptics import calibration as C
 from haptics import protocol as P
 from haptics.device import NullDevice
+from haptics.emulated_device import EmulatedDevice
 from haptics.emulator import EMU_SET_HAND, HANDS
 from haptics.profile import (
     UNCALIBRATED_MAX_FORCE,
@@ -34,7 +36,6 @@ from haptics.profile import (
     open_with_profile,
     save_profile,
 )
-from haptics.serial_device import EmulatedDevice
 
 TROCAR = [sys.executable, "-m", "sim.cli"]
 CPM = 1e5  # emulator counts per metre
@@ -45,6 +46,10 @@ ERR = {"offset": (1234, -567, 89), "gain": (0.03, -0.02, 0.01), "sign": (1, -1, 
        "force": (0.05, -0.08, 0.02)}
 LATENCY_TICKS = 1  # sensing and actuation delay, each [ticks]
 SYNC_TICKS = 6  # the emulator applies a FORCE 6 ticks after the STATE it answers
+# ... and holds a tick up to 100 ms for the FORCE due in it: a loaded test machine delays the
+# host (or the emulator) by more than the 5 ms the sync window absorbs, and the stability step
+# would then measure again or refuse, by the luck of the machine's load (issue 11, item 9).
+SYNC_WAIT_MS = 100
 HANDLE_MASS, DEVICE_DAMPING = 0.1, 5.0  # [kg], [N s/m]
 GRIP_MASS, GRIP_DAMPING, GRIP_STIFFNESS = 0.1, 3.0, 200.0  # [kg], [N s/m], [N/m]
 GRAVITY_MASS, ARM_MASS = 0.05, 0.3  # [kg]
@@ -59,10 +64,11 @@ def _csv(v) -> str:
 
 
 def _emu_args(serial: str = SERIAL, *, gravity: bool = True) -> list[str]:
-    args = ["--serial", serial, f"--encoder-offset={_csv(ERR['offset'])}",
+    args = [*EMU_FIFO, "--serial", serial, f"--encoder-offset={_csv(ERR['offset'])}",
             f"--gain-error={_csv(ERR['gain'])}", f"--axis-sign={_csv(ERR['sign'])}",
             f"--force-constant-error={_csv(ERR['force'])}", "--latency-ms", str(LATENCY_TICKS),
-            "--sync-ticks", str(SYNC_TICKS), "--handle-mass", str(HANDLE_MASS),
+            "--sync-ticks", str(SYNC_TICKS), "--sync-wait-ms", str(SYNC_WAIT_MS),
+            "--handle-mass", str(HANDLE_MASS),
             "--device-damping", str(DEVICE_DAMPING), "--grip-mass", str(GRIP_MASS),
             "--grip-damping", str(GRIP_DAMPING), "--grip-stiffness", str(GRIP_STIFFNESS)]
     if gravity:
@@ -226,13 +232,14 @@ def test_profile_auto_load_compensates_gravity_and_reports_the_measured_stiffnes
         lets go; the simulation commands zero force. Returns the drift after `seconds` [m]."""
         t0 = time.monotonic()
         p0 = None
-        while time.monotonic() < t0 + 0.3 + seconds:
-            s = dev.read()
-            if p0 is None and time.monotonic() > t0 + 0.3:
-                p0 = s.position.copy()
-                dev.device.command(EMU_SET_HAND, HANDS.index("free"))
-            dev.write_force((0.0, 0.0, 0.0))
-            dev.wait(0.002)
+        with host_fifo():
+            while time.monotonic() < t0 + 0.3 + seconds:
+                s = dev.read()
+                if p0 is None and time.monotonic() > t0 + 0.3:
+                    p0 = s.position.copy()
+                    dev.device.command(EMU_SET_HAND, HANDS.index("free"))
+                dev.write_force((0.0, 0.0, 0.0))
+                dev.wait(0.002)
         return s.position - p0
 
     args = ["--hand", "still", f"--hand-at={_csv(start)}"]

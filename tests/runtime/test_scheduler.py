@@ -65,6 +65,20 @@ def test_a_late_tick_still_idles_the_rt_share_before_it_starts():
     assert clock.waits == [80_000e-9]
 
 
+def test_after_a_tick_longer_than_the_period_the_idle_grows_with_it():
+    # The kernel's RT budget is a share of wall time: 2.5 ms of work needs 2.5 x the idle, or a
+    # servo that overruns is throttled for ~50 ms every second (the device watchdog trips).
+    clock = FakeClock()
+    sched = PeriodicScheduler(1_000_000, spin_ns=0, min_idle_ns=80_000, wait=clock.wait, clock=clock)
+    sched.start(clock.now)
+    sched.wait_next()
+    clock.now += 2_500_000
+    sched.done(clock())
+    clock.waits.clear()
+    sched.wait_next()
+    assert len(clock.waits) == 1 and 2.5 * 80_000e-9 <= clock.waits[0] < 3.5 * 80_000e-9
+
+
 def test_run_stops_on_the_flag_the_stop_event_and_the_end_time():
     clock = FakeClock()
 
