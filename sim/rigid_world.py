@@ -4,11 +4,11 @@ Owns the creation of the physics client (`make_client`) and of the rigid bodies 
 collide with. Bodies are built from parameters with `createMultiBody` and compound collision shapes
 (no mesh files). Units: m, kg, s; world z up, origin at the centre of the box-trainer floor.
 
-FLS peg transfer geometry used here (see docs/instruments.md). The FLS board carries 12 pegs (six per
-side) and six rubber triangular "rings"; the issue asks for six pegs, so the default board has six
-pegs in two groups of three (left group = pegs 0-2, right group = pegs 3-5) and the six rings start
-stacked two per left peg. Sizes are approximations of the FLS-compatible boards on the market (the FLS
-manual does not publish a drawing): board 0.16 x 0.10 x 0.010 m, pegs 4 mm diameter, 25 mm tall, rings
+FLS peg transfer geometry used here (see docs/instruments.md). As in the FLS manual, the board carries
+12 pegs, six per side (left group = pegs 0-5, right group = pegs 6-11, each a 2 x 3 grid), and six
+rubber triangular "rings" that start one per left peg. Sizes are approximations of the FLS-compatible
+boards on the market (the FLS manual does not publish a drawing): board 0.18 x 0.10 x 0.010 m, pegs
+4 mm diameter, 25 mm tall, 30 mm apart (a ring's outer edge clears its neighbour by 8 mm), rings
 approximated as flat tori of centreline radius 9.5 mm and tube radius 1.5 mm (hole 16 mm across),
 2 g each, built from 8 capsule segments (a compound of convex shapes, so Bullet can move it dynamically;
 8 rather than 12 segments because compound-vs-compound collision dominates the step: 12 cost ~200 us
@@ -52,25 +52,28 @@ class PegboardSpec:
         peg_radius, peg_height: [m] (height above the board top).
         ring_radius: ring centreline radius [m]; ring_tube: tube radius [m]; ring_mass [kg].
         ring_pegs: for each ring, the peg it starts on (rings on the same peg stack).
+    Pegs with x < centre x are the left side, the others the right side (`side_of`).
     """
 
     centre: tuple[float, float] = (0.0, 0.0)
-    size: tuple[float, float, float] = (0.16, 0.10, 0.010)
-    peg_xy: tuple[tuple[float, float], ...] = (
-        (-0.055, -0.025), (-0.055, 0.025), (-0.030, 0.0),
-        (0.030, 0.0), (0.055, -0.025), (0.055, 0.025),
-    )
+    size: tuple[float, float, float] = (0.18, 0.10, 0.010)
+    peg_xy: tuple[tuple[float, float], ...] = tuple(
+        (side * x, y) for side in (-1.0, 1.0) for x in (0.065, 0.035) for y in (-0.03, 0.0, 0.03))
     peg_radius: float = 2.0e-3
     peg_height: float = 0.025
     ring_radius: float = 9.5e-3
     ring_tube: float = 1.5e-3
     ring_mass: float = 2.0e-3
-    ring_pegs: tuple[int, ...] = (0, 0, 1, 1, 2, 2)
+    ring_pegs: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 
     @property
     def top(self) -> float:
         """Board top height [m]."""
         return self.size[2]
+
+    def side_of(self, i: int) -> int:
+        """0 for a left-side peg, 1 for a right-side peg."""
+        return int(self.peg_xy[i][0] > 0.0)
 
     def peg_world(self, i: int) -> np.ndarray:
         """Peg i axis point on the board top [m], shape (3,)."""

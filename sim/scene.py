@@ -17,7 +17,8 @@ loop passive (the hand never feels the tissue directly).
 Scenes (`build_scene(name)`):
 - ``default``: the tissue pad (0.10 x 0.06 x 0.02 m, ~5k tets) on the trainer floor, centred at the
   origin, an atraumatic grasper through the left port and curved scissors through the right one.
-- ``peg_transfer``: the FLS-style peg board with six rings and two graspers (no tissue).
+- ``peg_transfer``: the FLS peg board (12 pegs, six rings) and two graspers, tool 0 through the
+  left port (left hand), tool 1 through the right one (no tissue).
 The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
 in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
 
@@ -61,6 +62,9 @@ TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0
 LEFT_PORT = Port((-0.07, -0.11, 0.25))
 RIGHT_PORT = Port((0.07, -0.11, 0.25))
 SCOPE_PORT = Port((0.0, -0.15, 0.25))
+#: Peg transfer ports: one grasper per hand, either side of the scope (tool 0 = left hand).
+PEG_LEFT_PORT = Port((-0.075, -0.11, 0.25))
+PEG_RIGHT_PORT = Port((0.075, -0.11, 0.25))
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,8 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
         cfg = SceneConfig()
     elif name == "peg_transfer":
         cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
-                          tools=(ToolSetup(inst.GRASPER, Port((-0.01, -0.10, 0.25)), depth=0.2),
-                                 ToolSetup(inst.GRASPER, Port((0.09, -0.06, 0.25)), depth=0.2)))
+                          tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
+                                 ToolSetup(inst.GRASPER, PEG_RIGHT_PORT, depth=0.2)))
     else:
         raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
     return SceneConfig(**{**cfg.__dict__, **overrides})
@@ -129,7 +133,8 @@ class SceneEvent:
 
     kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset';
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
-    force at a slip [N]); message: one line for people.
+    force at a slip [N]); message: one line for people; body: the rigid object concerned, as an
+    index into `rigid.graspable` (= the row of the snapshot's `bodies`), -1 if none.
     """
 
     tick: int
@@ -137,6 +142,7 @@ class SceneEvent:
     tool: int
     value: float
     message: str
+    body: int = -1
 
 
 def make_tissue(cfg: SceneConfig) -> TissueModel:
@@ -232,14 +238,18 @@ class Scene:
                                       f"{why}; tissue reset to rest"))
 
     def _object_grasp_events(self) -> None:
+        graspable = self.rigid.graspable
         for i, held in enumerate(self.rigid.grasped):
-            if held != self._grasped_obj[i]:
-                if held is None:
-                    self.events.append(SceneEvent(self.tick_count, "release_object", i, float(
-                        self._grasped_obj[i]), f"tool {i} released body {self._grasped_obj[i]}"))
-                else:
-                    self.events.append(SceneEvent(self.tick_count, "grasp_object", i, float(held),
-                                                  f"tool {i} grasped body {held}"))
+            before = self._grasped_obj[i]
+            if held != before:
+                if before is not None:
+                    k = graspable.index(before)
+                    self.events.append(SceneEvent(self.tick_count, "release_object", i, 0.0,
+                                                  f"tool {i} released object {k}", k))
+                if held is not None:
+                    k = graspable.index(held)
+                    self.events.append(SceneEvent(self.tick_count, "grasp_object", i, 0.0,
+                                                  f"tool {i} grasped object {k}", k))
                 self._grasped_obj[i] = held
 
     def hold_control(self) -> SceneControl:

@@ -28,7 +28,8 @@ Grasping rigid objects: friction between position-servoed jaws and a 2 g ring is
 1 kHz (the ring squirts out), so when a tool's jaw command is closed (< GRASP_CLOSE rad) and both jaws
 are within GRASP_REACH of a graspable body, a fixed constraint binds that body to the shaft link with
 its current relative pose; opening the jaws (> GRASP_OPEN rad) removes it. While held, the body does
-not collide with that tool; collision comes back once it is GRASP_REACH clear of the tool.
+not collide with that tool; collision comes back once it is GRASP_REACH clear of the tool. Two tools
+may hold one body at once (a hand-off), each through its own constraint.
 
 Lockstep determinism: one DIRECT client per scene, fixed step, deterministic pair ordering, no
 wall-clock input; the same inputs give bit-identical poses (tested).
@@ -221,9 +222,9 @@ class ToolScene:
         held = self.grasped[i]
         if held is None and jaw < GRASP_CLOSE and self.graspable:
             tip = inst.tip()
+            # A body another tool holds may be grasped too: that is the mid-air hand-off of the FLS
+            # peg transfer (both constraints hold it until the first tool opens).
             for body in self.graspable:
-                if body in self.grasped:
-                    continue
                 # Cheap pre-filter before the narrow-phase query: graspables are < 3 cm across.
                 centre = np.array(pb.getBasePositionAndOrientation(body, physicsClientId=self.client)[0])
                 near = np.linalg.norm(centre - tip) < 0.03 + inst.spec.jaw_length

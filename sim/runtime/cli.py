@@ -95,7 +95,29 @@ def _config(args: argparse.Namespace):
                      threads=args.threads)
 
 
+def _cmd_run_procedure(args: argparse.Namespace) -> int:
+    """`trocar run PROCEDURE --policy NAME`: scripted hands play and score the procedure (TEMPORARY
+    glue, sim.runtime.procedure_session, until the session step drives procedures in every loop)."""
+    from procedures.registry import PROCEDURES
+
+    if args.scene not in PROCEDURES:
+        raise UserError(f"--policy needs a procedure, not {args.scene!r}; "
+                        f"procedures: {', '.join(PROCEDURES)}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise UserError("--seconds must be > 0")
+    if args.record and not os.path.isdir(os.path.dirname(os.path.abspath(args.record))):
+        raise UserError(f"--record: no such directory: {os.path.dirname(os.path.abspath(args.record))}")
+    _scenes()
+    from sim.runtime.procedure_session import run_procedure_session
+
+    result = run_procedure_session(args.scene, args.policy, seed=args.seed, record=args.record,
+                                   seconds=args.seconds, realtime=not args.lockstep)
+    return 0 if result.status in ("success", "failure", "timeout") else 1
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "policy", None):
+        return _cmd_run_procedure(args)
     cfg = _config(args)
     if cfg.lockstep:
         from sim.runtime.config import default_record_path
@@ -193,6 +215,9 @@ def register(sub: argparse._SubParsersAction, bsub: argparse._SubParsersAction) 
     _add_session_args(r)
     r.add_argument("--display", choices=["window", "xr", "headless", "auto"], default="auto",
                    help="window, xr, headless, or auto: a window if $DISPLAY is set (default auto)")
+    r.add_argument("--policy", choices=["expert", "novice"],
+                   help="scripted hands play the procedure named as the scene (e.g. peg_transfer) on "
+                   "both tools, scored; paced in real time unless --lockstep")
     r.set_defaults(func=_cmd_run)
     rp = sub.add_parser("replay", help="re-run a session recording in lockstep; verify checksums")
     rp.add_argument("file", help="recording (.trec)")

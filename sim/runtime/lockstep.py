@@ -194,7 +194,7 @@ def replay(path: str, *, progress=None, threads: int = 1, procedure=None) -> Rep
                     break
             if progress is not None and k % 1000 == 0:
                 progress(k)
-        replayed = [[e.tick, e.kind, e.tool, e.value, e.message] for e in scene.events]
+        replayed = [[e.tick, e.kind, e.tool, e.value, e.message, e.body] for e in scene.events]
         recorded = [e for e in rec.events if e[0] <= last]
         events_equal = replayed == recorded
         return ReplayResult(last + 1, checked, mismatch, events_equal, rec.damage, rec.end is not None,

@@ -9,7 +9,8 @@ File = MAGIC (8 bytes) then chunks; a chunk is
     u32 length | u32 crc32(kind || body) | u8 kind | body[length]       (little-endian)
 
 Kinds: META (JSON: config, versions, seed, tick dtype), TICKS (raw rows of the tick dtype,
-contiguous tick indices), EVENTS (JSON list of [tick, kind, tool, value, message]), CHECKSUMS
+contiguous tick indices), EVENTS (JSON list of [tick, kind, tool, value, message, body]; files
+written before `body` existed have 5-element rows, read back with body -1), CHECKSUMS
 (JSON list of [tick, sha256 hex] taken after that tick), NOTE (JSON: log lines such as the
 scheduling the servo got), END (JSON: reason and the timing report; its absence means the
 session did not close: killed or crashed).
@@ -139,8 +140,8 @@ class RecordingWriter:
         self.n = i + 1
         return i
 
-    def event(self, tick: int, kind: str, tool: int, value: float, message: str) -> None:
-        self._events.append([tick, kind, tool, value, message])
+    def event(self, tick: int, kind: str, tool: int, value: float, message: str, body: int = -1) -> None:
+        self._events.append([tick, kind, tool, value, message, body])
 
     def checksum(self, tick: int, digest: str) -> None:
         self._checksums.append([tick, digest])
@@ -291,7 +292,7 @@ def read_recording(path: str) -> Recording:
                     next_tick = int(rows["tick"][-1]) + 1
                 parts.append(rows)
             elif kind == KIND_EVENTS:
-                rec.events.extend(json.loads(body))
+                rec.events.extend(e if len(e) == 6 else [*e, -1] for e in json.loads(body))
             elif kind == KIND_CHECKSUMS:
                 rec.checksums.extend((int(t), str(h)) for t, h in json.loads(body))
             elif kind == KIND_NOTE:

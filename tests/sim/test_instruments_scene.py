@@ -137,11 +137,12 @@ def test_stiffness_above_the_device_limit_or_unstable_is_refused():
 
 
 def test_tool_collides_with_a_peg_without_passing_through_it():
-    # Sweep the closed jaws sideways into peg 3 at half its height. A round 4 mm peg deflects the tool
-    # around it (the spring pulls on), so check contact happens and penetration stays below 0.5 mm.
+    # Sweep the closed jaws sideways into peg 9 (right side, empty) at half its height. A round 4 mm
+    # peg deflects the tool around it (the spring pulls on), so check contact happens and
+    # penetration stays below 0.5 mm.
     with ToolScene([ToolSetup(inst.GRASPER, RIGHT, depth=0.2)]) as scene:
         spec, board, cid = scene.pegboard.spec, scene.pegboard.board, scene.client
-        peg = spec.peg_world(3)
+        peg = spec.peg_world(9)
         z = spec.top + spec.peg_height / 2
         script = Script(scene)
         script.move(0, [peg[0] - 0.015, peg[1], z], 0.0, 0.4)
@@ -214,14 +215,15 @@ def ring_on_peg(scene: ToolScene, ring: int, peg: int) -> bool:
 def test_peg_transfer_moves_a_ring_onto_the_target_peg():
     with ToolScene([ToolSetup(inst.GRASPER, LEFT, depth=0.2)]) as scene:
         scene.settle(300)
-        ring = scene.pegboard.rings[5]  # top ring on peg 2
-        assert ring_on_peg(scene, ring, 2)
-        transfer_ring(scene, ring, 3)
-        assert ring_on_peg(scene, ring, 3)
+        ring = scene.pegboard.rings[4]  # on peg 4, left side, middle row
+        assert ring_on_peg(scene, ring, 4)
+        transfer_ring(scene, ring, 10)  # right side, middle row
+        assert ring_on_peg(scene, ring, 10)
         assert scene.body_pose(ring)[2] < scene.pegboard.spec.top + 0.005  # fell to the board
         # The other rings stayed where they were.
-        for r, peg in zip(scene.pegboard.rings[:5], scene.pegboard.spec.ring_pegs[:5], strict=True):
-            assert ring_on_peg(scene, r, peg)
+        others = [k for k in range(6) if k != 4]
+        for k in others:
+            assert ring_on_peg(scene, scene.pegboard.rings[k], scene.pegboard.spec.ring_pegs[k])
 
 
 def run_lockstep(seed: int) -> np.ndarray:
@@ -250,6 +252,7 @@ def test_rigid_world_pegboard_geometry():
     cid = rigid_world.make_client()
     try:
         board = rigid_world.add_pegboard(cid)
-        assert len(board.spec.peg_xy) == 6 and len(board.rings) == 6
+        assert len(board.spec.peg_xy) == 12 and len(board.rings) == 6
+        assert [board.spec.side_of(i) for i in range(12)] == [0] * 6 + [1] * 6
     finally:
         pb.disconnect(physicsClientId=cid)

@@ -1,0 +1,16 @@
+"""The procedures trocar knows, by name."""
+
+from __future__ import annotations
+
+from procedures.base import Procedure
+
+PROCEDURES = ("peg_transfer",)
+
+
+def get_procedure(name: str) -> Procedure:
+    """A new instance of the procedure `name`; ValueError naming the known ones otherwise."""
+    if name == "peg_transfer":
+        from procedures.peg_transfer import PegTransfer
+
+        return PegTransfer()
+    raise ValueError(f"unknown procedure {name!r}; known: {', '.join(PROCEDURES)}")
