@@ -1,0 +1,131 @@
+"""`trocar bench curriculum`: simulated learners (trainees.learners) practise every task in the rules
+under three schedules, and we count the attempts until they are proficient at all of them:
+
+- next:        each attempt is what `trocar next` advises (progression, weakest-metric focus, spacing:
+               when it says rest, the learner's day ends);
+- round_robin: a fixed curriculum, the tasks in turn, every slot of every day;
+- round_robin_skip: the same, but skipping tasks already proficient (a fairer baseline).
+
+Each learner is the same (same seed) under every schedule. Proficiency is judged by the real rules
+(trainees.rules.evaluate); the benchmark task's bounds come from a simulated expert cohort.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import UTC, datetime, timedelta
+
+from trainees.learners import TASKS, Learner, expert_results
+from trainees.progression import advise
+from trainees.rules import Attempt, Rules, evaluate, load_rules, target_bounds
+
+SCHEDULES = ("next", "round_robin", "round_robin_skip")
+SLOT = timedelta(minutes=20)   # one attempt plus feedback
+DAY_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def expert_bounds(rules: Rules, seed: int, n: int = 20) -> dict:
+    out = {}
+    for t in rules.tasks:
+        experts = []
+        if t.style == "benchmark":
+            for i, r in enumerate(expert_results(t.procedure, n, seed, DAY_START - timedelta(days=30))):
+                experts.append(Attempt.from_result(r, id=i, trainee_id=f"expert{i}", started=r["started"]))
+        out[t.name] = target_bounds(t, experts)
+    return out
+
+
+def simulate(rules: Rules, schedule: str, seed: int, bounds: dict, *, per_day: int = 6,
+             limit: int = 400, on_attempt=None) -> dict:
+    """One learner under one schedule until proficient at every task, a task is capped, or `limit`
+    attempts. on_attempt(task, focus, result) is called for each attempt (e.g. to store it)."""
+    prereq = {t.procedure: tuple(rules.task(p).procedure for p in t.prerequisites) for t in rules.tasks}
+    learner = Learner.new(f"{schedule}-{seed}", prereq, seed)
+    attempts: dict[str, list[Attempt]] = {t.name: [] for t in rules.tasks}
+    available = frozenset(TASKS)
+    n = day = rr = 0
+    while n < limit:
+        learner.new_day()
+        slot = DAY_START + timedelta(days=day)
+        for _ in range(per_day):
+            focus = None
+            if schedule == "next":
+                adv = advise(rules, attempts, bounds, available, slot)
+                if adv.task is None:
+                    return _outcome(rules, attempts, bounds, n, day + 1)
+                if adv.not_before is not None:
+                    break  # rest: the day ends here
+                task, focus = adv.task, adv.settings.get("focus")
+            else:
+                names = [t.name for t in rules.tasks]
+                if schedule == "round_robin_skip":
+                    names = [t.name for t in rules.tasks
+                             if evaluate(t, attempts[t.name], bounds[t.name]).status != "proficient"]
+                task = names[rr % len(names)]
+                rr += 1
+            rule = rules.task(task)
+            result = learner.attempt(rule.procedure, seed=n, started=slot, focus=focus)
+            if on_attempt is not None:
+                on_attempt(task, focus, result)
+            attempts[task].append(Attempt.from_result(result, id=n, trainee_id=learner.name,
+                                                      started=slot.isoformat(timespec="seconds")))
+            n += 1
+            slot += SLOT
+            out = _outcome(rules, attempts, bounds, n, day + 1)
+            if out["reached"] or out["capped"]:
+                return out
+        day += 1
+    return _outcome(rules, attempts, bounds, n, day)
+
+
+def _outcome(rules: Rules, attempts: dict, bounds: dict, n: int, days: int) -> dict:
+    st = {t.name: evaluate(t, attempts[t.name], bounds[t.name]).status for t in rules.tasks}
+    return {"attempts": n, "days": days, "reached": all(s == "proficient" for s in st.values()),
+            "capped": any(s == "capped" for s in st.values()),
+            "per_task": {k: len(v) for k, v in attempts.items()}}
+
+
+def compare(rules: Rules, learners: int, seed: int = 0, per_day: int = 6, limit: int = 400) -> dict:
+    bounds = expert_bounds(rules, seed + 10_000)
+    runs = {s: [simulate(rules, s, seed + i, bounds, per_day=per_day, limit=limit) for i in range(learners)]
+            for s in SCHEDULES}
+    summary = {}
+    for s, rs in runs.items():
+        done = [r for r in rs if r["reached"]]
+        summary[s] = {
+            "reached": len(done), "capped": sum(r["capped"] for r in rs),
+            "attempts_median": statistics.median(r["attempts"] for r in done) if done else None,
+            "attempts_mean": round(statistics.fmean(r["attempts"] for r in done), 1) if done else None,
+            "days_median": statistics.median(r["days"] for r in done) if done else None,
+            "per_task_mean": {t.name: round(statistics.fmean(r["per_task"][t.name] for r in rs), 1)
+                              for t in rules.tasks},
+        }
+    # paired: the same learner under `next` and under each round robin (unreached counts as `limit`)
+    for s in SCHEDULES[1:]:
+        a = [r["attempts"] if r["reached"] else limit for r in runs["next"]]
+        b = [r["attempts"] if r["reached"] else limit for r in runs[s]]
+        summary[f"next_fewer_than_{s}"] = sum(x < y for x, y in zip(a, b, strict=True))
+    return {"bench": "curriculum", "learners": learners, "seed": seed, "per_day": per_day,
+            "limit": limit, "tasks": [t.name for t in rules.tasks], "schedules": summary}
+
+
+def run(args) -> int:
+    from sim.errors import UserError
+
+    if args.learners < 1:
+        raise UserError("--learners must be >= 1")
+    if args.per_day < 1:
+        raise UserError("--per-day must be >= 1")
+    rules = load_rules(args.rules)
+    out = compare(rules, args.learners, args.seed, args.per_day, args.limit)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{args.learners} simulated learners, {args.per_day} attempts/day at most; "
+          f"attempts until proficient at {', '.join(out['tasks'])}:")
+    for s in SCHEDULES:
+        r = out["schedules"][s]
+        print(f"  {s:17s} reached {r['reached']}/{args.learners}  median attempts {r['attempts_median']}  "
+              f"mean {r['attempts_mean']}  median days {r['days_median']}  capped {r['capped']}")
+    return 0
