@@ -23,9 +23,10 @@ from trainees.rules import Attempt, Rules, evaluate, load_rules, target_bounds
 SCHEDULES = ("next", "round_robin", "round_robin_skip")
 SLOT = timedelta(minutes=20)   # one attempt plus feedback
 DAY_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+EXPERTS = 20                   # simulated experts whose attempts set a benchmark rule's bounds
 
 
-def expert_bounds(rules: Rules, seed: int, n: int = 20) -> dict:
+def expert_bounds(rules: Rules, seed: int, n: int = EXPERTS) -> dict:
     out = {}
     for t in rules.tasks:
         experts = []
@@ -110,6 +111,45 @@ def compare(rules: Rules, learners: int, seed: int = 0, per_day: int = 6, limit:
             "limit": limit, "tasks": [t.name for t in rules.tasks], "schedules": summary}
 
 
+def populate(db, rules: Rules, learners: int, *, seed: int = 0, schedule: str = "next",
+             cohort: str | None = None, per_day: int = 6, limit: int = 400) -> dict:
+    """Store simulated learners (trainees `<cohort>-<i>`) and an expert cohort in a records database
+    through the public records API, as real sessions would; returns {trainee: simulate() outcome}.
+    The experts (the same for every seed's schedules) are stored once."""
+    from trainees import records
+
+    cohort = cohort or f"sim-{schedule}"
+    conn = records.connect(db) if not isinstance(db, records.sqlite3.Connection) else db
+    have = {r["id"] for r in records.list_trainees(conn)}
+    bounds = expert_bounds(rules, seed + 10_000)
+    for t in rules.tasks:
+        if t.style != "benchmark" or f"{t.expert_cohort}-0" in have:
+            continue
+        for i, r in enumerate(expert_results(t.procedure, EXPERTS, seed + 10_000,
+                                             DAY_START - timedelta(days=30))):
+            tid = f"{t.expert_cohort}-{i}"
+            records.add_trainee(conn, tid, cohort=t.expert_cohort)
+            have.add(tid)
+            _store(conn, rules, tid, r)
+    out = {}
+    for i in range(learners):
+        tid = f"{cohort}-{i}"
+        if tid not in have:
+            records.add_trainee(conn, tid, cohort=cohort)
+        out[tid] = simulate(rules, schedule, seed + i, bounds, per_day=per_day, limit=limit,
+                            on_attempt=lambda task, focus, r, tid=tid: _store(conn, rules, tid, r))
+    return out
+
+
+def _store(conn, rules: Rules, trainee: str, result: dict) -> int:
+    from trainees import records
+
+    aid = records.begin_attempt(conn, trainee, result["procedure"], result["version"],
+                                seed=result["seed"], started=result["started"])
+    records.finish_attempt(conn, aid, result, rules=rules, ended=result["ended"])
+    return aid
+
+
 def run(args) -> int:
     from sim.errors import UserError
 
@@ -118,6 +158,10 @@ def run(args) -> int:
     if args.per_day < 1:
         raise UserError("--per-day must be >= 1")
     rules = load_rules(args.rules)
+    if args.db:
+        for schedule in SCHEDULES:
+            populate(args.db, rules, args.learners, seed=args.seed, schedule=schedule,
+                     per_day=args.per_day, limit=args.limit)
     out = compare(rules, args.learners, args.seed, args.per_day, args.limit)
     if args.json:
         print(json.dumps(out))

@@ -79,6 +79,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE attempts ADD COLUMN seed INTEGER;
     """,
+    # v3: a random id for this database, so exported xAPI registrations stay unique across labs and
+    # stable across exports.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

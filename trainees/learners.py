@@ -99,17 +99,17 @@ class Learner:
             s = self.skill[(task, m)]
             value = (mm.expert + (mm.novice - mm.expert) * (1.0 - s)) * float(
                 np.exp(self.rng.normal(-0.5 * mm.cv ** 2, mm.cv)))
-            metrics[m] = {"value": round(value, 6), "unit": mm.unit, "better": "lower", "label": mm.label}
             if m == "completion_time":
+                value = min(value, model.cutoff_s)  # a time-out stops the clock at the cut-off
                 duration = value
+            metrics[m] = {"value": round(value, 6), "unit": mm.unit, "better": "lower", "label": mm.label}
         se = self.skill[(task, "errors")]
         for kind, (p_nov, p_exp) in model.errors.items():
             if self.rng.random() < p_nov * (1.0 - se) + p_exp * se:
                 t = float(self.rng.uniform(0.0, duration))
                 errors.append({"tick": int(t * 1000), "t": round(t, 3), "kind": kind,
                                "message": f"simulated {kind.replace('_', ' ')}"})
-        status = "success" if duration <= model.cutoff_s else "timeout"
-        duration = min(duration, model.cutoff_s)
+        status = "success" if duration < model.cutoff_s else "timeout"
         score = max(0.0, 100.0 * (model.cutoff_s - duration) / model.cutoff_s - 10.0 * len(errors))
         result = {
             "procedure": task, "version": version, "seed": seed, "status": status,

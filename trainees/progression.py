@@ -84,10 +84,10 @@ def advise(rules: Rules, attempts: dict[str, list[Attempt]], bounds: dict[str, t
     open_tasks: list[TaskRule] = []
     for t in rules.tasks:
         st = statuses[t.name]
-        if t.procedure not in available:
-            skipped.append((t.name, f"no procedure {t.procedure!r} in this trocar yet"))
-        elif st.status == "proficient":
+        if st.status == "proficient":
             skipped.append((t.name, "proficient"))
+        elif t.procedure not in available:
+            skipped.append((t.name, f"no procedure {t.procedure!r} in this trocar yet"))
         elif st.status == "no_benchmark":
             skipped.append((t.name, f"no expert benchmark: {st.reason}"))
         elif st.status == "capped":

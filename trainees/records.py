@@ -154,7 +154,8 @@ def begin_attempt(db: DbArg, trainee: str, procedure: str, version: str, *,
              os.fspath(Path(recording).absolute()) if recording else None, seed))
         attempt_id = int(cur.lastrowid)
         for hand, serial, phash in rows:
-            conn.execute("INSERT OR IGNORE INTO devices (serial, profile_hash) VALUES (?, ?)", (serial, phash))
+            conn.execute("INSERT OR IGNORE INTO devices (serial, profile_hash) VALUES (?, ?)",
+                         (serial, phash))
             (dev,) = conn.execute("SELECT id FROM devices WHERE serial = ? AND profile_hash = ?",
                                   (serial, phash)).fetchone()
             conn.execute("INSERT INTO attempt_devices (attempt_id, hand, device_id) VALUES (?, ?, ?)",
