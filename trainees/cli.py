@@ -182,7 +182,7 @@ def _cmd_export_xapi(args: argparse.Namespace) -> int:
         print(f"wrote {len(statements)} statements to {args.out}")
     if args.lrs:
         sent = xapi.send(args.lrs, statements, user=args.user, password=password)
-        print(f"sent {sent} statements to {args.lrs} ({len(statements) - sent} were already there)")
+        print(f"the LRS at {args.lrs} accepted {sent} statements")
     return 0
 
 

@@ -16,7 +16,8 @@ PASS_COLOUR, FAIL_COLOUR, LINE_COLOUR = "#2a9d3f", "#c8553d", "#1f4e79"
 
 def png_base64(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    # every figure is laid out with tight_layout already; bbox_inches="tight" would measure it again
+    fig.savefig(buf, format="png", dpi=DPI)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -73,6 +74,7 @@ def radar(title: str, axes: list[str], ratios: list[float]) -> str:
         ax.set_ylabel("benchmark / value (1 = benchmark, higher is better)")
         ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     return png_base64(fig)
 
 

@@ -37,7 +37,8 @@ def result(time_s: float = 40.0, *, status: str = "success", drops: int = 0, pas
     return {"procedure": procedure, "version": "1", "seed": 3, "status": status,
             "completed": status == "success", "passed": ok if passed is None else passed,
             "score": round(100 * (300 - time_s) / 300, 2) if score is None else score,
-            "duration_s": time_s, "started": "2026-03-02T09:00:00+00:00", "ended": "2026-03-02T09:01:00+00:00",
+            "duration_s": time_s, "started": "2026-03-02T09:00:00+00:00",
+            "ended": "2026-03-02T09:01:00+00:00",
             "metrics": m, "errors": errors, "proficiency": {"rule": "test", "met": ok}}
 
 

@@ -52,10 +52,11 @@ def test_an_attempt_stores_result_metrics_devices_recording_hash_and_status(db, 
     assert row["status"] == "success" and row["passed"] == 1 and row["score"] == res["score"]
     assert row["recording_sha256"] == hashlib.sha256(rec.read_bytes()).hexdigest()
     assert json.loads(row["result_json"]) == res
-    got = {m["name"]: (m["value"], m["unit"]) for m in conn.execute("SELECT * FROM metrics WHERE attempt_id=?",
-                                                                     (aid,))}
+    got = {m["name"]: (m["value"], m["unit"])
+           for m in conn.execute("SELECT * FROM metrics WHERE attempt_id=?", (aid,))}
     assert got == {"completion_time": (41.5, "s"), "path_length": (2.5, "m")}
-    assert [(d["hand"], d["serial"]) for d in records.attempt_devices(conn, aid)] == [(0, "EMU-1"), (1, "EMU-2")]
+    devices = [(d["hand"], d["serial"]) for d in records.attempt_devices(conn, aid)]
+    assert devices == [(0, "EMU-1"), (1, "EMU-2")]
     assert st.status == "training" and st.met == 1
     prof = conn.execute("SELECT * FROM proficiency WHERE trainee_id='T1' AND task='peg_transfer'").fetchone()
     assert prof["status"] == "training" and prof["met"] == 1 and prof["attempts"] == 1
