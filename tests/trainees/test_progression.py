@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from conftest import result, run_cli
+from trainees_helpers import result, run_cli
 
 from trainees import records
 from trainees.progression import advise, available_procedures

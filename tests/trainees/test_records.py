@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, result, run_cli
+from trainees_helpers import ROOT, result, run_cli
 
 from sim.errors import UserError
 from trainees import db as dbmod

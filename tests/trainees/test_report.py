@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import result, run_cli
 from PIL import Image
+from trainees_helpers import result, run_cli
 
 from trainees import records
 

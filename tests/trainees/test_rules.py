@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import result, run_cli
+from trainees_helpers import result, run_cli
 
 from sim.errors import UserError
 from trainees.rules import Attempt, evaluate, expert_bounds, load_rules, parse_rules

@@ -7,7 +7,7 @@ import json
 import re
 from collections import defaultdict
 
-from conftest import load_json, result, run_cli
+from trainees_helpers import load_json, result, run_cli
 
 from trainees import records, xapi
 
