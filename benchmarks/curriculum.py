@@ -4,7 +4,10 @@ under three schedules, and we count the attempts until they are proficient at al
 - next:        each attempt is what `trocar next` advises (progression, weakest-metric focus, spacing:
                when it says rest, the learner's day ends);
 - round_robin: a fixed curriculum, the tasks in turn, every slot of every day;
-- round_robin_skip: the same, but skipping tasks already proficient (a fairer baseline).
+- round_robin_skip: the same, but skipping tasks already proficient (a fairer baseline);
+and two ablations of `next`, to show what each of its parts is worth:
+- next_massed:   `next`'s task and focus, but no rest: the learner keeps practising all day;
+- next_no_focus: `next`'s task and spacing, but no weakest-metric focus.
 
 Each learner is the same (same seed) under every schedule. Proficiency is judged by the real rules
 (trainees.rules.evaluate); the benchmark task's bounds come from a simulated expert cohort.
@@ -20,7 +23,7 @@ from trainees.learners import TASKS, Learner, expert_results
 from trainees.progression import advise
 from trainees.rules import Attempt, Rules, evaluate, load_rules, target_bounds
 
-SCHEDULES = ("next", "round_robin", "round_robin_skip")
+SCHEDULES = ("next", "round_robin", "round_robin_skip", "next_massed", "next_no_focus")
 SLOT = timedelta(minutes=20)   # one attempt plus feedback
 DAY_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 EXPERTS = 20                   # simulated experts whose attempts set a benchmark rule's bounds
@@ -51,13 +54,14 @@ def simulate(rules: Rules, schedule: str, seed: int, bounds: dict, *, per_day: i
         slot = DAY_START + timedelta(days=day)
         for _ in range(per_day):
             focus = None
-            if schedule == "next":
+            if schedule.startswith("next"):
                 adv = advise(rules, attempts, bounds, available, slot)
                 if adv.task is None:
                     return _outcome(rules, attempts, bounds, n, day + 1)
-                if adv.not_before is not None:
+                if adv.not_before is not None and schedule != "next_massed":
                     break  # rest: the day ends here
-                task, focus = adv.task, adv.settings.get("focus")
+                task = adv.task
+                focus = None if schedule == "next_no_focus" else adv.settings.get("focus")
             else:
                 names = [t.name for t in rules.tasks]
                 if schedule == "round_robin_skip":
@@ -103,7 +107,7 @@ def compare(rules: Rules, learners: int, seed: int = 0, per_day: int = 6, limit:
                               for t in rules.tasks},
         }
     # paired: the same learner under `next` and under each round robin (unreached counts as `limit`)
-    for s in SCHEDULES[1:]:
+    for s in SCHEDULES[1:3]:
         a = [r["attempts"] if r["reached"] else limit for r in runs["next"]]
         b = [r["attempts"] if r["reached"] else limit for r in runs[s]]
         summary[f"next_fewer_than_{s}"] = sum(x < y for x, y in zip(a, b, strict=True))
@@ -159,7 +163,7 @@ def run(args) -> int:
         raise UserError("--per-day must be >= 1")
     rules = load_rules(args.rules)
     if args.db:
-        for schedule in SCHEDULES:
+        for schedule in SCHEDULES[:3]:
             populate(args.db, rules, args.learners, seed=args.seed, schedule=schedule,
                      per_day=args.per_day, limit=args.limit)
     out = compare(rules, args.learners, args.seed, args.per_day, args.limit)
