@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sim.errors import UserError
 from trainees.db import connect
-from trainees.rules import Attempt, Rules, Status, evaluate, load_rules, target_bounds
+from trainees.rules import Attempt, Rules, Status, attempt_meets, evaluate, load_rules, target_bounds
 
 DbArg = sqlite3.Connection | str | os.PathLike | None
 RESULT_STATUSES = ("success", "failure", "timeout", "incomplete")
@@ -201,6 +201,8 @@ def finish_attempt(db: DbArg, attempt_id: int, result_json: str | dict, *,
             if conn.execute("SELECT result_json FROM attempts WHERE id = ?", (attempt_id,)).fetchone()[0]:
                 raise UserError(f"attempt {attempt_id} is already finished")
             passed = r.get("passed")
+            if passed is None:  # a result without its own verdict: judge it by the lab's rule
+                passed = _meets_rule(conn, rules, r, row)
             conn.execute(
                 "UPDATE attempts SET ended = ?, status = ?, recording_path = ?, recording_sha256 = ?, "
                 "result_json = ?, score = ?, passed = ?, seed = COALESCE(?, seed) WHERE id = ?",
@@ -215,6 +217,19 @@ def finish_attempt(db: DbArg, attempt_id: int, result_json: str | dict, *,
             statuses = refresh_proficiency(conn, rules, trainee=row["trainee_id"],
                                            procedure=row["procedure"])
     return next(iter(statuses.values()), None)
+
+
+def _meets_rule(conn: sqlite3.Connection, rules: Rules, r: dict, row: sqlite3.Row) -> bool | None:
+    rule = next((t for t in rules.tasks if t.procedure == row["procedure"]), None)
+    if rule is None or r["status"] == "incomplete":
+        return None
+    experts = (query_attempts(conn, procedure=rule.procedure, cohort=rule.expert_cohort)
+               if rule.style == "benchmark" else [])
+    bounds = target_bounds(rule, experts)
+    if bounds is None:
+        return None
+    a = Attempt.from_result(r, id=row["id"], trainee_id=row["trainee_id"], started=row["started"])
+    return attempt_meets(rule, bounds, a)
 
 
 def _attempt_from(row: sqlite3.Row, metrics: dict[str, tuple[float, str | None]]) -> Attempt:

@@ -219,3 +219,24 @@ def test_two_processes_writing_at_once_lose_nothing(db):
     conn = records.connect(db)
     assert _consistent(conn) == (80, 0)
     assert [len(records.query_attempts(conn, trainee=t)) for t in ("A", "B")] == [40, 40]
+
+
+def test_attempts_filters_by_trainee_task_date_and_verdict(db):
+    records.add_trainee(db, "T1")
+    records.add_trainee(db, "T2")
+    for who, t, day in (("T1", 40.0, 2), ("T1", 60.0, 3), ("T1", 41.0, 9), ("T2", 39.0, 9)):
+        aid = records.begin_attempt(db, who, "peg_transfer", "1", started=f"2026-03-{day:02d}T09:00:00Z")
+        records.finish_attempt(db, aid, result(t))
+    records.begin_attempt(db, "T1", "peg_transfer", "1", started="2026-03-10T09:00:00Z")  # incomplete
+
+    def titles(*argv: str) -> str:
+        r = run_cli("attempts", *argv, "--db", str(db))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split("\n")[0].strip()
+
+    assert titles() == "attempts (5)"
+    assert titles("--trainee", "T1") == "attempts (4)"
+    assert titles("--trainee", "T1", "--passed") == "attempts (2)"
+    assert titles("--trainee", "T1", "--failed") == "attempts (1)"
+    assert titles("--since", "2026-03-05", "--task", "peg_transfer") == "attempts (3)"
+    assert titles("--task", "pattern_cut") == "attempts (0)"
