@@ -89,6 +89,6 @@ def weekly_bars(weeks: list[str], counts_by_task: dict[str, list[int]]) -> str:
     ax.set_ylabel("attempts")
     ax.set_title("attempts per week", fontsize=10)
     ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not on them
     fig.tight_layout()
     return png_base64(fig)

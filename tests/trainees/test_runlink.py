@@ -52,3 +52,17 @@ def test_without_trainee_nothing_is_stored_and_bad_input_fails_before_the_sessio
         begin_for_run(_args(db, "--trainee", "R-1", "--rules", str(bad)), "peg_transfer", "1",
                       recording="x.trec")
     assert records.query_attempts(records.connect(db)) == []
+
+
+def test_devices_are_stored_with_their_calibration_profile_hash(db, tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    profile = tmp_path / "cfg" / "trocar" / "devices" / "EMU-A.json"
+    profile.parent.mkdir(parents=True)
+    profile.write_text('{"serial": "EMU-A", "scale": 1.0}')
+    records.add_trainee(db, "R-1")
+    aid = begin_for_run(_args(db, "--trainee", "R-1"), "peg_transfer", "1",
+                        recording=str(tmp_path / "s.trec"), serials=["EMU-A", "EMU-B"])
+    got = {d["serial"]: d["profile_hash"] for d in records.attempt_devices(records.connect(db), aid)}
+    assert got == {"EMU-A": hashlib.sha256(profile.read_bytes()).hexdigest(), "EMU-B": ""}
