@@ -178,7 +178,7 @@ def _cmd_export_xapi(args: argparse.Namespace) -> int:
         statements = xapi.statements_for(conn, rules, trainee=args.trainee, since=args.since,
                                          drop_names=args.drop_names)
     if args.out:
-        write_atomic(args.out, (json.dumps(statements, indent=1) + "\n").encode("utf-8"))
+        write_atomic(args.out, (json.dumps(statements, indent=1, allow_nan=False) + "\n").encode("utf-8"))
         print(f"wrote {len(statements)} statements to {args.out}")
     if args.lrs:
         sent = xapi.send(args.lrs, statements, user=args.user, password=password)

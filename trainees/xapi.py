@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import sqlite3
 import urllib.error
@@ -96,7 +97,9 @@ def attempt_statements(iri_base: str, db_id: str, row: sqlite3.Row, result: dict
     if duration_s is None:
         duration_s = ((datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
                       if ended else 0.0)
-    extensions = {f"{iri_base}/metrics/{k}": m.get("value") for k, m in result.get("metrics", {}).items()}
+    # a metric a procedure could not compute is NaN in its result; JSON (and so an LRS) has no NaN
+    extensions = {f"{iri_base}/metrics/{k}": m["value"] for k, m in result.get("metrics", {}).items()
+                  if isinstance(m.get("value"), int | float) and math.isfinite(m["value"])}
     if result.get("errors"):
         extensions[f"{iri_base}/errors"] = [e.get("kind") for e in result["errors"]]
 
@@ -171,7 +174,8 @@ def send(lrs: str, statements: list[dict], *, user: str | None = None, password:
     sent = 0
     for i in range(0, len(statements), BATCH):
         batch = statements[i:i + BATCH]
-        code, body = _request(url, user=user, password=password, data=json.dumps(batch).encode(),
+        code, body = _request(url, user=user, password=password,
+                              data=json.dumps(batch, allow_nan=False).encode(),
                               method="POST")
         if code in (200, 204):
             sent += len(batch)

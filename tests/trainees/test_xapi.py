@@ -7,6 +7,7 @@ import json
 import re
 from collections import defaultdict
 
+import pytest
 from trainees_helpers import load_json, result, run_cli
 
 from trainees import records, xapi
@@ -65,6 +66,17 @@ def test_statements_follow_cmi5_per_attempt(db, tmp_path):
     assert ext["https://trocar.invalid/xapi/metrics/path_length"] == 2.1
     failed = regs[1][2]["result"]
     assert failed["success"] is False and failed["completion"] is False and failed["duration"] == "PT5M"
+
+
+def test_a_metric_the_procedure_could_not_compute_is_left_out_not_nan(db, tmp_path):
+    records.add_trainee(db, "T")
+    aid = records.begin_attempt(db, "T", "peg_transfer", "1")
+    records.finish_attempt(db, aid, json.dumps(result(40.0, path_length=float("nan"))))
+    out = tmp_path / "x.json"
+    assert run_cli("export", "xapi", "--out", str(out), "--db", str(db)).returncode == 0
+    st = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the export"))
+    ext = next(s for s in st if s["verb"]["display"]["en-US"] == "passed")["result"]["extensions"]
+    assert list(ext) == ["https://trocar.invalid/xapi/metrics/completion_time"]
 
 
 def test_drop_names_leaves_only_pseudonymous_ids(db, tmp_path):
