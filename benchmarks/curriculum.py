@@ -16,6 +16,7 @@ Each learner is the same (same seed) under every schedule. Proficiency is judged
 from __future__ import annotations
 
 import json
+import sqlite3
 import statistics
 from datetime import UTC, datetime, timedelta
 
@@ -123,7 +124,7 @@ def populate(db, rules: Rules, learners: int, *, seed: int = 0, schedule: str = 
     from trainees import records
 
     cohort = cohort or f"sim-{schedule}"
-    conn = records.connect(db) if not isinstance(db, records.sqlite3.Connection) else db
+    conn = db if isinstance(db, sqlite3.Connection) else records.connect(db)
     have = {r["id"] for r in records.list_trainees(conn)}
     bounds = expert_bounds(rules, seed + 10_000)
     for t in rules.tasks:

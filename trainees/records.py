@@ -228,7 +228,8 @@ def _meets_rule(conn: sqlite3.Connection, rules: Rules, r: dict, row: sqlite3.Ro
     bounds = target_bounds(rule, experts)
     if bounds is None:
         return None
-    a = Attempt.from_result(r, id=row["id"], trainee_id=row["trainee_id"], started=row["started"])
+    a = Attempt.from_result({**r, "procedure": row["procedure"]}, id=row["id"], trainee_id=row["trainee_id"],
+                            started=row["started"])
     return attempt_meets(rule, bounds, a)
 
 

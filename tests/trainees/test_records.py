@@ -32,6 +32,10 @@ def test_first_trainee_creates_an_owner_only_database_in_the_data_dir(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     listed = run_cli("trainee", "list", env=env)
     assert "R-017" in listed.stdout and "PGY1" in listed.stdout
+    shown = run_cli("trainee", "show", "R-017", env=env)
+    assert shown.returncode == 0 and "R-017" in shown.stdout
+    assert [ln.split("│")[2].strip() for ln in shown.stdout.splitlines() if ln.startswith("│ peg_transfer")] \
+        == ["not_started"]
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == dbmod.SCHEMA_VERSION
