@@ -11,7 +11,7 @@ VENV=.venv-lrs
 RALPH="ralph-malph[cli,lrs]==5.1.0"
 STAMP="$VENV/.ralph-5.1.0"
 
-if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import ralph.api, uvicorn" 2>/dev/null; then
+if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import ralph.cli, uvicorn, requests" 2>/dev/null; then
     exit 0
 fi
 echo "lrs deps: installing Ralph into $VENV"
