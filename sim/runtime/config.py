@@ -50,7 +50,11 @@ class RunConfig:
     guide: tuple = ()
 
     def as_meta(self) -> dict:
-        return asdict(self)
+        # Sharing is how the session was watched, not what it simulated (a shared session's servo
+        # writes a NOTE instead), and the guide's shared-memory names mean nothing afterwards.
+        meta = asdict(self)
+        del meta["share"], meta["guide"]
+        return meta
 
 
 def default_record_path() -> str:

@@ -121,6 +121,7 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
         from sim.runtime.share import GuideChannel
 
         step.guide = GuideChannel.attach(cfg.guide)
+        rec.note(kind="shared", note="instructor console may watch, message and pause this session")
     mailbox = SnapshotMailbox.create(layout_of(step.snapshot()))
     step.mailbox = mailbox
     multirate = False
