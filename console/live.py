@@ -153,7 +153,7 @@ async def frames_ws(ws: WebSocket) -> None:
         hub.leave(stream)
         try:
             await ws.close()
-        except RuntimeError:
+        except (RuntimeError, WebSocketDisconnect):  # the page has gone already
             pass
 
 

@@ -38,17 +38,24 @@ def env(tmp_path_factory):
          "--share", "--seconds", str(SESSION_S), "--rate-mode", "realtime", "--record", str(record)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONPATH=str(ROOT), XDG_RUNTIME_DIR=str(xdg)))
+    # A scored attempt with events to jump to: the expert policy, 4 s of lockstep.
+    expert = subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "run", "peg_transfer", "--policy", "expert", "--lockstep",
+         "--seconds", "4", "--record", str(tmp / "expert.trec")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     records_with_attempts(tmp / "records.sqlite3")
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     server = Server(tmp, records=tmp / "records.sqlite3", runtime=runtime)
     browser = Browser()
     yield {"tmp": tmp, "server": server, "browser": browser, "session": session, "record": record,
-           "runtime": runtime}
+           "runtime": runtime, "expert": expert}
     browser.close()
     server.close()
-    if session.poll() is None:
-        session.terminate()
-        session.wait(30)
+    for p in (session, expert):
+        if p.poll() is None:
+            p.terminate()
+            p.wait(30)
     log.close()
 
 
@@ -127,18 +134,22 @@ def test_live_session_streams_takes_a_message_and_pauses(env):
     b.wait(f"Number(document.getElementById('view').dataset.tick) > {held}", 30)
 
 
-def test_replay_a_stored_attempt(env):
+def _store(env, record: str) -> int:
     from trainees.records import begin_attempt, finish_attempt
 
-    b, server = env["browser"], env["server"]
-    env["session"].send_signal(signal.SIGINT)  # the trainee stops the session
-    env["session"].wait(120)
-    record = str(env["record"])
     db = env["tmp"] / "records.sqlite3"
     aid = begin_attempt(db, "R-001", "peg_transfer", "1", recording=record)
     result = Path(record + ".result.json")
     finish_attempt(db, aid, result.read_text() if result.exists() else
                    '{"status": "incomplete", "metrics": {}, "errors": []}', recording_path=record)
+    return aid
+
+
+def test_replay_the_live_attempt(env):
+    b, server = env["browser"], env["server"]
+    env["session"].send_signal(signal.SIGINT)  # the trainee stops the session
+    env["session"].wait(120)
+    aid = _store(env, str(env["record"]))
     b.goto(server.base + "/")
     b.wait("[...document.querySelectorAll('a.review-link')]"
            f".some(a => a.href.endsWith('/review/attempt/{aid}'))")
@@ -149,3 +160,21 @@ def test_replay_a_stored_attempt(env):
            ".dispatchEvent(new Event('input')); true")
     b.wait("Math.abs(Number(document.getElementById('view').dataset.t) - 3) < 0.05", 180)
     shot(env, "review")
+
+
+def test_review_timeline_jumps_to_an_event(env):
+    b, server = env["browser"], env["server"]
+    env["expert"].wait(300)  # exit status 1: cut at 4 s, the attempt is incomplete (and scored so)
+    assert (env["tmp"] / "expert.trec.result.json").exists()
+    aid = _store(env, str(env["tmp"] / "expert.trec"))
+    b.goto(f"{server.base}/review/attempt/{aid}")
+    b.wait("window.trocarFrames >= 1", 180)
+    labels = b.eval("[...document.querySelectorAll('a.event')].map(a => a.textContent)")
+    assert any("grasp_object" in x for x in labels) and any("release_object" in x for x in labels)
+    assert b.eval("document.querySelectorAll('#metrics tr').length") > 5  # the result's metrics
+    k = next(i for i, x in enumerate(labels) if "release_object" in x)
+    t = float(labels[k].split()[0])
+    b.eval(f"document.querySelectorAll('a.event')[{k}].click(); true")
+    b.wait(f"Math.abs(Number(document.getElementById('view').dataset.t) - {t}) < 0.01", 180)
+    assert b.eval("document.getElementById('t').textContent") == f"{t:.1f}"
+    shot(env, "review_event")
