@@ -113,15 +113,16 @@ def test_live_session_streams_takes_a_message_and_pauses(env):
            "document.getElementById('message-form').requestSubmit(); true")
     b.wait(f"document.getElementById('delivered').textContent.includes({text!r})", 20)
     # The trainee's side: the session's own snapshot mailbox now carries it for its HUD.
-    try:
-        hud = decode_hud(box.read()["hud"])
-    finally:
-        box.close()
+    hud = decode_hud(box.read()["hud"])
     assert hud["instructor"]["message"] == text
     assert len(instructor_quads(hud["instructor"], 640, 360)) > 20  # the banner's text is drawn
     b.eval("document.getElementById('view').dispatchEvent(new MouseEvent('click', "
            "{clientX: document.getElementById('view').getBoundingClientRect().left + 320, "
            "clientY: document.getElementById('view').getBoundingClientRect().top + 180})); true")
+    deadline = time.monotonic() + 20  # the mark reaches the session's HUD too: a cross mid-view
+    while abs((decode_hud(box.read()["hud"])["instructor"].get("mark") or [0, 0])[0] - 0.5) > 0.01:
+        assert time.monotonic() < deadline, "the mark did not reach the session"
+        time.sleep(0.2)
     shot(env, "live")
 
     b.eval("document.getElementById('pause').click(); true")
@@ -132,6 +133,7 @@ def test_live_session_streams_takes_a_message_and_pauses(env):
     assert int(b.eval("document.getElementById('view').dataset.tick")) == held  # ...the scene holds
     b.eval("document.getElementById('pause').click(); true")
     b.wait(f"Number(document.getElementById('view').dataset.tick) > {held}", 30)
+    box.close()
 
 
 def _store(env, record: str) -> int:
