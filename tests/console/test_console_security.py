@@ -129,3 +129,23 @@ def test_accounts_store_no_plain_password_and_cli_refuses_bad_input(setup):
     assert r.returncode == 2 and r.stderr.startswith("trocar: error: ") and r.stderr.count("\n") == 1
     r = cli("serve", "--host", "not a host")
     assert r.returncode == 2 and "trocar: error:" in r.stderr
+
+
+def test_frame_websocket_needs_an_instructor_from_the_consoles_own_origin(setup):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server, *_ = setup
+    url = server.base.replace("http", "ws") + "/live/20260101-000000-1/ws"
+    cookies = {}
+    for name in ("teach", "r1"):
+        c = Client(server.base)
+        assert c.login(name) == 200
+        cookies[name] = next(f"{k.name}={k.value}" for k in c.jar if k.name == "trocar_session")
+    for headers, origin in (({}, server.base), ({"Cookie": cookies["r1"]}, server.base),
+                            ({"Cookie": cookies["teach"]}, "http://evil.example")):
+        try:
+            with connect(url, additional_headers=headers, origin=origin, open_timeout=30):
+                raise AssertionError(f"connected with {headers} from {origin}")
+        except InvalidStatus as exc:
+            assert exc.response.status_code == 403
