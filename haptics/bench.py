@@ -18,53 +18,45 @@ import numpy as np
 from haptics import protocol as P
 from haptics.serial_device import EmulatedDevice
 
-SPIN_S = 200e-6  # sleep until this long before the deadline, then spin [s] (ARCHITECTURE.md)
-
 
 def run_device_bench(seconds: float, *, rate_hz: int = 1000, emulator_args: tuple = (),
                      spin: bool = True) -> dict:
     """Run the host servo loop at `rate_hz` against an emulator for `seconds` [s]; return stats.
 
-    Each tick: read the newest sample, command a spring force towards the origin (1 N max), write
-    FORCE. Between ticks the loop waits on the port so STATE frames are timestamped on arrival.
+    Each tick: read the newest sample, command a spring force towards the origin, write FORCE. The
+    loop runs on the session's periodic scheduler (sim.runtime.scheduler); host_late_ticks counts the
+    deadlines it dropped. Between ticks it waits on the port so STATE frames are timestamped on
+    arrival.
     """
+    from sim.runtime.scheduler import SPIN_NS, PeriodicScheduler
+
     dev = EmulatedDevice(*emulator_args, ramp_s=0.5, state_timeout_s=0.05)
     dev.open()
     try:
-        period = 1.0 / rate_hz
-        ticks = late = 0
+        # The session's scheduler; between ticks it waits on the port (dev.wait returns when a
+        # STATE arrives), so frames are timestamped on arrival.
+        sched = PeriodicScheduler(int(round(1e9 / rate_hz)), spin_ns=SPIN_NS if spin else 0,
+                                  wait=dev.wait)
         tick_err = []
         states0 = dev.states
+        first = {"seq": None, "tdev": 0}
+        last = {"seq": None, "tdev": 0}
         t_start = time.perf_counter()
-        deadline = t_start
-        first_seq = last_seq = None
-        first_tdev = last_tdev = 0
-        while True:
-            now = time.perf_counter()
-            if now - t_start >= seconds:
-                break
+        until = time.perf_counter_ns() + int(seconds * 1e9)
+
+        def tick(start_ns: int, lateness_ns: int) -> None:
             s = dev.read()
             if s.fresh:
-                if first_seq is None:
-                    first_seq, first_tdev = s.seq, s.t_device_us
-                last_seq, last_tdev = s.seq, s.t_device_us
-            p = s.position
-            f = -200.0 * p  # spring to the origin [N]
-            dev.write_force(f)
-            ticks += 1
-            tick_err.append(now - deadline)
-            deadline += period
-            if time.perf_counter() > deadline + period:
-                late += 1
-                deadline = time.perf_counter() + period  # never catch up
-            # Sleep on the port (wakes for STATE frames) until just before the deadline.
-            while True:
-                left = deadline - time.perf_counter()
-                if left <= (SPIN_S if spin else 0.0):
-                    break
-                dev.wait(left - (SPIN_S if spin else 0.0))
-            while spin and time.perf_counter() < deadline:
-                pass
+                if first["seq"] is None:
+                    first["seq"], first["tdev"] = s.seq, s.t_device_us
+                last["seq"], last["tdev"] = s.seq, s.t_device_us
+            dev.write_force(-200.0 * s.position)  # spring to the origin [N]
+            tick_err.append(lateness_ns * 1e-9)
+
+        sched.run(tick, until_ns=until)
+        ticks, late = sched.ticks, sched.skipped
+        first_seq, first_tdev = first["seq"], first["tdev"]
+        last_seq, last_tdev = last["seq"], last["tdev"]
         elapsed = time.perf_counter() - t_start
         states = dev.states - states0
         p50, p99, pmax = dev.rtt_percentiles((50, 99, 100))

@@ -49,7 +49,8 @@ def tick_dtype(n_tools: int, n_hands: int = 1) -> np.dtype:
     tick: tick index (scene.tick_count before the tick); t: host time since session start;
     dev_t: sample arrival time (perf_counter) [s]; dev_seq: STATE seq; dev_pos: handle position,
     device frame (3,); dev_grip: gripper angle; dev_buttons, dev_status: raw bits; dev_flags:
-    bit 0 fresh, bit 1 connected; targets: tool targets fed to scene.tick (n_tools, 4); jaws
+    bit 0 fresh, bit 1 connected; dev_force: the force the device reports applying (STATE) (3,);
+    targets: tool targets fed to scene.tick (n_tools, 4); jaws
     (n_tools,); force: force commanded to each hand's device before the driver's safety chain
     (n_hands, 3); tool_pose: each tool's shaft link (tip) pose after the tick (n_tools, 7)
     [m, quaternion x y z w]; scope_pose: the laparoscope's camera pose (7,); scope: its params (6,)
@@ -61,7 +62,7 @@ def tick_dtype(n_tools: int, n_hands: int = 1) -> np.dtype:
         ("tick", "<i8"), ("t", "<f8"),
         ("dev_t", "<f8", (h,)), ("dev_seq", "<i8", (h,)), ("dev_pos", "<f8", (h, 3)),
         ("dev_grip", "<f8", (h,)), ("dev_buttons", "<i4", (h,)), ("dev_status", "<i4", (h,)),
-        ("dev_flags", "<i4", (h,)),
+        ("dev_flags", "<i4", (h,)), ("dev_force", "<f8", (h, 3)),
         ("targets", "<f8", (n_tools, 4)), ("jaws", "<f8", (n_tools,)), ("force", "<f8", (h, 3)),
         ("tool_pose", "<f8", (n_tools, 7)), ("scope_pose", "<f8", (7,)), ("scope", "<f8", (6,)),
         ("lateness_ns", "<i8"), ("compute_ns", "<i8"),
