@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean render-deps
+.PHONY: run test lint bench clean render-deps lrs-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "trocar needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -24,7 +24,11 @@ render-deps: $(STAMP)
 	@if [ "$$(id -u)" -eq 0 ]; then PYTHON=$(PY) bash scripts/xr-root.sh || echo "render deps: could not build the Monado root (.xr-root); the OpenXR test will report why"; \
 	 else echo "render deps: not root; skipping the Monado root (.xr-root); the OpenXR test will skip"; fi
 
-test: $(STAMP) render-deps
+# Ralph, a Learning Record Store, in its own .venv-lrs for the xAPI export test (its pins are its own).
+lrs-deps: $(STAMP)
+	@PYTHON=$(PY) bash scripts/setup-lrs.sh
+
+test: $(STAMP) render-deps lrs-deps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -34,4 +38,4 @@ bench: $(STAMP)
 	$(VENV)/bin/trocar bench tissue --tets 5000 --steps 2000 --peer pybullet --json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-lrs build *.egg-info

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # System packages the renderer and its tests need: Mesa (EGL surfaceless + llvmpipe, GLX for GLFW),
-# Xvfb (the window tests' X server) and mmdebstrap (builds the Debian trixie root that runs Monado,
-# scripts/xr-root.sh). Idempotent: installs only what is missing. Needs root (or passwordless sudo);
-# without either it prints one line and exits 0, and the EGL/XR tests skip with that reason.
+# Xvfb (the window tests' X server), mmdebstrap (builds the Debian trixie root that runs Monado,
+# scripts/xr-root.sh) and chromium (the records report is checked in a real headless browser).
+# Idempotent: installs only what is missing. Needs root (or passwordless sudo); without either it
+# prints one line and exits 0, and the EGL/XR and report browser tests skip with that reason.
 set -euo pipefail
 
-PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgles2 xvfb xauth mmdebstrap)
+PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgles2 xvfb xauth mmdebstrap chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -20,7 +21,7 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     SUDO=(sudo -n)
 else
-    echo "render deps: not root and no passwordless sudo; not installing ${missing[*]} (EGL/XR tests will skip)"
+    echo "render deps: not root and no passwordless sudo; not installing ${missing[*]} (EGL/XR and report browser tests will skip)"
     exit 0
 fi
 

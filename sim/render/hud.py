@@ -4,6 +4,8 @@ Warnings: excessive force (|F| above `FORCE_WARN` [N]: the bar turns red and the
 border) and instrument out of view (the tool tip projects outside the image or behind the scope:
 an amber marker on the screen edge toward the tip, and the tool's bar frame turns amber).
 Quads are (x0, y0, x1, y1, r, g, b, a) in pixels, origin at the bottom-left corner.
+A shared session (`trocar run --share`) also shows the instructor's latest message (a banner) and
+mark (a cross on the view), which the snapshot's `hud` JSON carries under "instructor".
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class HudState:
     over: np.ndarray
     out_of_view: np.ndarray
     edge: np.ndarray
+    instructor: dict | None = None
 
     @property
     def warning(self) -> bool:
@@ -60,8 +63,34 @@ def hud_state(snapshot: dict, view_proj: np.ndarray, dt: float, *,
         edge = np.where(front[:, None], ndc[:, :2], -ndc[:, :2])
     else:
         out, edge = np.zeros(0, bool), np.zeros((0, 2))
+    instructor = None
+    if "hud" in snapshot:
+        from sim.runtime.step import decode_hud
+
+        instructor = decode_hud(snapshot["hud"]).get("instructor")
     return HudState(elapsed=float(np.asarray(snapshot["tick"]).ravel()[0]) * dt, force=force,
-                    over=force > force_warn, out_of_view=out, edge=edge)
+                    over=force > force_warn, out_of_view=out, edge=edge, instructor=instructor)
+
+
+def instructor_quads(guide: dict, width: int, height: int) -> list[tuple]:
+    """The instructor's message (a banner under the clock) and mark (a cross) as quads."""
+    from sim.render.text import text_quads, text_width
+
+    quads: list[tuple] = []
+    text = str(guide.get("message") or "")
+    if text:
+        size = int(max(12, height / 24))
+        line = text if len(text) <= 90 else text[:87] + "..."
+        top = height - 2.6 * max(12.0, height / 24) - 8
+        quads.append((8, top - size - 10, 16 + text_width(line, size) + 8, top + 4, 0.1, 0.2, 0.5, 0.8))
+        quads += text_quads(line, 16, top - 2, size, (1.0, 0.95, 0.4, 1.0))
+    if guide.get("mark"):
+        mx, my = guide["mark"]
+        cx, cy = mx * width, (1.0 - my) * height  # marks are top-left based, quads bottom-left
+        s, w = max(10.0, height / 30), max(2.0, height / 240)
+        c = (0.2, 0.9, 1.0, 0.95)
+        quads += [(cx - s, cy - w, cx + s, cy + w, *c), (cx - w, cy - s, cx + w, cy + s, *c)]
+    return quads
 
 
 def digit_quads(text: str, x: float, y: float, height: float,
@@ -116,6 +145,8 @@ def hud_quads(state: HudState, width: int, height: int) -> list[tuple]:
             cx, cy = (0.5 + 0.45 * d[0]) * width, (0.5 + 0.45 * d[1]) * height
             s = max(6.0, height / 40)
             quads.append((cx - s, cy - s, cx + s, cy + s, 0.95, 0.65, 0.1, 0.95))
+    if state.instructor:
+        quads += instructor_quads(state.instructor, width, height)
     if state.over.any():
         b = max(4.0, height / 100)
         red = (0.9, 0.1, 0.1, 0.8)

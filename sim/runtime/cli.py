@@ -92,7 +92,7 @@ def _config(args: argparse.Namespace):
                      rate_mode=args.rate_mode, lockstep=args.lockstep, soft_start_s=args.soft_start,
                      scale=args.scale, seed=args.seed, realtime_priority=not args.no_fifo,
                      affinity=not args.no_affinity, emu_event_log=args.emu_event_log,
-                     threads=args.threads)
+                     threads=args.threads, share=getattr(args, "share", False))
 
 
 def _cmd_run_procedure(args: argparse.Namespace) -> int:
@@ -232,6 +232,8 @@ def register(sub: argparse._SubParsersAction, bsub: argparse._SubParsersAction) 
     r.add_argument("--policy", choices=["expert", "novice"],
                    help="scripted hands play the procedure named as the scene (e.g. peg_transfer) on "
                    "both tools, scored; paced in real time unless --lockstep")
+    r.add_argument("--share", action="store_true",
+                   help="let the instructor console (trocar serve) watch, guide and pause this session")
     r.set_defaults(func=_cmd_run)
     rp = sub.add_parser("replay", help="re-run a session recording in lockstep; verify checksums")
     rp.add_argument("file", help="recording (.trec)")

@@ -21,7 +21,9 @@ class RunConfig:
     emu_args: extra options for every 'emu' device; hand_emu_args: per hand, extra options for that
     hand's emulator; emu_event_log: emulator event log path (hand h > 0: path.h);
     realtime_priority: try SCHED_FIFO; affinity: pin the servo to one CPU when there are >= 2;
-    threads: Numba threads for the tissue kernels (1 whenever the servo is pinned).
+    threads: Numba threads for the tissue kernels (1 whenever the servo is pinned);
+    share: register the session for the instructor console (`sim.runtime.share`); guide: the
+    shared-memory names of its guide channel (set by the supervisor).
     """
 
     scene: str = "default"
@@ -44,9 +46,15 @@ class RunConfig:
     affinity: bool = True
     fifo_priority: int = 80
     threads: int = 1
+    share: bool = False
+    guide: tuple = ()
 
     def as_meta(self) -> dict:
-        return asdict(self)
+        # Sharing is how the session was watched, not what it simulated (a shared session's servo
+        # writes a NOTE instead), and the guide's shared-memory names mean nothing afterwards.
+        meta = asdict(self)
+        del meta["share"], meta["guide"]
+        return meta
 
 
 def default_record_path() -> str:

@@ -155,6 +155,11 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
     rec = RecordingWriter(cfg.record, meta, scene.n_tools, n_hands=len(hands))
     step = SessionStep(scene, hands, procedure=procedure, recorder=rec,
                        publish_every=cfg.publish_every, checksum_every=cfg.checksum_every, t0_ns=t0)
+    if cfg.guide:
+        from sim.runtime.share import GuideChannel
+
+        step.guide = GuideChannel.attach(cfg.guide)
+        rec.note(kind="shared", note="instructor console may watch, message and pause this session")
     mailbox = SnapshotMailbox.create(layout_of(step.snapshot()))
     step.mailbox = mailbox
     inputs = SnapshotMailbox.create(input_layout())  # the window's keys and mouse (render -> servo)
@@ -215,6 +220,8 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
             _close_session(step, drivers, devices, timer, rec, flag, reason, conn)
         mailbox.close()
         inputs.close()
+        if step.guide is not None:
+            step.guide.close()
         scene.close()
 
 
@@ -253,8 +260,13 @@ def run_loop(cfg: RunConfig, step, rec, timer: TickTimer, stop, flag: StopFlag, 
     do_step = step.step
     finish = step.finish_row
     flush = rec.maybe_flush
+    # A shared session's pause flag (one byte the console sets): the tick then holds the attempt.
+    paused = step.guide.paused if step.guide is not None else None
 
     def tick(start: int, lateness: int) -> int:
+        if paused is not None and paused[0]:
+            step.hold()
+            return perf()
         do_step(start, lateness)
         if after is not None:
             after()
@@ -358,6 +370,7 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
     tmpdir = None
     servo = render = None
     mailbox_name = inputs_name = None
+    guide = registration = None
     summary: dict = {"record": cfg.record, "report": None, "exitcode": None, "mode": None}
     cpus = other_cpus(cfg)
     previous = {}
@@ -375,6 +388,11 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
         for emu in emus:
             log(f"device emulator pid {emu.pid} on {emu.path}")
         device = ",".join(str(c) for c in resolved)
+        if cfg.share:
+            from sim.runtime import share
+
+            guide = share.GuideChannel.create()
+            cfg.guide = guide.names
         parent_conn, child_conn = ctx.Pipe(duplex=False)
         servo = ctx.Process(target=servo_main, args=(cfg, device, child_conn, stop), name="trocar-servo",
                             daemon=False)
@@ -411,6 +429,9 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
                                            display, stop, stats, cpus, inputs_name), daemon=True)
                 render.start()
                 summary["render_pid"] = render.pid
+                if guide is not None:
+                    registration = share.register(share.registration(cfg, payload))
+                    log(f"shared with the instructor console as {registration.stem}")
                 log(f"running ({payload['mode']}, display {display}, render pid {render.pid}); "
                     "Ctrl-C stops")
             elif kind == "report":
@@ -419,6 +440,8 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
         summary["exitcode"] = servo.exitcode
     finally:
         stop.set()
+        if guide is not None:
+            share.unregister(registration)
         if emus and servo is not None and servo.exitcode not in (None, 0):
             # The servo died without zeroing the force: leave the device to its own watchdog
             # (as hardware would be) before the emulator goes away.
@@ -443,6 +466,8 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
         for name in (mailbox_name, inputs_name):
             if name is not None:
                 unlink_name(name)
+        if guide is not None:
+            guide.close()
         for sig, h in previous.items():
             signal.signal(sig, h)
     summary["render"] = {"reads": int(stats[0]), "snapshots": int(stats[1]), "failed": int(stats[2])}

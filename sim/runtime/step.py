@@ -18,7 +18,12 @@ belongs to the caller's scheduler), in this order:
 5. the recording row (targets, jaws, per-hand device sample and force, tool and scope poses), the
    events, a checksum every `checksum_every` ticks;
 6. a snapshot to the mailbox every `publish_every` ticks: `scene.snapshot()` plus `hud`, the
-   procedure's hud() as UTF-8 JSON in a fixed-size uint8 array (zero padded; `decode_hud`).
+   procedure's hud() as UTF-8 JSON in a fixed-size uint8 array (zero padded; `decode_hud`), with
+   the instructor's message and mark under "instructor" when the session is shared (`guide`), and
+   `pub_ns`, the publish time (perf_counter_ns: displays measure their latency from it).
+
+`hold()` is the tick of a paused session (`trocar run --share`, the console's pause): devices are
+read and sent zero force, the scene and the procedure do not advance, snapshots go on.
 
 Nothing here reads the wall clock into the simulation: the scene only sees the targets and jaws
 (recorded), so a recording replays bit-exactly.
@@ -27,6 +32,7 @@ Nothing here reads the wall clock into the simulation: the scene only sees the t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +40,7 @@ import numpy as np
 from sim.runtime.devices import WorkspaceMap, open_device
 from sim.scene import SceneControl
 
-HUD_BYTES = 1024  # size of the snapshot's `hud` array [bytes]; longer HUD JSON is cut to fit
+HUD_BYTES = 2048  # size of the snapshot's `hud` array [bytes] (procedure HUD + an instructor message)
 _NO_EVENTS: tuple = ()
 
 
@@ -139,6 +145,9 @@ class SessionStep:
         self._n_events = len(scene.events)
         self.published = 0
         self.scope_control = None
+        self.guide = None  # sim.runtime.share.GuideChannel of a shared session, else None
+        self._held = 0
+        self._zero = np.zeros(3)
 
     # -- the tick ------------------------------------------------------------------------------------
 
@@ -226,9 +235,27 @@ class SessionStep:
         """`scene.snapshot()` plus `hud` (the procedure's hud() as JSON bytes, see encode_hud)."""
         snap = self.scene.snapshot()
         hud = getattr(self.procedure, "hud", None)
-        encode_hud(hud() if hud is not None else None, self.hud)
+        state = hud() if hud is not None else None
+        if self.guide is not None:
+            state = dict(state or {}, instructor=self.guide.read())
+        encode_hud(state, self.hud)
         snap["hud"] = self.hud.copy()
+        snap["pub_ns"] = np.array([time.perf_counter_ns()], np.int64)
         return snap
+
+    def hold(self) -> None:
+        """The tick of a paused session: read every device (drains its link), command zero force
+        (keeps its watchdog fed), publish a snapshot every `publish_every` calls; no scene tick."""
+        for hand in self.hands:
+            dev = hand.device
+            if dev is not None:
+                dev.read()
+                dev.write_force(self._zero)
+        self.force[:] = 0.0
+        self._held += 1
+        if self.mailbox is not None and self._held % self.publish_every == 0:
+            self.mailbox.write(self.snapshot())
+            self.published += 1
 
     def publish(self) -> None:
         """Write a snapshot to the mailbox now (the first one, before the loop starts)."""
