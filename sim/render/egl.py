@@ -94,6 +94,11 @@ class EGLContext:
             self.close()
             raise HeadlessUnavailable("EGL: cannot make a surfaceless context current")
 
+    def make_current(self) -> None:
+        """Make this context current (several contexts in one process: one per environment)."""
+        if not self._egl.eglMakeCurrent(self.display, None, None, self.context):
+            raise HeadlessUnavailable(f"EGL: cannot make the context current (0x{self._egl.eglGetError():x})")
+
     def renderer_name(self) -> str:
         from OpenGL import GL
 

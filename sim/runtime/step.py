@@ -177,7 +177,7 @@ class SessionStep:
         if rec is not None:
             self._record(rec, tick, now_ns, lateness_ns)
             for e in new_events:
-                rec.event(e.tick, e.kind, e.tool, e.value, e.message)
+                rec.event(e.tick, e.kind, e.tool, e.value, e.message, e.body)
         self._n_events = len(events)
         if self.checksum_every and scene.tick_count % self.checksum_every == 0 and rec is not None:
             rec.checksum(scene.tick_count - 1, scene.checksum())
