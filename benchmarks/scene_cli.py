@@ -110,8 +110,69 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def reset_once(name: str, tets: int | None, repeats: int) -> dict:
+    """Build `name`, move the tools for 0.3 s, then time scene.reset() (in place) and a
+    get_state/set_state round trip, against building the scene anew."""
+    from sim.scene import build_scene
+    from sim.tissue import warmup
+
+    warmup()
+    over = {} if tets is None else {"tissue_tets": tets}
+    t0 = time.perf_counter()
+    scene = build_scene(name, **over)
+    build_ms = (time.perf_counter() - t0) * 1e3
+    try:
+        control = scene.hold_control()
+        resets, rounds = [], []
+        for _ in range(repeats):
+            control.targets[:, 2] -= 0.01
+            for _ in range(300):
+                scene.tick(control, scene.dt)
+            control.targets[:, 2] += 0.01
+            a = time.perf_counter()
+            saved = scene.get_state()
+            scene.set_state(saved)
+            b = time.perf_counter()
+            saved.release()
+            scene.reset(seed=1)
+            c = time.perf_counter()
+            rounds.append((b - a) * 1e3)
+            resets.append((c - b) * 1e3)
+        row = {"bench": "reset", "scene": name,
+               "tets": scene.tissue.tet_count if scene.tissue is not None else 0,
+               "repeats": repeats, "reset_ms_median": round(float(np.median(resets)), 3),
+               "reset_ms_max": round(float(np.max(resets)), 3),
+               "save_restore_ms_median": round(float(np.median(rounds)), 3),
+               "build_ms": round(build_ms, 1)}
+    finally:
+        scene.close()
+    return row
+
+
+def run_reset(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise UserError("--repeats must be >= 1")
+    for name in args.scenes.split(","):
+        from sim.scene import SCENES
+
+        if name not in SCENES:
+            raise UserError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
+    for name in args.scenes.split(","):
+        row = reset_once(name, args.tets if name == "default" else None, args.repeats)
+        print(json.dumps(row), flush=True)
+        if not args.json:
+            print(f"{name}: reset {row['reset_ms_median']} ms median (build {row['build_ms']} ms)")
+    return 0
+
+
 def register(sub, bsub) -> None:
-    """Add `trocar bench scene`."""
+    """Add `trocar bench scene` and `trocar bench reset`."""
+    r = bsub.add_parser("reset", help="scene.reset() in place and get/set_state, against a new build")
+    r.add_argument("--scenes", default="default,peg_transfer", help="comma-separated scenes")
+    r.add_argument("--tets", type=int, help="tissue tet count of the default scene (default 5000)")
+    r.add_argument("--repeats", type=int, default=10, help="resets timed per scene (default 10)")
+    r.add_argument("--json", action="store_true", help="JSON lines only")
+    r.set_defaults(func=run_reset)
     b = bsub.add_parser("scene", help="whole-tick time of the default scene, tools pressing the tissue")
     b.add_argument("--tets", type=int, default=5000, help="approximate tissue tet count (default 5000)")
     b.add_argument("--tools", type=int, default=2, help="tools pressing the tissue, 1-3 (default 2)")

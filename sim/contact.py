@@ -46,6 +46,7 @@ import pybullet as pb
 
 from sim import contact_kernels as ck
 from sim import instruments as inst
+from sim.scene_state import copy_attrs, hash_attrs, restore_attrs
 from sim.tissue import TissueModel, TissueState
 from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
 
@@ -241,6 +242,25 @@ class ToolTissueContact:
         self.tool_force[:] = 0.0
         self.tool_point[:] = 0.0
         self.grasping = [False] * len(self.tools)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    _NOT_STATE = frozenset({"model", "tools", "dt", "mu", "margin", "iters", "local_seg", "radius", "grip",
+                            "cap_tool", "tris", "surf_nodes", "mass", "inv_mass", "edge", "_events"})
+
+    def get_state(self) -> dict:
+        """Copies of everything that carries over between ticks: previous capsules, face multipliers,
+        carried forces, reaction and its point, attachments, masks, jaw memory (sim.scene_state)."""
+        return copy_attrs(self, self._NOT_STATE)
+
+    def set_state(self, state: dict) -> None:
+        """Restore `get_state()` output in place; pending events are dropped."""
+        restore_attrs(self, state)
+        self._events = []
+
+    def hash_into(self, h) -> None:
+        """Feed the state of `get_state()` into a hashlib object."""
+        hash_attrs(h, self, self._NOT_STATE)
 
     def attached_nodes(self, tool: int) -> np.ndarray:
         """Tissue node ids currently held by a tool's jaws."""

@@ -28,18 +28,19 @@ states (`checksum`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pybullet as pb
 
 from sim import instruments as inst
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
+from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue_state_dict
 from sim.tissue import (
     TissueContacts,
     TissueDivergedError,
@@ -188,6 +189,7 @@ class Scene:
         self._link_pose = np.zeros((self.n_tools, 3, 7))  # link poses of tick _link_tick
         self._link_tick = -1
         self.scope = self._make_scope()
+        self._start = self.get_state()  # what reset() returns to
 
     # -- the tick ------------------------------------------------------------------------------------
 
@@ -354,21 +356,72 @@ class Scene:
             "bodies": bodies,
         }
 
+    # -- state ---------------------------------------------------------------------------------------
+
+    def get_state(self) -> SceneState:
+        """The whole dynamic state (sim.scene_state), for `set_state`. Call `release()` on it when
+        done (it holds a PyBullet saved state). The scene goes on from the state as restored (Bullet's
+        contact cache emptied, see ToolScene.set_state), so what follows a get_state is exactly what
+        follows every later set_state of it."""
+        own = {"tick_count": self.tick_count, "reaction": self.reaction.copy(),
+               "grasped_obj": list(self._grasped_obj), "n_events": len(self.events),
+               "scope": self.scope.params(), "rng": copy.deepcopy(self.rng.bit_generator.state),
+               "seed": self.seed}
+        if self._contacts is not None:
+            own["contacts_force"] = self._contacts.force.copy()
+        tissue = tissue_state_dict(self.tissue_state) if self.tissue_state is not None else None
+        return SceneState(rigid=self.rigid.get_state(),
+                          contact=self.contact.get_state() if self.contact is not None else None,
+                          tissue=tissue, scene=own)
+
+    def set_state(self, state: SceneState) -> None:
+        """Put the scene back into `state` in place: same PyBullet world, same arrays; then the same
+        controls give bit-identical ticks (checksum). Events after the state's are dropped."""
+        if state.released:
+            raise ValueError("this SceneState was released")
+        self.rigid.set_state(state.rigid)
+        if state.contact is not None:
+            self.contact.set_state(state.contact)
+        if state.tissue is not None:
+            restore_attrs(self.tissue_state, state.tissue)
+        own = state.scene
+        self.tick_count = own["tick_count"]
+        self.reaction[:] = own["reaction"]
+        self._grasped_obj = list(own["grasped_obj"])
+        del self.events[own["n_events"]:]
+        self.scope.set_params(own["scope"])
+        self.seed = own["seed"]
+        self.rng.bit_generator.state = copy.deepcopy(own["rng"])
+        if "contacts_force" in own:
+            self._contacts.force[:] = own["contacts_force"]
+        self._link_tick = -1
+
+    def reset(self, seed: int | None = None) -> None:
+        """Back to the state the scene was built in (tick 0, no events), in place; seed (if given)
+        reseeds `rng`. Cost: `trocar bench reset`."""
+        self.set_state(self._start)
+        if seed is not None:
+            self.seed = int(seed)
+            self.rng.bit_generator.state = np.random.default_rng(self.seed).bit_generator.state
+
     def checksum(self) -> str:
-        """SHA-256 (hex) of the full dynamic state: tool joint states, rigid body poses and
-        velocities, tissue positions and velocities, constraint forces. Equal checksums = the same run."""
+        """SHA-256 (hex) of the whole dynamic state: tick count; tool joints and rigid bodies (pose,
+        velocity), coupling targets, grasp constraints and collision filters; tissue positions,
+        velocities, element rotations and counters; contact face multipliers, carried forces,
+        attachments and masks; the reaction on the tools; the scope; the RNG. Equal checksums =
+        the same run."""
         h = hashlib.sha256()
-        for tool in self.tools:
-            js = pb.getJointStates(tool.body, list(range(6)), physicsClientId=self.rigid.client)
-            h.update(np.array([(j[0], j[1]) for j in js], dtype=np.float64).tobytes())
-        for b in self.rigid.graspable:
-            p, o = pb.getBasePositionAndOrientation(b, physicsClientId=self.rigid.client)
-            lv, av = pb.getBaseVelocity(b, physicsClientId=self.rigid.client)
-            h.update(np.array([*p, *o, *lv, *av], dtype=np.float64).tobytes())
+        h.update(np.int64(self.tick_count).tobytes())
+        self.rigid.hash_into(h)
         if self.tissue_state is not None:
-            h.update(self.tissue_state.x.tobytes())
-            h.update(self.tissue_state.v.tobytes())
+            hash_tissue_state(h, self.tissue_state)
             h.update(self._contacts.force.tobytes())
+        if self.contact is not None:
+            self.contact.hash_into(h)
+        h.update(self.reaction.tobytes())
+        h.update(repr(self._grasped_obj).encode())
+        h.update(self.scope.params().tobytes())
+        h.update(repr(self.rng.bit_generator.state).encode())
         return h.hexdigest()
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ import pybullet as pb
 from sim import coupling_kernels as ck
 from sim import ports, rigid_world
 from sim.instruments import ARM_JOINTS, LINK_SHAFT, Instrument, InstrumentSpec
+from sim.scene_state import copy_attrs, hash_attrs, restore_attrs
 
 _ALL_JOINTS = list(range(6))
 
@@ -257,6 +258,80 @@ class ToolScene:
             else:
                 keep.append((i, body))
         self._no_collide = keep
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    _NOT_STATE = frozenset({"tools", "client", "floor", "pegboard", "graspable", "stiffness", "dt",
+                            "_constraint", "_no_collide"})
+
+    def get_state(self) -> dict:
+        """Everything dynamic (see sim.scene_state): a PyBullet saveState id plus copies of the
+        grasps, the collision filters off and this object's arrays. Free with pb.removeState."""
+        grasps = []
+        for cid in self._constraint:
+            if cid is None:
+                grasps.append(None)
+                continue
+            # (parentBody, parentLink, childBody, childLink, type, axis, parentFramePos,
+            #  childFramePos, parentFrameOrn, childFrameOrn, maxForce, ...)
+            info = pb.getConstraintInfo(cid, physicsClientId=self.client)
+            grasps.append((int(info[2]), tuple(info[6]), tuple(info[8]), float(info[10])))
+        state = {"bullet": pb.saveState(physicsClientId=self.client), "client": self.client,
+                 "grasps": grasps, "no_collide": list(self._no_collide),
+                 "attrs": copy_attrs(self, self._NOT_STATE)}
+        # Continue from the restored state, as every set_state will (see _drop_contact_cache).
+        self.set_state(state)
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restore `get_state()` output in place (same world): bodies and joints through
+        pb.restoreState; grasp constraints, collision filters and jaw servo targets by hand (they
+        are not in PyBullet's saved state)."""
+        for cid in self._constraint:
+            if cid is not None:
+                pb.removeConstraint(cid, physicsClientId=self.client)
+        for i, body in self._no_collide:
+            self._set_collision(self.tools[i], body, True)
+        self._drop_contact_cache()
+        pb.restoreState(state["bullet"], physicsClientId=self.client)
+        restore_attrs(self, state["attrs"])
+        for i, g in enumerate(state["grasps"]):
+            self._constraint[i] = None
+            if g is not None:
+                body, ppos, porn, max_force = g
+                cid = pb.createConstraint(self.tools[i].body, LINK_SHAFT, body, -1, pb.JOINT_FIXED, [0, 0, 0],
+                                          ppos, [0, 0, 0], porn, [0, 0, 0, 1], physicsClientId=self.client)
+                pb.changeConstraint(cid, maxForce=max_force, physicsClientId=self.client)
+                self._constraint[i] = cid
+        self._no_collide = list(state["no_collide"])
+        for i, body in self._no_collide:
+            self._set_collision(self.tools[i], body, False)
+        for i, inst in enumerate(self.tools):
+            if not np.isnan(self._jaw_cmd[i]):
+                inst.set_jaw(float(self._jaw_cmd[i]))
+
+    def _drop_contact_cache(self) -> None:
+        """Empty Bullet's persistent contact manifolds (their warm-start impulses are not all in
+        saveState, and stale ones would make every restore continue a little differently, ~1e-8 m):
+        park each moving body far from everything, let the broadphase drop the pairs; the caller
+        then restores the poses. After this every restore of one state continues bit-identically."""
+        for k, body in enumerate([t.body for t in self.tools] + list(self.graspable)):
+            pb.resetBasePositionAndOrientation(body, (1000.0 + 10.0 * k, 1000.0, 1000.0), (0, 0, 0, 1),
+                                               physicsClientId=self.client)
+        pb.performCollisionDetection(physicsClientId=self.client)
+
+    def hash_into(self, h) -> None:
+        """Feed the dynamic state into a hashlib object: joints (position, velocity), rigid bodies
+        (pose, velocity), coupling targets and the other arrays, grasps and collision filters."""
+        for tool in self.tools:
+            js = pb.getJointStates(tool.body, list(range(6)), physicsClientId=self.client)
+            h.update(np.array([(j[0], j[1]) for j in js], dtype=np.float64).tobytes())
+        for b in self.graspable:
+            p, o = pb.getBasePositionAndOrientation(b, physicsClientId=self.client)
+            lv, av = pb.getBaseVelocity(b, physicsClientId=self.client)
+            h.update(np.array([*p, *o, *lv, *av], dtype=np.float64).tobytes())
+        hash_attrs(h, self, self._NOT_STATE)
+        h.update(repr(([c is not None for c in self._constraint], sorted(self._no_collide))).encode())
 
     # -- reading -------------------------------------------------------------------------------------
 

@@ -29,3 +29,12 @@ def test_bench_scene_refuses_bad_options_in_one_line():
     out = trocar("bench", "scene", "--tools", "0")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "trocar: error:" in out.stderr
+
+
+def test_bench_reset_prints_the_in_place_reset_time_against_a_new_build():
+    p = subprocess.run([sys.executable, "-m", "sim.cli", "bench", "reset", "--scenes", "peg_transfer",
+                        "--repeats", "2", "--json"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout.strip().splitlines()[-1])
+    assert row["bench"] == "reset" and row["scene"] == "peg_transfer" and row["repeats"] == 2
+    assert 0 < row["reset_ms_median"] < row["build_ms"]
