@@ -46,12 +46,16 @@ def _episode(spec: Spec, episode: int, seed: int, attempt: int) -> dict:
 
 
 def _worker_main(conn, spec: Spec) -> None:
-    """A local worker: episodes from conn until None; replies ('ok', row) or ('error', text)."""
+    """A local worker: episodes from conn until None; per episode ('start', None) once it begins,
+    then ('ok', row) or ('error', text)."""
+    import benchmarks.batch_episode  # noqa: F401 - imports before the first episode's clock starts
+
     while True:
         job = conn.recv()
         if job is None:
             return
         episode, seed, attempt = job
+        conn.send(("start", None))
         try:
             conn.send(("ok", _episode(spec, episode, seed, attempt)))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which retries the episode
@@ -128,6 +132,9 @@ class LocalBackend:
                 kind, payload = w.conn.recv()
             except (EOFError, OSError):
                 kind, payload = "crash", None
+            if kind == "start":  # the worker is up (imports done): the episode's clock starts now
+                w.started = time.monotonic()
+                return
             if kind == "ok":
                 w.job = None
                 r.report("done", payload["episode"], payload)
@@ -140,7 +147,7 @@ class LocalBackend:
             job = w.job
             self._replace(w)
             r.failed(job, f"worker crashed (exit code {w.proc.exitcode})")
-        elif time.monotonic() - w.started > self.spec.timeout_s:
+        elif time.monotonic() - w.started > self.spec.timeout_s:  # also bounds a worker's start-up
             job = w.job
             self._replace(w)
             r.failed(job, f"worker hung (no result after {self.spec.timeout_s:g} s): killed")

@@ -91,6 +91,8 @@ def run_episode(procedure: str, policy: str, seed: int, out_dir: str, episode: i
                         break
         checksum = scene.checksum()
         ticks = scene.tick_count
+        if ticks % CHECKSUM_EVERY:  # the final state too, so a replay checks where the episode ended
+            rec.checksum(ticks - 1, checksum)
         rec.close({"reason": proc.status, "ticks": ticks, "checksum": checksum})
     finally:
         for dev in devices:
@@ -112,8 +114,8 @@ def run_episode(procedure: str, policy: str, seed: int, out_dir: str, episode: i
 
 def replay_episode(recording: str) -> tuple[object, ProcedureResult, str]:
     """Re-run an episode's recording (sim.runtime.lockstep.replay, with a fresh procedure that is
-    updated on the replayed ticks) -> (ReplayResult, the recomputed result, the final checksum the
-    recording's END holds)."""
+    updated on the replayed ticks; the replay compares every recorded checksum, the final state's
+    included) -> (ReplayResult, the recomputed result, the final checksum the recording's END holds)."""
     from procedures.registry import get_procedure
     from sim.runtime.lockstep import replay
     from sim.runtime.recording import read_recording
