@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 RAY_OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's minimum is ~75 MB; episodes return small rows
+#: [s] a local worker's start-up (process spawn, imports) before its first episode's clock starts:
+#: measured 15-30 s on a 2-core box at load 18, so it gets its own, generous allowance
+STARTUP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class _Worker:
         child.close()
         self.job = None
         self.started = 0.0
+        self.begun = False  # the current episode has started (the worker sent 'start')
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -118,6 +122,7 @@ class LocalBackend:
                         self.workers.append(idle)
                     idle.job = r.queue.popleft()
                     idle.started = time.monotonic()
+                    idle.begun = False
                     idle.conn.send(idle.job)
                 busy = [w for w in self.workers if w.job]
                 wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
@@ -134,6 +139,7 @@ class LocalBackend:
                 kind, payload = "crash", None
             if kind == "start":  # the worker is up (imports done): the episode's clock starts now
                 w.started = time.monotonic()
+                w.begun = True
                 return
             if kind == "ok":
                 w.job = None
@@ -147,7 +153,7 @@ class LocalBackend:
             job = w.job
             self._replace(w)
             r.failed(job, f"worker crashed (exit code {w.proc.exitcode})")
-        elif time.monotonic() - w.started > self.spec.timeout_s:  # also bounds a worker's start-up
+        elif time.monotonic() - w.started > self.spec.timeout_s + (0.0 if w.begun else STARTUP_S):
             job = w.job
             self._replace(w)
             r.failed(job, f"worker hung (no result after {self.spec.timeout_s:g} s): killed")

@@ -34,19 +34,22 @@ def _rows(out: Path) -> list[dict]:
                   key=lambda r: r["episode"])
 
 
-def test_bad_input_is_one_error_line_and_exit_2(tmp_path):
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys):
+    from sim.cli import main
+
     for args in (["batch", "peg_transfer", "--episodes", "0", "--out", str(tmp_path / "a")],
                  ["batch", "no_such", "--out", str(tmp_path / "b")],
                  ["batch", "peg_transfer", "--policy", "nosuchmodule:f", "--out", str(tmp_path / "c")],
                  ["batch", "peg_transfer", "--address", "1.2.3.4:6379", "--out", str(tmp_path / "d")]):
-        r = _trocar(*args)
-        assert r.returncode == 2, r.stderr
-        assert r.stderr.strip().startswith("trocar: error: ") and len(r.stderr.strip().splitlines()) == 1
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("trocar: error: ") and len(err.splitlines()) == 1, err
+        assert not (tmp_path / args[-1]).exists()
 
 
 def test_an_interrupted_batch_resumes_without_redoing_finished_episodes(tmp_path):
     out = tmp_path / "batch"
-    args = ["batch", "peg_transfer", "--policy", "expert", "--episodes", "3", "--max-seconds", "0.3",
+    args = ["batch", "peg_transfer", "--policy", "expert", "--episodes", "2", "--max-seconds", "0.3",
             "--workers", "1", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "sim.cli", *args], env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -60,18 +63,18 @@ def test_an_interrupted_batch_resumes_without_redoing_finished_episodes(tmp_path
     assert "run the same command to resume" in err
     before = {r["episode"]: (out / "episodes" / f"ep-{r['episode']:05d}.json").stat().st_mtime_ns
               for r in _rows(out)}
-    assert 1 <= len(before) < 3
+    assert list(before) == [0]
     r = _trocar(*args)
     assert r.returncode == 0, r.stderr
-    assert f"resuming: {len(before)} episodes done, {3 - len(before)} to run" in r.stderr
+    assert "resuming: 1 episodes done, 1 to run" in r.stderr
     for ep, mtime in before.items():  # finished episodes were not run again
         assert (out / "episodes" / f"ep-{ep:05d}.json").stat().st_mtime_ns == mtime
     table = pq.read_table(out / "results.parquet").to_pydict()
-    assert table["episode"] == [0, 1, 2] and table["seed"] == [0, 1, 2]
+    assert table["episode"] == [0, 1] and table["seed"] == [0, 1]
     assert all(d == pytest.approx(0.3, abs=2e-3) for d in table["m_completion_time"])
     assert (out / "plots.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["episodes"] == 3 and summary["columns"]["score"]["n"] == 3
+    assert summary["episodes"] == 2 and summary["columns"]["score"]["n"] == 2
 
 
 def test_a_crashed_and_a_hung_worker_are_reported_and_their_episodes_retried(tmp_path):
@@ -79,13 +82,13 @@ def test_a_crashed_and_a_hung_worker_are_reported_and_their_episodes_retried(tmp
     marks = tmp_path / "marks"
     marks.mkdir()
     r = _trocar("batch", "peg_transfer", "--policy", "flaky_policy:crash_and_hang", "--episodes", "3",
-                "--max-seconds", "0.2", "--workers", "2", "--episode-timeout", "15", "--out", str(out),
+                "--max-seconds", "0.2", "--workers", "2", "--episode-timeout", "30", "--out", str(out),
                 env=_env(TROCAR_TEST_MARKS=str(marks)))
     assert r.returncode == 0, r.stderr
     assert "episode 1: worker crashed" in r.stderr and "episode 2: worker hung" in r.stderr
     rows = _rows(out)
     assert [row["episode"] for row in rows] == [0, 1, 2]
-    assert [row["attempt"] for row in rows] == [1, 2, 2]
+    assert [row["attempt"] for row in rows[1:]] == [2, 2]  # (a starved box may time out episode 0 too)
     assert pq.read_table(out / "results.parquet").num_rows == 3
 
 
