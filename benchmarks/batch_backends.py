@@ -112,24 +112,22 @@ class LocalBackend:
         self.workers: list[_Worker] = []
 
     def run(self, jobs, report) -> None:
+        """Run jobs to the end (workers stay up for another run; `close()` ends them, busy or not)."""
         r = _Retrier(jobs, report)
-        try:
-            while r.queue or any(w.job for w in self.workers):
-                while r.queue and (len(self.workers) < self.n or any(w.job is None for w in self.workers)):
-                    idle = next((w for w in self.workers if w.job is None), None)
-                    if idle is None:
-                        idle = _Worker(self.ctx, self.spec)
-                        self.workers.append(idle)
-                    idle.job = r.queue.popleft()
-                    idle.started = time.monotonic()
-                    idle.begun = False
-                    idle.conn.send(idle.job)
-                busy = [w for w in self.workers if w.job]
-                wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
-                for w in busy:
-                    self._check(w, r)
-        finally:
-            self.close()
+        while r.queue or any(w.job for w in self.workers):
+            while r.queue and (len(self.workers) < self.n or any(w.job is None for w in self.workers)):
+                idle = next((w for w in self.workers if w.job is None), None)
+                if idle is None:
+                    idle = _Worker(self.ctx, self.spec)
+                    self.workers.append(idle)
+                idle.job = r.queue.popleft()
+                idle.started = time.monotonic()
+                idle.begun = False
+                idle.conn.send(idle.job)
+            busy = [w for w in self.workers if w.job]
+            wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
+            for w in busy:
+                self._check(w, r)
 
     def _check(self, w: _Worker, r: _Retrier) -> None:
         if w.conn.poll():
