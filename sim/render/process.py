@@ -39,6 +39,7 @@ def _headless(description: dict, get_snapshot, should_stop, *, width: int = 640,
             new = get_snapshot()
             snap = new if new is not None else snap
             if snap is not None:
+                follow_scope(camera, snap)
                 img = view.render(snap, camera)
                 shown += 1
                 if on_frame is not None:
@@ -48,11 +49,19 @@ def _headless(description: dict, get_snapshot, should_stop, *, width: int = 640,
     return shown
 
 
+def follow_scope(camera, snap: dict) -> None:
+    """Draw through the session's scope: the snapshot's `scope` params (the scene owns the scope)."""
+    params = snap.get("scope")
+    if params is not None and np.any(params):
+        camera.set_params(params)
+
+
 def render_loop(description: dict, get_snapshot: Callable[[], dict | None], display: str,
                 should_stop: Callable[[], bool], *, frames: int | None = None,
-                on_headless_frame: Callable[[np.ndarray], None] | None = None) -> str:
+                on_headless_frame: Callable[[np.ndarray], None] | None = None, inputs=None) -> str:
     """Render snapshots on `display` ("window" | "xr" | "headless"), falling back when it is not
-    available, until should_stop() (or `frames` frames). Returns the display actually used."""
+    available, until should_stop() (or `frames` frames). Returns the display actually used.
+    inputs: a `sim.runtime.keyboard.InputState` the window writes the person's keys and mouse to."""
     if display not in FALLBACK:
         raise ValueError(f"display must be one of {', '.join(FALLBACK)}, not {display!r}")
     for d in FALLBACK[display]:
@@ -71,7 +80,7 @@ def render_loop(description: dict, get_snapshot: Callable[[], dict | None], disp
             from sim.render.window import DesktopWindow, WindowUnavailable
 
             try:
-                with DesktopWindow(description) as win:
+                with DesktopWindow(description, inputs=inputs) as win:
                     win.run(get_snapshot, frames=frames, should_stop=should_stop)
                 return d
             except WindowUnavailable as exc:
@@ -98,12 +107,19 @@ def _buffers(layout: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def render_main(mailbox_name: str, layout: dict, description: dict, display: str, stop_event) -> None:
+def render_main(mailbox_name: str, layout: dict, description: dict, display: str, stop_event, *,
+                inputs: str | None = None) -> None:
     """Render process entry point: attach to the snapshot mailbox and render at display rate until
-    stop_event (a multiprocessing.Event) is set."""
+    stop_event (a multiprocessing.Event) is set. inputs: the session's input mailbox name (the
+    window writes keys and mouse there for the servo)."""
     from sim.runtime.mailbox import SnapshotMailbox
 
     mailbox = SnapshotMailbox.attach(mailbox_name, layout)
+    input_state = None
+    if inputs is not None:
+        from sim.runtime.keyboard import InputState, input_layout
+
+        input_state = InputState(SnapshotMailbox.attach(inputs, input_layout()))
     # Read into a scratch set and swap on success: a failed (torn) read never reaches the screen.
     bufs = {"cur": mailbox.empty(), "scratch": mailbox.empty(), "seq": None}
 
@@ -115,10 +131,12 @@ def render_main(mailbox_name: str, layout: dict, description: dict, display: str
         return bufs["cur"]
 
     try:
-        used = render_loop(description, get_snapshot, display, stop_event.is_set)
+        used = render_loop(description, get_snapshot, display, stop_event.is_set, inputs=input_state)
         if used != display:
             _log(f"rendered on {used} instead of {display}")
     finally:
         close = getattr(mailbox, "close", None)
         if close is not None:
             close()
+        if input_state is not None:
+            input_state.box.close()

@@ -52,6 +52,42 @@ class ToolScript:
         return SceneControl(np.c_[tip, np.zeros(n)], jaws)
 
 
+class ScriptHand:
+    """A hand that plays the tool script through the device path (`--device script`): before each
+    tick it looks where its tool should be (observe) and reports the device position that puts it
+    there (`WorkspaceMap.inverse`), like a scripted policy. No force output."""
+
+    def __init__(self) -> None:
+        from haptics.device import DeviceSample, DeviceSpec
+
+        self.spec = DeviceSpec(name="script")
+        self.sample = DeviceSample(connected=True, fresh=True)
+        self.script: ToolScript | None = None
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def observe(self, scene: Scene, wmap) -> None:
+        if self.script is None:
+            self.script = ToolScript(scene)
+        ctl = self.script.control(scene.tick_count * scene.dt)
+        self.sample.position = wmap.inverse(ctl.targets[wmap.tool, :3])
+        self.sample.gripper = float(ctl.jaws[wmap.tool])
+        self.sample.seq += 1
+
+    def read(self):
+        return self.sample
+
+    def write_force(self, force, gripper: float = 0.0) -> None:
+        pass
+
+    def zero(self) -> None:
+        pass
+
+
 def scripted_session(scene: Scene):
     """A session step for the scene with no hands (the script drives every tool)."""
     from sim.runtime.step import SessionStep

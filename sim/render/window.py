@@ -1,7 +1,10 @@
-"""The desktop window (GLFW): the laparoscope view, resizable, vsync, keyboard/mouse control.
+"""The desktop window (GLFW): the laparoscope view, resizable, vsync, keyboard/mouse input.
 
-Without a haptic device the keyboard and mouse drive the instruments (`trocar render --display
-window`) and always the scope. Keys (docs/rendering.md):
+The window is a display of a session, never its clock: in a session (`trocar run --display window`,
+`trocar render --display window`) it draws the newest snapshot through the session's scope and
+writes the person's keys and mouse into the session's input mailbox (`sim.runtime.keyboard`); the
+servo moves the tools (`--device keyboard`) and the scope from them. Without a session (tests that
+replay snapshots) a `KeyControl` can take the keys locally. Keys (docs/rendering.md):
 
     1 / 2          select the left / right instrument
     W S A D        move its tip away / toward / left / right (5 cm/s)
@@ -76,7 +79,7 @@ class DesktopWindow:
 
     def __init__(self, description: dict, *, width: int = 1280, height: int = 720, title: str = "trocar",
                  vsync: bool = True, visible: bool = True, control: KeyControl | None = None,
-                 camera: LaparoscopeCamera | None = None):
+                 camera: LaparoscopeCamera | None = None, inputs=None):
         try:
             import glfw
         except Exception as exc:
@@ -102,6 +105,17 @@ class DesktopWindow:
         self.description = description
         self.camera = camera or default_camera(description)
         self.control = control
+        self.inputs = inputs  # sim.runtime.keyboard.InputState of the session, or None
+        self._key_names = {}
+        if inputs is not None:
+            from sim.runtime.keyboard import KEYS
+
+            for name in KEYS:
+                code = getattr(glfw, "KEY_" + name.upper(), None)
+                if code is not None:
+                    self._key_names[code] = name
+        self._title = title
+        self._hud_text = ""
         self.hud = True
         self.fb_size = tuple(glfw.get_framebuffer_size(self.window))
         self.resizes: list[tuple[int, int]] = []
@@ -118,13 +132,17 @@ class DesktopWindow:
 
     def _on_key(self, window, key, _scancode, action, _mods) -> None:
         glfw = self.glfw
+        if self.inputs is not None and key in self._key_names and action in (glfw.PRESS, glfw.RELEASE):
+            self.inputs.key(self._key_names[key], action == glfw.PRESS)
+            # Now, not at the next frame: a slow frame must not shorten a key hold the servo sees.
+            self.inputs.publish()
         if action != glfw.PRESS:
             return
         if key == glfw.KEY_ESCAPE:
             glfw.set_window_should_close(window, True)
         elif key == glfw.KEY_H:
             self.hud = not self.hud
-        elif key == glfw.KEY_V:
+        elif key == glfw.KEY_V and self.inputs is None:
             self.camera.view_angle = 0.0 if self.camera.view_angle else np.radians(30.0)
         elif self.control is not None and key in (glfw.KEY_1, glfw.KEY_2):
             self.control.selected = min(key - glfw.KEY_1, len(self.control.targets) - 1)
@@ -132,8 +150,37 @@ class DesktopWindow:
             self.control.toggle_jaws()
 
     def _on_scroll(self, _window, _dx, dy) -> None:
-        if self.control is not None:
+        if self.inputs is not None:
+            self.inputs.scroll(dy)
+        elif self.control is not None:
             self.control.move(np.array([0.0, 0.0, 0.005 * dy, 0.0]))
+
+    def _poll_session_mouse(self) -> None:
+        """Mouse drags into the session's input mailbox, then publish this frame's input."""
+        glfw, w = self.glfw, self.window
+        x, y = glfw.get_cursor_pos(w)
+        left = glfw.get_mouse_button(w, glfw.MOUSE_BUTTON_LEFT) == glfw.PRESS
+        right = glfw.get_mouse_button(w, glfw.MOUSE_BUTTON_RIGHT) == glfw.PRESS
+        if self._mouse is not None and (left or right):
+            self.inputs.drag(x - self._mouse[0], y - self._mouse[1], right=right)
+        self._mouse = (x, y)
+        self.inputs.publish()
+
+    def _show_hud_text(self, snap: dict) -> None:
+        """The procedure's instruction and progress (snapshot `hud`) in the window title."""
+        if "hud" not in snap:
+            return
+        from sim.runtime.step import decode_hud
+
+        hud = decode_hud(snap["hud"])
+        parts = [str(hud[k]) for k in ("instruction",) if hud.get(k)]
+        if hud.get("time_s") is not None and hud.get("target_time_s"):
+            parts.append(f"{hud['time_s']:.0f}/{hud['target_time_s']:.0f} s")
+        parts += [f"! {w}" for w in hud.get("warnings") or []]
+        text = " | ".join(parts)
+        if text != self._hud_text:
+            self._hud_text = text
+            self.glfw.set_window_title(self.window, f"{self._title} - {text}" if text else self._title)
 
     def _poll_held(self, dt: float) -> None:
         glfw, w = self.glfw, self.window
@@ -189,7 +236,10 @@ class DesktopWindow:
             next_frame = max(next_frame + period, time.perf_counter() - period)
             glfw.poll_events()
             now = time.perf_counter()
-            self._poll_held(min(now - last, 0.1))
+            if self.inputs is not None:
+                self._poll_session_mouse()  # the session's servo moves tools and scope
+            else:
+                self._poll_held(min(now - last, 0.1))
             last = now
             if should_stop is not None and should_stop():
                 break
@@ -199,6 +249,11 @@ class DesktopWindow:
             if snap is None or w == 0 or h == 0:  # nothing yet, or minimised
                 time.sleep(0.01)
                 continue
+            if new is not None:
+                from sim.render.process import follow_scope
+
+                follow_scope(self.camera, snap)
+                self._show_hud_text(snap)
             GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
             self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud)
             if on_frame is not None:
@@ -229,41 +284,33 @@ class DesktopWindow:
         self.close()
 
 
-def run_window_live(args) -> int:
-    """`trocar render --display window`: the scene ticked in this process (as fast as it goes, at
-    most real time), instruments on the keyboard/mouse."""
-    import os
+def run_display_session(args, display: str, device: str) -> int:
+    """`trocar render --display window|xr`: a real `trocar run` session (the servo process steps
+    the scene; this display only reads its snapshots) with `device` driving the tools."""
+    from sim.errors import UserError
+    from sim.runtime.config import RunConfig
+    from sim.runtime.realtime import run_realtime, summarize
 
-    from sim.render.offscreen import build_named_scene
-    from sim.scene import SceneControl
+    overrides = {"tissue_tets": args.tets} if args.tets else {}
+    if args.scope:
+        overrides["scope_angle"] = float(np.radians(args.scope))
+    cfg = RunConfig(scene=args.scene, overrides=overrides, device=device, display=display,
+                    seconds=args.seconds if args.seconds > 0 else None)
+    text, code = summarize(run_realtime(cfg))
+    if code == 2:
+        raise UserError(text)
+    print(text, flush=True)
+    return code
+
+
+def run_window_live(args) -> int:
+    """`trocar render --display window`: a session with both instruments on the keyboard and mouse
+    (1 / 2 pick the instrument) shown in the window."""
+    import os
 
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         raise WindowUnavailable("no display (DISPLAY is not set)")
-    overrides = {"tissue_tets": args.tets} if args.tets else {}
-    scene = build_named_scene(args.scene, **overrides)
-    try:
-        hold = scene.hold_control()
-        control = KeyControl(hold.targets.copy(), np.array(
-            [t.spec.jaw_open_max if t.spec.has_jaws else 0.0 for t in scene.tools]))
-        description = scene.describe()
-        camera = default_camera(description, view_angle=np.radians(args.scope))
-        t0 = time.perf_counter()
-
-        def get_snapshot() -> dict:
-            t_wall = time.perf_counter() - t0
-            budget = time.perf_counter() + 0.03  # keep the window responsive if physics is slow
-            while scene.tick_count * scene.dt < t_wall and time.perf_counter() < budget:
-                scene.tick(SceneControl(control.targets.copy(), control.jaws.copy()), scene.dt)
-            return scene.snapshot()
-
-        stop = (lambda: time.perf_counter() - t0 > args.seconds) if args.seconds > 0 else None
-        with DesktopWindow(description, width=args.width, height=args.height, control=control,
-                           camera=camera) as win:
-            shown = win.run(get_snapshot, should_stop=stop)
-    finally:
-        scene.close()
-    print(f"window closed after {shown} frames")
-    return 0
+    return run_display_session(args, "window", "keyboard,keyboard")
 
 
 def main(argv: list[str] | None = None) -> int:

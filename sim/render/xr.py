@@ -266,6 +266,9 @@ class XrSession:
             flags = view_state.view_state_flags
             if (flags & xr.VIEW_STATE_POSITION_VALID_BIT) and (flags & xr.VIEW_STATE_ORIENTATION_VALID_BIT):
                 self.monitor.bind()
+                from sim.render.process import follow_scope
+
+                follow_scope(self.camera, snap)
                 self.renderer.draw_laparoscope(snap, self.camera, *MONITOR_PX)
                 proj_views = (xr.CompositionLayerProjectionView * len(views))()
                 f, _ = self.camera.frame()
@@ -416,31 +419,13 @@ def is_tissue_colour(rgb: np.ndarray) -> np.ndarray:
 
 
 def run_xr_live(args) -> int:
-    """`trocar render --display xr`: the scene ticked in this process under the tool script."""
-    from sim.render.offscreen import build_named_scene
-    from sim.render.script import ToolScript
+    """`trocar render --display xr`: a `trocar run` session (the servo process steps the scene,
+    scripted hands play the tool script through the device path) shown in the headset; the render
+    process only reads snapshots."""
+    from sim.render.window import run_display_session
 
-    _xr()  # fail fast (XrUnavailable) before building the scene
-    overrides = {"tissue_tets": args.tets} if args.tets else {}
-    scene = build_named_scene(args.scene, **overrides)
-    script = ToolScript(scene)
-    t_start = time.perf_counter()
-
-    def get_snapshot() -> dict:
-        t_sim = time.perf_counter() - t_start
-        while scene.tick_count * scene.dt < t_sim and scene.tick_count * scene.dt < t_sim + 0.05:
-            scene.tick(script.control(scene.tick_count * scene.dt), scene.dt)
-            if time.perf_counter() - t_start - t_sim > 0.03:  # slower than real time: drop behind
-                break
-        return scene.snapshot()
-
-    stop = (lambda: time.perf_counter() - t_start > args.seconds) if args.seconds > 0 else None
-    try:
-        report, _ = XrSession(scene.describe(), get_snapshot).run(should_stop=stop)
-    finally:
-        scene.close()
-    print(json.dumps(asdict(report)))
-    return 0 if not report.errors else 1
+    _xr()  # fail fast (XrUnavailable) before starting the session
+    return run_display_session(args, "xr", "script,script")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ Device strings:
 - ``replay:FILE``: `ReplayDevice` from a device .npz, or the device samples of a trocar session
   recording (one sample per tick).
 - ``null``: `NullDevice` (a handle at the workspace centre).
+- ``script``: the renderer's tool script played through the device path (`sim.render.script.ScriptHand`).
 
 Workspace map (device frame -> world, at the runtime boundary): hand h drives tool h; tools
 without a hand hold their start pose. For the driven tool,
@@ -42,7 +43,7 @@ import numpy as np
 from haptics.serial_device import stop_process
 from sim.errors import UserError
 
-DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null")
+DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null", "script")
 MAX_HANDS = 2
 DEFAULT_SCALE = 1.5
 #: Emulator hand used by `--device emu`: circles (radius 2 cm, 4 s) 2 cm below the workspace
@@ -68,7 +69,7 @@ class DeviceChoice:
 def parse_device(text: str) -> DeviceChoice:
     """Parse `--device`; UserError (one line) on anything else."""
     kind, sep, arg = text.partition(":")
-    if kind in ("emu", "keyboard", "null") and not sep:
+    if kind in ("emu", "keyboard", "null", "script") and not sep:
         return DeviceChoice(kind)
     if kind in ("serial", "replay") and sep and arg:
         if kind == "replay" and not os.path.isfile(arg):
@@ -182,8 +183,10 @@ def replay_device_from(path: str, hand: int = 0):
 
 
 def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeout_s: float = 0.05,
-                hand: int = 0):
-    """Open the device for `choice` (kind 'emu' must already be resolved to a serial port).
+                hand: int = 0, inputs=None, keyboard_hands: int = 1):
+    """Open the device for `choice` (kind 'emu' must already be resolved to a serial port) as hand
+    `hand`. inputs: the session window's input mailbox (`sim.runtime.keyboard`): 'keyboard' then
+    reads the window's keys; without it 'keyboard' is `KeyboardMouseDevice` (no window to listen to).
 
     Raises UserError with one line if the device cannot be used.
     """
@@ -202,12 +205,20 @@ def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeou
                 wrap = None
             if wrap is not None:
                 return wrap(dev)  # opens it (calibrated, or uncalibrated-but-safe)
+        elif choice.kind == "keyboard" and inputs is not None:
+            from sim.runtime.keyboard import WindowKeyboardDevice
+
+            dev = WindowKeyboardDevice(inputs, hand, keyboard_hands=keyboard_hands)
         elif choice.kind == "keyboard":
             dev = KeyboardMouseDevice()
         elif choice.kind == "replay":
             dev = replay_device_from(choice.arg, hand)
         elif choice.kind == "null":
             dev = NullDevice()
+        elif choice.kind == "script":
+            from sim.render.script import ScriptHand
+
+            dev = ScriptHand()
         else:
             raise UserError(f"device {choice} must be started by the session")
         dev.open()

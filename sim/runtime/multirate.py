@@ -30,6 +30,7 @@ import multiprocessing as mp
 import numpy as np
 
 from sim.runtime.devices import WorkspaceMap, parse_devices, serial_driver
+from sim.runtime.keyboard import input_layout
 from sim.runtime.mailbox import SnapshotMailbox
 from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
 from sim.runtime.timing import TickTimer
@@ -37,7 +38,7 @@ from sim.runtime.timing import TickTimer
 SAMPLE_FIELDS = 9  # t, seq, x, y, z, gripper, buttons, status, flags (one input row per hand)
 
 
-def input_layout(n_hands: int) -> dict:
+def sample_layout(n_hands: int) -> dict:
     """The servo -> physics mailbox: the newest device sample per hand."""
     return {"sample": ((n_hands, SAMPLE_FIELDS), "<f8")}
 
@@ -85,8 +86,10 @@ class MailboxDevice:
         pass
 
 
-def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag) -> str:
-    """Become the physics process: start the servo, tick the session, publish the local model."""
+def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
+                inputs: str | None = None) -> str:
+    """Become the physics process: start the servo, tick the session, publish the local model.
+    inputs: the window's input mailbox name (keyboard hands read it in the haptic servo)."""
     from sim.runtime.realtime import run_loop
 
     scene = step.scene
@@ -99,14 +102,14 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag) -> 
                       "max_angle": float(inst.port.max_angle), "min_depth": float(inst.spec.min_insert),
                       "max_depth": float(inst.spec.max_insert)})
     k = float(scene.config.stiffness)
-    inbox = SnapshotMailbox.create(input_layout(n))
+    inbox = SnapshotMailbox.create(sample_layout(n))
     model = SnapshotMailbox.create(model_layout(n))
     ctx = mp.get_context("spawn")
     servo_stop = ctx.Event()
     parent, child = ctx.Pipe(duplex=False)
     servo = ctx.Process(target=haptic_servo_main, name="trocar-haptic-servo",
                         args=(cfg, ",".join(str(c) for c in choices), [h.wmap for h in step.hands],
-                              ports, k, inbox.name, model.name, child, servo_stop))
+                              ports, k, inbox.name, model.name, child, servo_stop, inputs))
     servo.start()
     child.close()
     conn.send(("log", f"multirate: haptic servo pid {servo.pid}; physics pid in this process"))
@@ -196,7 +199,7 @@ class _Either:
 
 
 def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[dict], k: float,
-                      input_name: str, model_name: str, conn, stop) -> None:
+                      input_name: str, model_name: str, conn, stop, window_inputs: str | None = None) -> None:
     """The multirate servo process: every hand's device I/O and local contact model at 1 kHz, on
     the same periodic scheduler as the real-time servo (RT idle share included)."""
     from sim.ports import project_tip_target
@@ -206,9 +209,10 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
     flag = StopFlag().install()
     choices = parse_devices(devices)
     n = len(choices)
-    inbox = SnapshotMailbox.attach(input_name, input_layout(n))
+    inbox = SnapshotMailbox.attach(input_name, sample_layout(n))
     model = SnapshotMailbox.attach(model_name, model_layout(n))
     m = model.empty()
+    keys = None if window_inputs is None else SnapshotMailbox.attach(window_inputs, input_layout())
     sample_out = {"sample": np.zeros((n, SAMPLE_FIELDS))}
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     hands = [Hand(None, w) for w in wmaps]
@@ -220,7 +224,7 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
         gc.freeze()
         gc.disable()
         try:  # last: after ENABLE the device watchdog wants FORCE frames
-            open_hands(hands, choices, soft_start_s=cfg.soft_start_s)
+            open_hands(hands, choices, soft_start_s=cfg.soft_start_s, inputs=keys)
         except Exception as exc:  # noqa: BLE001 - reported as one line
             conn.send(("error", str(exc)))
             return
@@ -268,6 +272,8 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
         report.update(rtt_report(drivers))
         inbox.close()
         model.close()
+        if keys is not None:
+            keys.close()
         try:
             conn.send(("report", report))
         except (BrokenPipeError, OSError):

@@ -31,6 +31,7 @@ import time
 from sim.errors import UserError
 from sim.runtime.config import RunConfig, default_record_path, session_meta
 from sim.runtime.devices import parse_devices, serial_driver, start_emulators
+from sim.runtime.keyboard import ScopeKeys, input_layout
 from sim.runtime.mailbox import SnapshotMailbox, layout_of, unlink_name
 from sim.runtime.scheduler import PERIOD_NS, PeriodicScheduler, StopFlag
 from sim.runtime.timing import TickTimer, format_report
@@ -119,6 +120,8 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
                        publish_every=cfg.publish_every, checksum_every=cfg.checksum_every, t0_ns=t0)
     mailbox = SnapshotMailbox.create(layout_of(step.snapshot()))
     step.mailbox = mailbox
+    inputs = SnapshotMailbox.create(input_layout())  # the window's keys and mouse (render -> servo)
+    step.scope_control = ScopeKeys(inputs)
     multirate = False
     timer = TickTimer(capacity=min(int((cfg.seconds or 600) * 1000) + 1000, 1 << 20))
     reason = "end"
@@ -142,13 +145,13 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
             conn.send(("log", f"rate mode auto: tick p90 {p90 / 1e3:.0f} us over {len(warm_ns)} "
                               f"ticks -> {mode}"))
         rec.note(kind="rate_mode", mode=mode)
-        conn.send(("ready", {"mailbox": mailbox.name, "layout": mailbox.layout,
+        conn.send(("ready", {"mailbox": mailbox.name, "layout": mailbox.layout, "inputs": inputs.name,
                              "description": scene.describe(), "record": cfg.record, "mode": mode}))
         if mode == "multirate":
             from sim.runtime.multirate import run_physics
 
             multirate = True
-            reason = run_physics(cfg, choices, step, rec, timer, conn, stop, flag)
+            reason = run_physics(cfg, choices, step, rec, timer, conn, stop, flag, inputs=inputs.name)
             return
         for line in apply_realtime_sched(cfg):
             conn.send(("log", line))
@@ -156,7 +159,7 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
         gc.collect()
         gc.freeze()
         gc.disable()
-        open_hands(step.hands, choices, soft_start_s=cfg.soft_start_s)
+        open_hands(step.hands, choices, soft_start_s=cfg.soft_start_s, inputs=inputs)
         rec.flush()
         reason = run_loop(cfg, step, rec, timer, stop, flag)
     finally:
@@ -167,6 +170,7 @@ def _servo(cfg: RunConfig, device: str, conn, stop, flag: StopFlag) -> None:
         if not multirate:  # (run_physics closes the recording and sends its own report)
             _close_session(step, drivers, timer, rec, flag, reason, conn)
         mailbox.close()
+        inputs.close()
         scene.close()
 
 
@@ -248,8 +252,9 @@ def headless_consumer(name: str, layout: dict, stop, *, rate_hz: float = 60.0, s
 
 
 def render_entry(name: str, layout: dict, description: dict, display: str, stop, stats=None,
-                 cpus=None) -> None:
-    """The render process: the renderer if there is one (and a display is wanted), else the stub."""
+                 cpus=None, inputs: str | None = None) -> None:
+    """The render process: the renderer if there is one (and a display is wanted), else the stub.
+    inputs: the input mailbox's name (the window writes the person's keys and mouse into it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through `stop`
     if cpus:
         try:
@@ -266,7 +271,7 @@ def render_entry(name: str, layout: dict, description: dict, display: str, stop,
         render_main = renderer()
         if render_main is not None:
             try:
-                render_main(name, layout, description, display, stop)
+                render_main(name, layout, description, display, stop, inputs=inputs)
                 return
             except Exception as exc:  # noqa: BLE001 - the session goes on without a window
                 print(f"trocar run: renderer failed ({type(exc).__name__}: {exc}); "
@@ -305,7 +310,7 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
     emus = []
     tmpdir = None
     servo = render = None
-    mailbox_name = None
+    mailbox_name = inputs_name = None
     summary: dict = {"record": cfg.record, "report": None, "exitcode": None, "mode": None}
     cpus = other_cpus(cfg)
     previous = {}
@@ -353,9 +358,10 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
                 summary["mode"] = payload["mode"]
                 if stop.is_set():
                     continue
+                inputs_name = payload.get("inputs")
                 render = ctx.Process(target=render_entry, name="trocar-render",
                                      args=(mailbox_name, payload["layout"], payload["description"],
-                                           display, stop, stats, cpus), daemon=True)
+                                           display, stop, stats, cpus, inputs_name), daemon=True)
                 render.start()
                 summary["render_pid"] = render.pid
                 log(f"running ({payload['mode']}, display {display}, render pid {render.pid}); "
@@ -387,8 +393,9 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
                 os.rmdir(tmpdir)
             except OSError:
                 pass
-        if mailbox_name is not None:
-            unlink_name(mailbox_name)
+        for name in (mailbox_name, inputs_name):
+            if name is not None:
+                unlink_name(name)
         for sig, h in previous.items():
             signal.signal(sig, h)
     summary["render"] = {"reads": int(stats[0]), "snapshots": int(stats[1]), "failed": int(stats[2])}

@@ -46,12 +46,15 @@ class Hand:
     wmap: WorkspaceMap
 
 
-def open_hands(hands: list[Hand], choices, *, soft_start_s: float = 2.0) -> None:
-    """Open hand h's device from choices[h] (parsed, emulators resolved), in hand order. On an error
-    the devices already open are zeroed and closed, and the error propagates."""
+def open_hands(hands: list[Hand], choices, *, soft_start_s: float = 2.0, inputs=None) -> None:
+    """Open hand h's device from choices[h] (parsed, emulators resolved), in hand order; inputs: the
+    window's input mailbox for keyboard hands. On an error the devices already open are zeroed and
+    closed, and the error propagates."""
+    n_keyboard = sum(c.kind == "keyboard" for c in choices)
     try:
         for h, choice in enumerate(choices):
-            hands[h].device = open_device(choice, soft_start_s=soft_start_s, hand=h)
+            hands[h].device = open_device(choice, soft_start_s=soft_start_s, hand=h, inputs=inputs,
+                                          keyboard_hands=n_keyboard)
     except BaseException:
         close_hands(hands)
         raise
@@ -113,6 +116,8 @@ class SessionStep:
 
     Attributes after each step: force (n_hands, 3) [N] commanded per hand; coupling (n_tools, 3) [N];
     samples: the last sample per hand (None before the first); published: snapshots written.
+    scope_control: None, or an object whose update(scene) moves scene.scope before each live tick
+    (`sim.runtime.keyboard.ScopeKeys`: the window's scope keys).
     """
 
     def __init__(self, scene, hands: list[Hand], *, procedure=None, recorder=None, mailbox=None,
@@ -133,6 +138,7 @@ class SessionStep:
         self.hud = np.zeros(HUD_BYTES, np.uint8)
         self._n_events = len(scene.events)
         self.published = 0
+        self.scope_control = None
 
     # -- the tick ------------------------------------------------------------------------------------
 
@@ -143,6 +149,8 @@ class SessionStep:
         ctl = self.control
         samples = self.samples
         if control is None:
+            if self.scope_control is not None:
+                self.scope_control.update(scene)
             for h, hand in enumerate(self.hands):
                 dev = hand.device
                 if dev is None:
