@@ -90,6 +90,7 @@ def validity_table(rows: list[dict]) -> tuple[list[dict], dict]:
     """Per-metric statistics and the summary from attempt rows (see the module docstring)."""
     from procedures.metrics import cohens_d
 
+    rows = sorted(rows, key=lambda r: (r["policy"], r["seed"]))
     groups = {p: [r["result"] for r in rows if r["policy"] == p] for p in ("expert", "novice")}
     names = list(groups["expert"][0]["metrics"]) if groups["expert"] else []
     table = []
@@ -135,13 +136,25 @@ def run_validity(args: argparse.Namespace) -> int:
         raise UserError("--episodes >= 2 and --workers >= 1 are required")
     jobs = [(args.procedure, p, s) for s in range(args.episodes) for p in ("expert", "novice")]
     t0 = time.perf_counter()
+    rows = []
+
+    def done(row: dict) -> None:  # one line per attempt as it finishes: long runs show progress
+        rows.append(row)
+        r = row["result"]
+        print(json.dumps({"bench": "validity_attempt", "policy": row["policy"], "seed": row["seed"],
+                          "status": r["status"], "passed": r["passed"], "duration_s": r["duration_s"],
+                          "score": r["score"], "wall_s": round(row["wall_s"], 1),
+                          "metrics": {k: m["value"] for k, m in r["metrics"].items()}}), flush=True)
+
     if args.workers == 1:
-        rows = [_attempt(j) for j in jobs]
+        for j in jobs:
+            done(_attempt(j))
     else:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers) as pool:
-            rows = pool.map(_attempt, jobs, chunksize=1)
+            for row in pool.imap_unordered(_attempt, jobs, chunksize=1):
+                done(row)
     table, summary = validity_table(rows)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     summary["workers"] = args.workers

@@ -2,7 +2,7 @@
 
 Every function documents its formula and unit; docs/procedures.md collects them. Positions are tool
 tips [m] sampled every dt [s]; speeds are taken from positions smoothed over SMOOTH_S, so the
-1 kHz physics jitter and the hand's tremor above ~20 Hz do not count as movements.
+1 kHz physics jitter and a hand's tremor (6-12 Hz) do not count as movements.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import numpy as np
 
 from procedures.view import in_view
 
-SMOOTH_S = 0.05  # [s] moving-average window for speeds
+#: [s] moving-average window for speeds: longer than one period of physiological tremor (>= 6 Hz),
+#: which it attenuates ~10x, shorter than a deliberate move (>= 0.15 s).
+SMOOTH_S = 0.15
 MOVE_ON = 0.02  # [m/s] smoothed tip speed above which a movement starts
 MOVE_OFF = 0.01  # [m/s] ... and below which it ends (hysteresis); also the idle threshold
 FORCE_LIMIT = 1.5  # [N] force above which time is counted (time_force_over)
@@ -100,9 +102,9 @@ def mean_movement_ldlj(p: np.ndarray, dt: float, speed: np.ndarray | None = None
 
 
 def idle_time(speeds: np.ndarray, dt: float, threshold: float = MOVE_OFF) -> float:
-    """Idle time [s]: time during which every hand's smoothed speed is below threshold [m/s];
-    speeds shape (n_hands, N)."""
-    return float(np.count_nonzero((speeds < threshold).all(axis=0)) * dt)
+    """Idle time [s], summed over hands: for each hand the time its smoothed speed is below
+    threshold [m/s]; speeds shape (n_hands, N). (A hand waiting while the other works is idle.)"""
+    return float(np.count_nonzero(speeds < threshold) * dt)
 
 
 def bimanual_dexterity(speeds: np.ndarray, threshold: float = MOVE_OFF) -> float:

@@ -29,7 +29,6 @@ import numpy as np
 from procedures import metrics as mx
 from procedures.base import Metric, Procedure, ProcedureResult, Trace, iso_now
 from procedures.scoring import fls_score
-from procedures.view import Frustum, default_scope_pose
 
 N_OBJECTS = 6
 CUTOFF_S = 300.0  # [s] FLS cut-off
@@ -101,7 +100,6 @@ class PegTransfer(Procedure):
         self.no_handoff = 0
         self.handoffs = 0
         self._last_drop_tick = -(10**9)
-        self._scope_pose = np.zeros(7)
         self._spec = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -114,7 +112,7 @@ class PegTransfer(Procedure):
             raise ValueError("peg transfer needs the peg_transfer scene (board, six rings, two tools)")
         self._spec = spec = board.spec
         self._pegs = np.array([spec.peg_world(i) for i in range(len(spec.peg_xy))])
-        self._clearance = spec.ring_radius * np.cos(np.pi / 8) - spec.ring_tube - spec.peg_radius
+        self._clearance = spec.hole_clearance
         self._bodies = list(scene.rigid.graspable)
         self.phase = 0
         self.drops = self.lost = self.no_handoff = self.handoffs = 0
@@ -123,26 +121,11 @@ class PegTransfer(Procedure):
         for k, body in enumerate(self._bodies):
             peg = spec.ring_pegs[k]
             self.rings.append(_Ring(peg, spec.side_of(peg), float(scene.rigid.body_pose(body)[2])))
-        scope = getattr(scene, "scope", None)
-        self._scope_pose = (
-            np.asarray(scope.pose, float)
-            if scope is not None
-            else default_scope_pose(scene.config.scope_port.point(), [*spec.centre, spec.top])
-        )
-        self._frustum = Frustum(self._scope_pose)
         self.instruction = PHASE_INSTRUCTIONS[0]
 
-    def set_scope_pose(self, pose: np.ndarray) -> None:
-        """Where the laparoscope looks (7,) when the scene has no `scope` member (TEMPORARY, until
-        issue-12r's scene.scope lands; then the scene's scope decides)."""
-        self._scope_pose = np.asarray(pose, float).copy()
-        self._frustum = Frustum(self._scope_pose)
-
-    def _in_view(self, scene, points: np.ndarray) -> np.ndarray:
-        scope = getattr(scene, "scope", None)
-        if scope is not None and hasattr(scope, "in_view"):
-            return scope.in_view(points)
-        return self._frustum.contains(points)
+    @staticmethod
+    def _in_view(scene, points: np.ndarray) -> np.ndarray:
+        return scene.scope.in_view(points)
 
     def update(self, scene, tick: int, events) -> None:
         if self.status != "running":
@@ -336,7 +319,8 @@ def motion_metrics(trace: Trace, completion_time: float, drops: int) -> dict[str
     out["movements"] = Metric(
         float(sum(mx.count_movements(s) for s in speeds)), "count", "lower", "number of movements, both hands"
     )
-    out["idle_time"] = Metric(round(mx.idle_time(speeds, dt), 3), "s", "lower", "idle time (no hand moving)")
+    idle = round(mx.idle_time(speeds, dt), 3)
+    out["idle_time"] = Metric(idle, "s", "lower", "idle time, summed over hands")
     keys: list[list[int]] = [[0, trace.n - 1] for _ in tips]
     for e in trace.events:
         if e.kind in ("grasp_object", "release_object") and 0 <= e.tool < len(tips):

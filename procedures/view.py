@@ -1,10 +1,8 @@
 """The laparoscope's field of view as a pure function of its pose (for metrics over a Trace).
 
-TEMPORARY in part: the live scope is R's `scene.scope` (issue 12 part 1, branch issue-12r) with its
-own `in_view`; until it lands, `default_scope_pose` places the scope the way the renderer's
-`default_camera` does (port, aimed at the board top centre, tip 0.15 m short of it, 70 deg vertical
-field of view, 16:9 image). `in_view` itself stays: a Trace holds only the scope pose per tick, so
-the metric "time out of view" needs the frustum test without a scene.
+Live, a procedure asks the scene (`scene.scope.in_view`); a Trace holds only the scope pose per
+tick, so the metric "time out of view" needs the same frustum test without a scene: this one, with
+the scope's default optics (`sim.camera.LaparoscopeCamera`: 70 deg vertical, 16:9, near 5 mm).
 
 Pose convention: eye position [m] and quaternion (x, y, z, w) of the camera frame, whose local -z is
 the view direction and local +y the image up (OpenGL camera).
@@ -14,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-FOV_Y = np.radians(70.0)  # [rad] the renderer's default scope
-ASPECT = 16.0 / 9.0  # the window's 1280 x 720
-NEAR, FAR = 0.005, 1.5  # [m]
+from sim.camera import HD_ASPECT, LaparoscopeCamera
+
+FOV_Y = float(LaparoscopeCamera.fov_y)  # [rad] the scope's default optics
+ASPECT = HD_ASPECT
+NEAR, FAR = float(LaparoscopeCamera.near), float(LaparoscopeCamera.far)  # [m]
 
 
 def quat_from_matrix(r: np.ndarray) -> np.ndarray:
@@ -52,15 +52,6 @@ def look_pose(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     up /= np.linalg.norm(up)
     s = np.cross(f, up)
     return np.r_[np.asarray(eye, float), quat_from_matrix(np.c_[s, up, -f])]
-
-
-def default_scope_pose(scope_port, target, distance: float = 0.15) -> np.ndarray:
-    """TEMPORARY (see the module docstring): the renderer's default scope, as a pose (7,)."""
-    port = np.asarray(scope_port, float)
-    d = np.asarray(target, float) - port
-    length = np.linalg.norm(d)
-    eye = port + max(0.02, length - distance) * d / length
-    return look_pose(eye, target)
 
 
 class Frustum:

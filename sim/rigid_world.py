@@ -71,6 +71,12 @@ class PegboardSpec:
         """Board top height [m]."""
         return self.size[2]
 
+    @property
+    def hole_clearance(self) -> float:
+        """Largest distance [m] of a ring centre from a peg axis with the peg still inside the hole:
+        the 8-segment ring's hole is narrowest at the segment middles, R cos(pi/8) - tube."""
+        return self.ring_radius * float(np.cos(np.pi / 8)) - self.ring_tube - self.peg_radius
+
     def side_of(self, i: int) -> int:
         """0 for a left-side peg, 1 for a right-side peg."""
         return int(self.peg_xy[i][0] > 0.0)

@@ -22,15 +22,9 @@ def minimum_jerk(s: float) -> float:
 
 
 def device_position(wmap, world: np.ndarray) -> np.ndarray:
-    """Device-frame position [m] (3,) that makes `wmap` command the world tip `world` [m].
-
-    Uses `wmap.inverse` (the contract's WorkspaceMap method). TEMPORARY fallback until issue-12r's
-    WorkspaceMap.inverse lands: the inverse of target = home + scale * p.
-    """
-    inv = getattr(wmap, "inverse", None)
-    if inv is not None:
-        return np.asarray(inv(world), dtype=float)
-    return (np.asarray(world, float) - wmap.home[wmap.tool, :3]) / wmap.scale
+    """Device-frame position [m] (3,) that makes `wmap` (the hand's WorkspaceMap) command the world
+    tip `world` [m]."""
+    return np.asarray(wmap.inverse(world), dtype=float)
 
 
 class Mover:

@@ -68,9 +68,9 @@ EXPERT = Style(
 )
 NOVICE = Style(
     "novice",
-    speed=0.11,
+    speed=0.13,
     min_move_s=0.3,
-    pause=(0.1, 0.45),
+    pause=(0.1, 0.35),
     overshoot=0.18,
     tremor=6e-4,
     press=0.006,
@@ -198,7 +198,7 @@ class PegTransferPolicy:
             off *= min(miss, 0.012) / np.linalg.norm(off)
             yield ("move", target + off, jaw, self._duration(start, target, scale))
             yield ("hold", self.rng.uniform(0.05, 0.2))
-            yield ("move", target, jaw, max(self.style.min_move_s, 0.3))
+            yield ("move", target, jaw, max(self.style.min_move_s, 0.25))
         else:
             yield ("move", target, jaw, self._duration(start, target, scale))
 
@@ -243,29 +243,20 @@ class PegTransferPolicy:
     def _lift_one(self, h: int, src: int):
         rings = self._source_rings(src)
         if not rings:
-            if not self.busy_rings:
+            if not self.busy_rings and not self._strays(1 - src):
                 if self.phase == 0:
                     self.phase = 1
                 else:
                     self.finished = True
                 return
             yield ("until", lambda: not self.busy_rings or self.phase != src or self.finished)
+            if not self.busy_rings and self._strays(1 - src):
+                yield ("hold", 0.2)  # the other hand is fixing a missed placement
             return
         k = rings[0]
         self.busy_rings.add(k)
-        got = False
-        for _ in range(MAX_TRIES):
-            near = self.rim(k, -1.0)
-            yield from self.move(h, near + [0.0, -0.002, 0.02], OPEN)
-            yield ("move", near + [0.0, 0.0, 0.002], OPEN, max(self.style.min_move_s, 0.15))
-            yield from self.pause()
-            press = near - [0.0, 0.0, self.style.press]
-            yield ("move", press, CLOSED, self.style.close_s)
-            if self.holds(h, k):
-                got = True
-                break
-            yield ("move", self.movers[h].tip + [0, 0, 0.015], OPEN, 0.2)
-        if not got:
+        yield from self._grasp_resting(h, k)
+        if not self._got:
             self.gave_up = self.finished = True
             return
         rest_z = self.ring_pose(k)[2]
@@ -303,6 +294,10 @@ class PegTransferPolicy:
 
     def _receive_one(self, h: int):
         src = self.phase
+        strays = [k for k in self._strays(1 - src) if self.offer != k]
+        if strays and self.offer is None:
+            yield from self._fix_stray(h, strays[0])
+            return
         goal = self.handoff_point()
         r = self.spec.ring_radius
         if self.style.parallel:
@@ -313,7 +308,10 @@ class PegTransferPolicy:
             spot = self._idle_spot(h)
             if spot is not None:
                 yield from self.move(h, spot, CLOSED, correct=False)
-        yield ("until", lambda: self.offer is not None or self.phase != src or self.finished)
+        # Wait for an offer; a ring that missed its peg on this side (seen every 0.1 s) comes first.
+        tick0 = self._tick
+        yield ("until", lambda: self.offer is not None or self.phase != src or self.finished
+               or ((self._tick - tick0) % 100 == 0 and bool(self._strays(1 - src))))
         if self.offer is None:
             return
         k = self.offer
@@ -333,7 +331,11 @@ class PegTransferPolicy:
             return
         self.received = True
         yield ("until", lambda: not self.scene.rigid.grasped[1 - h] == self.bodies[k] or self.finished)
-        # Carry over the mirror peg of the one it came from (same row, other side).
+        yield from self._place(h, k)
+
+    def _place(self, h: int, k: int):
+        """Hand h holds ring k: carry it over a free destination peg (the mirror of where it came
+        from), servo its centre over the peg axis, lower, release, step back."""
         dst = self._target_peg(k)
         peg = self.pegs[dst]
         ring = self.ring_pose(k)[:3]
@@ -351,6 +353,43 @@ class PegTransferPolicy:
         yield ("hold", 0.15)  # let it settle before the next look
         self.busy_rings.discard(k)
         self.placed += 1
+
+    def _strays(self, side: int) -> list[int]:
+        """Rings resting on the board of `side` but on no peg (missed placements), not handled."""
+        clearance = self.spec.hole_clearance
+        out = []
+        for k in self._source_rings(side):
+            p = self.ring_pose(k)[:3]
+            if np.hypot(self.pegs[:, 0] - p[0], self.pegs[:, 1] - p[1]).min() > clearance:
+                out.append(k)
+        return out
+
+    def _grasp_resting(self, h: int, k: int):
+        """Grasp resting ring k at its near rim (retries); sets self._got."""
+        self._got = False
+        for _ in range(MAX_TRIES):
+            near = self.rim(k, -1.0)
+            yield from self.move(h, near + [0.0, -0.002, 0.02], OPEN)
+            yield ("move", near + [0.0, 0.0, 0.002], OPEN, max(self.style.min_move_s, 0.15))
+            yield from self.pause()
+            press = near - [0.0, 0.0, self.style.press]
+            yield ("move", press, CLOSED, self.style.close_s)
+            if self.holds(h, k):
+                self._got = True
+                return
+            yield ("move", self.movers[h].tip + [0, 0, 0.015], OPEN, 0.2)
+
+    def _fix_stray(self, h: int, k: int):
+        """The destination hand puts a ring that missed its peg onto one (no hand-off needed: it
+        is already on that side)."""
+        self.busy_rings.add(k)
+        yield from self._grasp_resting(h, k)
+        if not self._got:
+            self.gave_up = self.finished = True
+            return
+        lift = self.movers[h].tip + [0.0, 0.0, self.peg_top + 0.008 - self.ring_pose(k)[2]]
+        yield ("move", lift, CLOSED, self._duration(self.movers[h].tip, lift, 1.2))
+        yield from self._place(h, k)
 
     def _target_peg(self, k: int) -> int:
         """A free peg on the destination side, preferring the mirror of the ring's source peg."""

@@ -96,8 +96,8 @@ def _config(args: argparse.Namespace):
 
 
 def _cmd_run_procedure(args: argparse.Namespace) -> int:
-    """`trocar run PROCEDURE --policy NAME`: scripted hands play and score the procedure (TEMPORARY
-    glue, sim.runtime.procedure_session, until the session step drives procedures in every loop)."""
+    """`trocar run PROCEDURE --policy NAME`: scripted hands play and score the procedure through the
+    session step (sim.runtime.procedure_session), lockstep or paced to the wall clock."""
     from procedures.registry import PROCEDURES
 
     if args.scene not in PROCEDURES:
@@ -121,14 +121,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.lockstep:
         from sim.runtime.config import default_record_path
-        from sim.runtime.lockstep import run_lockstep
+        from sim.runtime.lockstep import find_procedure, run_lockstep
         from sim.runtime.timing import format_report
 
         cfg.record = cfg.record or default_record_path()
-        report = run_lockstep(cfg)
+        proc = find_procedure(cfg.scene)
+        report = run_lockstep(cfg, procedure=proc)
         print(format_report(report, "timing (lockstep)"))
         print(f"final checksum {report['checksum']}")
         print(f"recording: {cfg.record}")
+        if proc is not None:
+            from sim.runtime.procedure_session import finish_procedure
+
+            finish_procedure(proc, cfg.record)
         return 0
     from sim.runtime.realtime import run_realtime, summarize
 
@@ -137,6 +142,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if code == 2:
         raise UserError(text)
     print(text, flush=True)
+    if cfg.record and cfg.scene in _procedures() and os.path.isfile(cfg.record):
+        from sim.runtime.procedure_session import score_recording
+
+        score_recording(cfg.record)  # the servo process held the procedure: re-run it from the recording
     return code
 
 

@@ -1,12 +1,14 @@
-"""A procedure session in one process: `trocar run PROCEDURE --policy expert|novice`, the attempts
-`trocar bench procedure` / `trocar bench validity` run, and the tests' harness.
+"""Procedure attempts played by scripted hands through the session step, and their results.
 
-TEMPORARY glue until issue-12r's SessionStep lands (then `LockstepAttempt.step` becomes a call
-to it and `trocar run` drives procedures through the ordinary servo/lockstep loops).
-`LockstepAttempt.step` does what the contract's session step does (sim/runtime/step.py, helper
-R): per hand `device.observe(scene, wmap)`, `read()`, `wmap.apply(...)`; `scene.tick`;
-`procedure.update(scene, tick, new_events)`; per hand `write_force(-coupling[wmap.tool])`; a trace
-row (tool shaft poses, jaws, per-hand force, scope pose). Switch to SessionStep when it lands.
+Owns `ProcedureAttempt` (one attempt: `build_session` + `SessionStep` + devices, stepped in one
+process; what `trocar run PROCEDURE --policy`, `trocar bench procedure`/`validity` and the tests
+run), `run_procedure_session` (the `--policy` session: recording, result JSON next to it, a table
+in the terminal) and `result_from_recording` (the result recomputed from a recording's rows, so a
+recorded attempt and its replay give the same metrics).
+
+Glue for issue 12 part 6 that belongs with the runtime: the devices are `procedures.policies`
+hands (HapticDevices with `observe`) rather than `--device` strings, and the loop is lockstep or
+paced to the wall clock by sleeping (no servo process, no window).
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from procedures.base import ProcedureResult, Trace
-from procedures.registry import get_procedure
-from procedures.view import default_scope_pose
-from sim.runtime.devices import WorkspaceMap
-from sim.scene import SceneControl, build_scene
+from sim.runtime.config import RunConfig
+from sim.runtime.lockstep import build_session
+from sim.runtime.step import SessionStep
+
+UNPREEMPTED_US = 1000.0  # [us] update samples above this are preemptions of the process on a busy machine
 
 
 @dataclass
 class AttemptStats:
-    """Timing of one attempt: ticks, wall [s], real-time factor (simulated / wall), procedure
-    update cost per tick [us]: mean, median, p99, and the mean without samples over 1 ms (on a
-    busy machine those are preemptions of the process, not procedure work)."""
+    """Timing of one attempt: ticks, wall [s], real-time factor (simulated / wall), the procedure's
+    update cost per tick [us]: mean, p99, median, and the mean without samples over 1 ms."""
 
     ticks: int
     wall_s: float
@@ -38,58 +40,82 @@ class AttemptStats:
     update_us_mean_unpreempted: float = 0.0
 
 
-class LockstepAttempt:
-    """One attempt: scene + procedure + devices (one per hand: device i drives tool i)."""
+class _TimedProcedure:
+    """Passes update/hud through to the procedure and stores each update's duration [ns]."""
 
-    def __init__(
-        self, procedure_name: str, devices, *, seed: int = 0, scale: float = 1.5, max_s: float | None = None
-    ) -> None:
-        self.procedure = get_procedure(procedure_name)
-        self.scene = build_scene(self.procedure.scene_name, **self.procedure.scene_overrides(seed))
-        self.devices = list(devices)
-        self.wmaps = [
-            WorkspaceMap.for_scene(self.scene, tool=i, scale=scale) for i in range(len(self.devices))
-        ]
-        hold = self.scene.hold_control()
-        self.control = SceneControl(hold.targets.copy(), hold.jaws.copy())
+    def __init__(self, procedure, out: np.ndarray) -> None:
+        self.procedure = procedure
+        self.out = out
+        self.i = 0
+
+    def update(self, scene, tick, events) -> None:
+        t0 = time.perf_counter_ns()
+        self.procedure.update(scene, tick, events)
+        if self.i < len(self.out):
+            self.out[self.i] = time.perf_counter_ns() - t0
+            self.i += 1
+
+    def hud(self) -> dict:
+        return self.procedure.hud()
+
+    @property
+    def done(self) -> bool:
+        return self.procedure.done
+
+
+class ProcedureAttempt:
+    """One attempt: the procedure's scene, the procedure, one device per hand (hand i drives tool
+    i), stepped by `SessionStep`; the Trace rows are kept in memory (and recorded if `recorder`).
+
+    max_s: trace capacity [s] (default: the procedure's cut-off)."""
+
+    def __init__(self, procedure_name: str, devices, *, seed: int = 0, scale: float = 1.5,
+                 max_s: float | None = None, recorder=None, checksum_every: int = 100) -> None:
+        cfg = RunConfig(scene=procedure_name, seed=seed, scale=scale, lockstep=True)
+        self.cfg = cfg
+        self.scene, self.procedure, self.hands = build_session(cfg, len(devices))
+        for hand, dev in zip(self.hands, devices, strict=True):
+            hand.device = dev
         self.seed = seed
-        self.procedure.reset(self.scene, seed)
         cap = int(round((max_s or self.procedure.cutoff_s) / self.scene.dt)) + 2
-        n_tools, n_hands = self.scene.n_tools, len(self.devices)
+        self.cap = cap
+        self.update_ns = np.zeros(cap, dtype=np.int64)
+        self._timed = _TimedProcedure(self.procedure, self.update_ns)
+        self.session = SessionStep(self.scene, self.hands, procedure=self._timed, recorder=recorder,
+                                   checksum_every=checksum_every, t0_ns=time.perf_counter_ns())
+        n_tools, n_hands = self.scene.n_tools, len(self.hands)
         self.tool_pose = np.zeros((cap, n_tools, 7))
         self.jaws = np.zeros((cap, n_tools))
         self.force = np.zeros((cap, n_hands, 3))
-        spec = self.scene.rigid.pegboard.spec if self.scene.rigid.pegboard else None
-        target = [*spec.centre, spec.top] if spec else [0.0, 0.0, 0.0]
-        self.scope_pose = default_scope_pose(self.scene.config.scope_port.point(), target)
+        self.scope_pose = np.zeros((cap, 7))
+        self._scope_params = np.full(6, np.nan)
+        self._scope_now = np.zeros(6)
+        self._pose = np.zeros(7)
         self.n = 0
-        self.cap = cap
-        self.update_ns = np.zeros(cap, dtype=np.int64)
-        self._f = np.zeros(3)
 
-    def step(self) -> None:
-        scene, control = self.scene, self.control
-        for dev, wmap in zip(self.devices, self.wmaps, strict=True):
-            observe = getattr(dev, "observe", None)
-            if observe is not None:
-                observe(scene, wmap)
-            s = dev.read()
-            if s.connected:
-                wmap.apply(s.position, s.gripper, control.targets, control.jaws)
-        n_ev = len(scene.events)
-        tick = scene.tick_count
-        coupling = scene.tick(control, scene.dt)
-        t0 = time.perf_counter_ns()
-        self.procedure.update(scene, tick, scene.events[n_ev:])
-        self.update_ns[self.n] = time.perf_counter_ns() - t0
+    @property
+    def control(self):
+        return self.session.control
+
+    @property
+    def wmaps(self) -> list:
+        return [h.wmap for h in self.hands]
+
+    def step(self, now_ns: int | None = None) -> None:
+        """One tick of the session, plus this tick's Trace row."""
+        self.session.step(time.perf_counter_ns() if now_ns is None else now_ns)
         i = self.n
-        for h, (dev, wmap) in enumerate(zip(self.devices, self.wmaps, strict=True)):
-            np.negative(coupling[wmap.tool], out=self._f)
-            dev.write_force(self._f)
-            self.force[i, h] = self._f
-        self.tool_pose[i] = scene.tool_link_poses()[:, 0, :]
-        self.jaws[i] = control.jaws
-        self.n += 1
+        scene = self.scene
+        scene.read_tool_poses(self.tool_pose[i])
+        self.jaws[i] = self.session.control.jaws
+        self.force[i] = self.session.force
+        scope = scene.scope
+        scope.params(self._scope_now)
+        if not np.array_equal(self._scope_now, self._scope_params):  # the pose is costly; it rarely moves
+            self._scope_params[:] = self._scope_now
+            self._pose[:] = scope.pose
+        self.scope_pose[i] = self._pose
+        self.n = i + 1
 
     def run(self, *, stop=None) -> AttemptStats:
         """Step until the procedure ends, `stop()` is true or the trace is full."""
@@ -99,24 +125,18 @@ class LockstepAttempt:
             if stop is not None and stop():
                 break
         wall = time.perf_counter() - t0
-        up = self.update_ns[: self.n] * 1e-3
-        if not self.n:
+        up = self.update_ns[: self._timed.i] * 1e-3
+        if not len(up):
             return AttemptStats(0, wall, 0.0, 0.0, 0.0)
         return AttemptStats(self.n, wall, self.n * self.scene.dt / max(wall, 1e-9), float(up.mean()),
-                            float(np.percentile(up, 99)), float(np.median(up)), float(up[up < 1000.0].mean()))
+                            float(np.percentile(up, 99)), float(np.median(up)),
+                            float(up[up < UNPREEMPTED_US].mean()))
 
     def trace(self) -> Trace:
         n = self.n
-        return Trace(
-            dt=self.scene.dt,
-            t=(np.arange(n) + 1) * self.scene.dt,
-            tool_pose=self.tool_pose[:n],
-            jaws=self.jaws[:n],
-            force=self.force[:n],
-            scope_pose=np.tile(self.scope_pose, (n, 1)),
-            events=list(self.scene.events),
-            tick0=self.procedure.tick0,
-        )
+        return Trace(dt=self.scene.dt, t=(np.arange(n) + 1) * self.scene.dt, tool_pose=self.tool_pose[:n],
+                     jaws=self.jaws[:n], force=self.force[:n], scope_pose=self.scope_pose[:n],
+                     events=list(self.scene.events), tick0=self.procedure.tick0)
 
     def result(self) -> ProcedureResult:
         return self.procedure.result(self.trace())
@@ -125,35 +145,78 @@ class LockstepAttempt:
         self.scene.close()
 
 
+#: The harness name the tests and benches first used (same class).
+LockstepAttempt = ProcedureAttempt
+
+
 def play(policy: str, seed: int, *, procedure: str = "peg_transfer", max_s: float | None = None):
-    """One attempt by scripted hands of style `policy`; returns (result, stats). The attempt also
-    stops when the policy has finished or given up (the result is then 'incomplete' if the
-    procedure had not ended)."""
+    """One lockstep attempt by scripted hands of style `policy`; returns (result, stats). It also
+    stops 1 s after the policy has finished or given up (the result is 'incomplete' if the procedure
+    had not ended by then)."""
     from procedures.policies import make_hands
 
     hands = make_hands(policy, seed)
-    att = LockstepAttempt(procedure, hands, seed=seed, max_s=max_s)
+    att = ProcedureAttempt(procedure, hands, seed=seed, max_s=max_s)
     brain = hands[0].policy
+    finished_at = [None]
+
+    def stop() -> bool:
+        if brain.gave_up or brain.finished:
+            finished_at[0] = att.n if finished_at[0] is None else finished_at[0]
+            return att.n - finished_at[0] > 1000
+        return False
+
     try:
-        stats = att.run(stop=lambda: brain.gave_up or (brain.finished and att.n > 0 and _settled(att)))
+        stats = att.run(stop=stop)
         return att.result(), stats
     finally:
         att.close()
 
 
-def _settled(att: LockstepAttempt) -> bool:
-    # The policy is done but the last ring may still be settling: give the procedure 1 s to see it.
-    if not hasattr(att, "_finish_tick"):
-        att._finish_tick = att.n
-    return att.n - att._finish_tick > 1000
-
-
-# -- `trocar run PROCEDURE --policy NAME` ---------------------------------------------------------------
+# -- results from recordings, `trocar run PROCEDURE --policy NAME` ---------------------------------------
 
 
 def result_path(record: str) -> str:
     """Where a session's result goes: next to its recording."""
     return record + ".result.json"
+
+
+def trace_from_recording(rec, dt: float, tick0: int = 0) -> Trace:
+    """The Trace of a `sim.runtime.recording.Recording` (rows from tick0 on)."""
+    from sim.scene import SceneEvent
+
+    rows = rec.ticks[rec.ticks["tick"] >= tick0]
+    events = [SceneEvent(*e) for e in rec.events if e[0] >= tick0]
+    return Trace(dt=dt, t=(np.arange(len(rows)) + 1) * dt, tool_pose=rows["tool_pose"], jaws=rows["jaws"],
+                 force=rows["force"], scope_pose=rows["scope_pose"], events=events, tick0=tick0)
+
+
+def finish_procedure(procedure, record: str, *, log=print) -> ProcedureResult:
+    """After a session with `procedure` recorded to `record`: its result from the recording's rows,
+    written as `<record>.result.json`, and the table printed."""
+    from sim.runtime.recording import read_recording
+
+    rec = read_recording(record)
+    result = procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
+    with open(result_path(record), "w") as fh:
+        fh.write(result.to_json(indent=1))
+    print_result(result)
+    log(f"result: {result_path(record)}")
+    return result
+
+
+def score_recording(record: str, *, log=print) -> ProcedureResult | None:
+    """Re-run a recorded procedure session in lockstep (`sim.runtime.lockstep.replay`) and finish
+    it (`finish_procedure`); None if the recording names no procedure."""
+    from sim.runtime.lockstep import find_procedure, replay
+    from sim.runtime.recording import read_recording
+
+    meta = read_recording(record).meta
+    proc = find_procedure(meta.get("scene", ""))
+    if proc is None:
+        return None
+    replay(record, procedure=proc)
+    return finish_procedure(proc, record, log=log)
 
 
 def print_result(result: ProcedureResult, *, file=None) -> None:
@@ -163,10 +226,8 @@ def print_result(result: ProcedureResult, *, file=None) -> None:
 
     console = Console(file=file)
     verdict = "PASS" if result.passed else "FAIL"
-    t = Table(
-        title=f"{result.procedure}: {result.status}, {result.duration_s:.1f} s, score "
-        f"{result.score:.1f}/100, proficiency {verdict} ({result.proficiency['rule']})"
-    )
+    t = Table(title=f"{result.procedure}: {result.status}, {result.duration_s:.1f} s, score "
+                    f"{result.score:.1f}/100, proficiency {verdict} ({result.proficiency['rule']})")
     for col in ("metric", "value", "unit", "better"):
         t.add_column(col)
     for m in result.metrics.values():
@@ -176,74 +237,48 @@ def print_result(result: ProcedureResult, *, file=None) -> None:
         console.print(f"  {e.t:7.2f} s  tick {e.tick}: {e.kind}: {e.message}")
 
 
-def run_procedure_session(
-    procedure: str,
-    policy: str,
-    *,
-    seed: int = 0,
-    record: str | None = None,
-    seconds: float | None = None,
-    realtime: bool = False,
-    log=print,
-) -> ProcedureResult:
-    """Play `procedure` with scripted hands `policy`; record the session (targets, jaws, events,
-    checksums: `trocar replay` reproduces it), write the result JSON next to the recording and print
-    the table. realtime: pace the ticks to the wall clock (else lockstep, as fast as possible)."""
+def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record: str | None = None,
+                          seconds: float | None = None, realtime: bool = False,
+                          log=print) -> ProcedureResult:
+    """Play `procedure` with scripted hands `policy`: record the session (`trocar replay` reproduces
+    it), compute the result from the recording's rows, write it as `<recording>.result.json` and
+    print the table. realtime: pace the ticks to the wall clock (else lockstep, as fast as possible)."""
     from procedures.policies import make_hands
-    from sim.runtime.config import RunConfig, default_record_path, session_meta
-    from sim.runtime.recording import RecordingWriter
+    from sim.runtime.config import default_record_path, session_meta
+    from sim.runtime.recording import RecordingWriter, read_recording
 
     record = record or default_record_path()
     hands = make_hands(policy, seed)
     brain = hands[0].policy
-    att = LockstepAttempt(procedure, hands, seed=seed, max_s=seconds)
-    cfg = RunConfig(
-        scene=att.procedure.scene_name,
-        device=f"policy:{policy}",
-        seconds=seconds,
-        record=record,
-        lockstep=not realtime,
-        seed=seed,
-    )
-    rec = RecordingWriter(
-        record,
-        dict(session_meta(cfg, att.scene, att.wmaps[0], "procedure"), procedure=procedure, policy=policy),
-        att.scene.n_tools,
-    )
+    cfg = RunConfig(scene=procedure, device=f"policy:{policy}", seconds=seconds, record=record,
+                    lockstep=not realtime, seed=seed)
+    att = ProcedureAttempt(procedure, hands, seed=seed, max_s=seconds)
+    rec = RecordingWriter(record, dict(session_meta(cfg, att.scene, att.wmaps, "procedure"), policy=policy),
+                          att.scene.n_tools, n_hands=len(hands))
+    att.session.recorder = rec
     limit = int(round(seconds / att.scene.dt)) if seconds else att.cap - 1
     t0 = time.perf_counter_ns()
-    n_events = len(att.scene.events)
-    done_at = None
+    att.session.t0_ns = t0
+    finished_at = None
+    dt, tick0 = att.scene.dt, att.procedure.tick0
     try:
         while not att.procedure.done and att.n < min(limit, att.cap - 1):
-            tick = att.scene.tick_count
             if realtime:
-                deadline = t0 + int(att.n * att.scene.dt * 1e9)
+                deadline = t0 + int(att.n * dt * 1e9)
                 while time.perf_counter_ns() < deadline:
                     time.sleep(2e-4)
-            now = time.perf_counter_ns()
-            att.step()
-            i = rec.next_row()
-            f = rec.fields
-            f["tick"][i] = tick
-            f["t"][i] = (now - t0) * 1e-9
-            f["targets"][i] = att.control.targets
-            f["jaws"][i] = att.control.jaws
-            f["force"][i] = att.force[att.n - 1, 0]
-            f["dev_flags"][i] = 3
-            events = att.scene.events
-            for e in events[n_events:]:
-                rec.event(e.tick, e.kind, e.tool, e.value, e.message, e.body)
-            n_events = len(events)
-            if att.scene.tick_count % 100 == 0:
-                rec.checksum(att.scene.tick_count - 1, att.scene.checksum())
-            rec.maybe_flush(time.perf_counter_ns())
+            start = time.perf_counter_ns()
+            att.step(start)
+            end = time.perf_counter_ns()
+            att.session.finish_row(end - start)
+            rec.maybe_flush(end)
             if brain.gave_up or brain.finished:
-                done_at = att.n if done_at is None else done_at
-                if att.n - done_at > 1000:
+                finished_at = att.n if finished_at is None else finished_at
+                if att.n - finished_at > 1000:
                     break
-        result = att.result()
-        rec.close({"reason": att.procedure.status, "ticks": att.scene.tick_count, "result": result.to_dict()})
+        proc = att.procedure
+        rec.close({"reason": proc.status, "ticks": att.scene.tick_count})
+        result = proc.result(trace_from_recording(read_recording(record), dt, tick0))
     finally:
         att.close()
     with open(result_path(record), "w") as fh:

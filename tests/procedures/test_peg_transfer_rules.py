@@ -7,7 +7,6 @@ import pytest
 
 from procedures.base import ProcedureResult
 from procedures.peg_transfer import CUTOFF_S, PegTransfer
-from procedures.view import look_pose
 from sim.runtime.procedure_session import LockstepAttempt
 from tests.procedures.conftest import WaypointHand, ring_rim
 
@@ -60,8 +59,9 @@ def test_drop_on_the_board_in_view_is_a_drop_and_can_be_picked_up_again():
 def test_drop_outside_the_view_loses_the_object():
     att, left = attempt(pick(RING) + [([0.0, -0.03, 0.06], CLOSED, 0.5), ([0.0, -0.03, 0.06], OPEN, 0.1)])
     try:
-        # The scope held away from the board (looking at the left wall): the same drop is unseen.
-        att.procedure.set_scope_pose(look_pose([0.0, -0.15, 0.2], [-0.25, 0.1, 0.1]))
+        # The scope turned away from the board (toward the left wall): the same drop is unseen.
+        att.scene.scope.pivot(d_yaw=np.pi / 2)
+        assert not att.scene.scope.in_view(np.array([[0.0, -0.03, 0.012]]))[0]
         run_until_settled(att, left)
         proc = att.procedure
         assert kinds(proc) == ["object_lost"]

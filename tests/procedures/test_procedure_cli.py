@@ -8,14 +8,16 @@ from sim.runtime.recording import read_recording
 
 
 def trocar(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_run_writes_the_result_next_to_a_recording_that_replays(tmp_path):
     rec = tmp_path / "attempt.trec"
-    p = trocar("run", "peg_transfer", "--policy", "expert", "--lockstep", "--seconds", "4",
-               "--record", str(rec))
+    p = trocar(
+        "run", "peg_transfer", "--policy", "expert", "--lockstep", "--seconds", "4", "--record", str(rec)
+    )
     assert p.returncode == 1, p.stderr  # stopped by --seconds before the end: incomplete
     result = json.loads((tmp_path / "attempt.trec.result.json").read_text())
     assert result["procedure"] == "peg_transfer" and result["status"] == "incomplete"
@@ -34,3 +36,40 @@ def test_bad_procedure_input_is_one_error_line():
     assert p.stderr.strip().startswith("trocar: error:") and len(p.stderr.strip().splitlines()) == 1
     p = trocar("bench", "validity", "nosuch", "--episodes", "2")
     assert p.returncode == 2 and p.stderr.startswith("trocar: error: unknown procedure")
+
+
+def test_metrics_from_the_recording_equal_the_live_ones(tmp_path):
+    from procedures.policies import make_hands
+    from sim.runtime.config import session_meta
+    from sim.runtime.procedure_session import ProcedureAttempt, trace_from_recording
+    from sim.runtime.recording import RecordingWriter
+
+    path = str(tmp_path / "a.trec")
+    att = ProcedureAttempt("peg_transfer", make_hands("expert", 0), max_s=3.0)
+    try:
+        rec = RecordingWriter(
+            path, session_meta(att.cfg, att.scene, att.wmaps, "lockstep"), att.scene.n_tools, n_hands=2
+        )
+        att.session.recorder = rec
+        for _ in range(2500):
+            att.step()
+        rec.close()
+        live = att.procedure.result(att.trace())
+        again = att.procedure.result(
+            trace_from_recording(read_recording(path), att.scene.dt, att.procedure.tick0)
+        )
+        assert live.metrics["path_length_left"].value > 0.05  # the hands did move
+        assert again.metrics == live.metrics
+    finally:
+        att.close()
+
+
+def test_a_device_session_on_a_procedure_writes_its_result(tmp_path):
+    rec = tmp_path / "null.trec"
+    p = trocar(
+        "run", "peg_transfer", "--device", "null,null", "--lockstep", "--seconds", "1", "--record", str(rec)
+    )
+    assert p.returncode == 0, p.stderr
+    result = json.loads((tmp_path / "null.trec.result.json").read_text())
+    assert result["status"] == "incomplete" and result["duration_s"] == 1.0
+    assert result["metrics"]["drops"]["value"] == 0

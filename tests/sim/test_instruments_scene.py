@@ -206,9 +206,7 @@ def ring_on_peg(scene: ToolScene, ring: int, peg: int) -> bool:
     spec = scene.pegboard.spec
     centre = scene.body_pose(ring)[:3]
     axis = spec.peg_world(peg)
-    # The 8-segment ring's hole is narrowest at the segment middles: radius R cos(pi/8) - tube.
-    clearance = spec.ring_radius * np.cos(np.pi / 8) - spec.ring_tube - spec.peg_radius
-    inside = np.hypot(*(centre[:2] - axis[:2])) < clearance
+    inside = np.hypot(*(centre[:2] - axis[:2])) < spec.hole_clearance
     return bool(inside and centre[2] < spec.top + spec.peg_height)
 
 
