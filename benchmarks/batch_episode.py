@@ -6,7 +6,7 @@ it), `ep-iiiii.trec.result.json` (the ProcedureResult, as `trocar run` writes it
 `ep-iiiii.json` (the episode row: episode, seed, policy, status, score, metrics, final checksum,
 ticks, wall time; written last and atomically: its presence means the episode is done).
 
-The result is computed from the recording (`trace_from_recording`), so a replay gives the same
+The result is computed from the recording (`result_of`), so a replay gives the same
 result: `replay_episode` re-runs the recording through the same step and recomputes it.
 """
 
@@ -17,10 +17,7 @@ import os
 import socket
 import time
 
-import numpy as np
-
-from procedures.base import ProcedureResult, Trace
-from sim.scene import SceneEvent
+from procedures.base import ProcedureResult
 
 SETTLE_S = 1.0  # [s] after a scripted policy finishes: the last object may still be settling
 CHECKSUM_EVERY = 100  # [ticks]
@@ -31,13 +28,11 @@ def episode_paths(out_dir: str, episode: int) -> dict[str, str]:
     return {"recording": base + ".trec", "result": base + ".trec.result.json", "row": base + ".json"}
 
 
-def trace_from_recording(rec, tick0: int = 0) -> Trace:
-    """The procedures.base.Trace of a session recording (its tick rows and events)."""
-    t = rec.ticks
-    dt = float(rec.meta.get("dt", 1e-3))
-    return Trace(dt=dt, t=(np.arange(len(t)) + 1) * dt, tool_pose=t["tool_pose"], jaws=t["jaws"],
-                 force=t["force"], scope_pose=t["scope_pose"],
-                 events=[SceneEvent(*e) for e in rec.events], tick0=tick0)
+def result_of(procedure, rec) -> ProcedureResult:
+    """The procedure's result from a recording's rows (sim.runtime.procedure_session's Trace)."""
+    from sim.runtime.procedure_session import trace_from_recording
+
+    return procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -98,7 +93,7 @@ def run_episode(procedure: str, policy: str, seed: int, out_dir: str, episode: i
         for dev in devices:
             dev.close()
         scene.close()
-    result = proc.result(trace_from_recording(read_recording(paths["recording"]), proc.tick0))
+    result = result_of(proc, read_recording(paths["recording"]))
     _write_atomic(paths["result"], result.to_json(indent=1))
     row = {"episode": episode, "seed": seed, "procedure": procedure, "policy": policy,
            "status": result.status, "completed": result.completed, "passed": result.passed,
@@ -123,7 +118,7 @@ def replay_episode(recording: str) -> tuple[object, ProcedureResult, str]:
     rec = read_recording(recording)
     proc = get_procedure(rec.meta["procedure"])
     r = replay(recording, procedure=proc)
-    result = proc.result(trace_from_recording(rec, proc.tick0))
+    result = result_of(proc, rec)
     return r, result, (rec.end or {}).get("checksum", "")
 
 
