@@ -140,3 +140,18 @@ def test_vector_environments_step_and_autoreset(mode):
         assert ends == 2  # both hit the 0.2 s limit on the second step
     finally:
         envs.close()
+
+
+def test_two_camera_environments_render_their_own_scenes_and_survive_each_others_close():
+    a = gym.make("trocar/PegTransfer-v0", obs_mode="rgb", image_size=(32, 32), time_limit_s=1.0).unwrapped
+    b = gym.make("trocar/TissueRetraction-v0", obs_mode="rgb", image_size=(32, 32), **RETRACTION).unwrapped
+    try:
+        img_a, _ = a.reset(seed=0)
+        img_b, _ = b.reset(seed=0)
+        assert np.abs(img_a.astype(int) - img_b.astype(int)).mean() > 5  # two different scenes
+        b.close()
+        again = a.reset(seed=0)[0]
+        np.testing.assert_array_equal(again, img_a)
+    finally:
+        a.close()
+        b.close()
