@@ -56,7 +56,14 @@ def _lib() -> ctypes.CDLL:
     lib.eglDestroyContext.argtypes = [vp, vp]
     lib.eglTerminate.argtypes = [vp]
     lib.eglGetError.restype = ctypes.c_int
+    lib.eglGetCurrentContext.restype = vp
     return lib
+
+
+#: Open contexts per EGL display. Mesa hands every caller the same surfaceless display, and
+#: eglTerminate would pull it from under every other context of the process (several environments
+#: or views in one process): the display is terminated when its last context closes.
+_DISPLAY_USERS: dict[int, int] = {}
 
 
 def _attribs(*values: int) -> ctypes.Array:
@@ -75,6 +82,8 @@ class EGLContext:
                 f"EGL surfaceless platform unavailable (EGL error 0x{lib.eglGetError():x}; install "
                 "libegl-mesa0 and libgl1-mesa-dri: scripts/setup-render-deps.sh)")
         self.version = (major.value, minor.value)
+        _DISPLAY_USERS[self.display] = _DISPLAY_USERS.get(self.display, 0) + 1
+        self._counted = True
         config = ctypes.c_void_p()
         n = ctypes.c_int()
         attribs = _attribs(EGL_SURFACE_TYPE, 0, EGL_RENDERABLE_TYPE, EGL_OPENGL_BIT, EGL_RED_SIZE, 8,
@@ -94,6 +103,14 @@ class EGLContext:
             self.close()
             raise HeadlessUnavailable("EGL: cannot make a surfaceless context current")
 
+    def make_current(self) -> None:
+        """Make this context current if it is not (several contexts in one process: one per view)."""
+        if self._egl.eglGetCurrentContext() == self.context:
+            return
+        if not self._egl.eglMakeCurrent(self.display, None, None, self.context):
+            raise HeadlessUnavailable(
+                f"EGL: cannot make the context current (0x{self._egl.eglGetError():x})")
+
     def renderer_name(self) -> str:
         from OpenGL import GL
 
@@ -101,7 +118,13 @@ class EGLContext:
 
     def _terminate(self) -> None:
         if self.display:
-            self._egl.eglTerminate(self.display)
+            users = _DISPLAY_USERS.get(self.display, 0) - (1 if getattr(self, "_counted", False) else 0)
+            self._counted = False
+            if users > 0:
+                _DISPLAY_USERS[self.display] = users
+            else:
+                _DISPLAY_USERS.pop(self.display, None)
+                self._egl.eglTerminate(self.display)
             self.display = None
 
     def close(self) -> None:

@@ -223,6 +223,15 @@ class Framebuffer:
         img = np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
         return img[::-1].copy()
 
+    def read_depth(self) -> np.ndarray:
+        """The depth attachment as window depth in [0, 1] (float32, (height, width)), top row first
+        (1 = the far plane: nothing drawn there)."""
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
+        data = GL.glReadPixels(0, 0, self.width, self.height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT)
+        img = np.frombuffer(data, dtype=np.float32).reshape(self.height, self.width)
+        return img[::-1].copy()
+
     def release(self) -> None:
         GL.glDeleteFramebuffers(1, [self.fbo])
         GL.glDeleteRenderbuffers(1, [self.depth])

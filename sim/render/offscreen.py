@@ -36,11 +36,18 @@ class HeadlessView:
         self.width, self.height = width, height
 
     def render(self, snapshot: dict, camera, *, hud: bool = True) -> np.ndarray:
+        self.ctx.make_current()  # another view in this process may have made its own current
         self.fb.bind()
         self.renderer.draw_laparoscope(snapshot, camera, self.width, self.height, hud=hud)
         return self.fb.read_rgb()
 
+    def depth(self) -> np.ndarray:
+        """The last rendered frame's window depth in [0, 1], float32 (height, width), top row first."""
+        self.ctx.make_current()
+        return self.fb.read_depth()
+
     def close(self) -> None:
+        self.ctx.make_current()
         self.renderer.release()
         self.fb.release()
         self.ctx.close()
