@@ -139,16 +139,22 @@ def test_the_checksum_changes_when_any_dynamic_state_changes(scene, where):
 
 def test_a_grasped_ring_is_held_again_after_restore():
     with build_scene("peg_transfer") as scene:
-        ring = scene.body_poses()[0, :3]
+        # Tool 0 grasps ring 0 at its near rim (the jaws straddle the tube), from above.
+        rim = scene.body_poses()[0, :3] - [0.0, scene.rigid.pegboard.spec.ring_radius, 0.0]
         start = scene.hold_control().targets.copy()
 
         def control(k):
             t = start.copy()
-            w = min(1.0, k / 400.0)
-            t[0, :3] = (1 - w) * start[0, :3] + w * (ring + [0.0, 0.0, 0.004])
+            above = rim + [0.0, 0.0, 0.02]
+            if k < 300:
+                w = k / 300.0
+                t[0, :3] = (1 - w) * start[0, :3] + w * above
+            else:
+                w = min(1.0, (k - 300) / 100.0)
+                t[0, :3] = (1 - w) * above + w * (rim + [0.0, 0.0, 0.001])
             if k > 600:
                 t[0, 2] += 0.03 * min(1.0, (k - 600) / 300.0)
-            return SceneControl(t, np.array([0.8 if k < 450 else 0.0, 0.0]))
+            return SceneControl(t, np.array([0.6 if k < 450 else 0.0, 0.0]))
 
         for k in range(550):
             scene.tick(control(k), scene.dt)
