@@ -31,9 +31,9 @@ def _check(rec_path: str, *, device_force: bool) -> None:
     cmd = np.linalg.norm(t["force"][last], axis=2).mean(axis=0)
     assert cmd[0] > 1.0 and cmd[1] < 0.5 and cmd[1] < 0.1 * cmd[0], cmd
     if device_force:
-        # The largest force each device reported over the last 100 ticks. (A maximum: on a loaded
+        # The largest force each device reported once the links were up. (A maximum: on a loaded
         # machine a tick may come later than the device's 50 ms watchdog, which then ramps to zero.)
-        applied = np.linalg.norm(t["dev_force"][-100:], axis=2).max(axis=0)
+        applied = np.linalg.norm(t["dev_force"][k0:], axis=2).max(axis=0)
         assert applied[0] > 0.5 and applied[1] < 0.5 and applied[1] < 0.2 * applied[0], applied
     # Each device drove its own tool: the left tip went down, the right one up.
     z = t["tool_pose"][:, :, 2]
@@ -56,23 +56,28 @@ def test_two_emulated_devices_in_lockstep_each_feel_their_own_tool(tmp_path, cap
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+AIR_UNTIL_S = 35.0  # [s after the emulator started] beyond a session's start-up on a loaded machine
+
+
 @pytest.mark.parametrize("mode", ["realtime", "multirate"])
 def test_two_emulated_devices_in_a_session_each_feel_their_own_tool(mode, tmp_path, capsys):
+    # The left hand starts in the air and presses later: a device's soft start ramps its force in
+    # only once the commanded force is small (it must not jump to a large force when it connects).
     # The per-hand hand models go through the config (the CLI has no flag for them).
     from sim.runtime.realtime import run_realtime
 
+    script = tmp_path / "press.txt"
+    script.write_text(f"0 0.0 0.0 0.03\n{AIR_UNTIL_S} 0.0 0.0 0.03\n{AIR_UNTIL_S + 2} 0.0 0.02 -0.05\n")
     rec = str(tmp_path / "rt.trec")
-    cfg = RunConfig(overrides={"tissue_tets": 0}, device="emu,emu", seconds=5.0, record=rec,
-                    rate_mode=mode, soft_start_s=0.1, hand_emu_args=(PRESS, AIR),
-                    realtime_priority=False)
+    cfg = RunConfig(overrides={"tissue_tets": 0}, device="emu,emu", seconds=AIR_UNTIL_S + 6, record=rec,
+                    rate_mode=mode, soft_start_s=0.1, hand_emu_args=(("--hand", f"script:{script}"), AIR))
     summary = run_realtime(cfg, log=lambda line: None)
     assert summary["exitcode"] == 0, summary
     # Multirate: the haptic servo renders each hand's force from its local model; the physics
     # rows hold the coupling force per hand (the devices' own report is the servo's, not recorded).
     _check(rec, device_force=(mode == "realtime"))
     assert "rtt_p99_us" in summary["report"] and "rtt_p99_us_1" in summary["report"]
-    p = trocar_in_process(capsys, "replay", rec)
-    assert p.returncode == 0, p.stdout + p.stderr
+    # (replay of a two-hand recording: the lockstep test above; a minute of ticks is slow to replay)
 
 
 def test_left_right_options_make_a_two_device_session(capsys):
