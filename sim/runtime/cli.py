@@ -116,6 +116,8 @@ def _cmd_run_procedure(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "share", False) and (args.lockstep or getattr(args, "policy", None)):
+        raise UserError("--share needs a real-time session with devices (not --lockstep or --policy)")
     if getattr(args, "policy", None):
         return _cmd_run_procedure(args)
     cfg = _config(args)

@@ -14,6 +14,8 @@ def _one_error(r) -> None:
 def test_bad_options_are_one_line_errors(tmp_path):
     users = str(tmp_path / "u.sqlite3")
     _one_error(cli("bench", "console", "--spectators", "0"))
+    _one_error(cli("run", "peg_transfer", "--share", "--lockstep", "--seconds", "1"))
+    _one_error(cli("run", "peg_transfer", "--share", "--policy", "expert"))
     _one_error(cli("serve", "--port", "70000"))
     _one_error(cli("serve", "--ssl-certfile", str(tmp_path / "missing.pem")))
     _one_error(cli("console-user", "add", "bob", "--role", "instructor", "--password-stdin", "--users", users,
