@@ -116,6 +116,31 @@ def _cmd_run_procedure(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """`trocar run`; with --trainee the attempt is stored in the records: begun (as incomplete, with its
+    recording) before the session, finished from `<recording>.result.json` however the session ends."""
+    if not getattr(args, "trainee", None):
+        return _cmd_run_session(args)
+    from procedures.registry import PROCEDURES, get_procedure
+    from sim.runtime.config import default_record_path
+    from trainees.runlink import begin_for_run, finish_for_run
+
+    if args.scene not in PROCEDURES:
+        raise UserError(f"--trainee needs a procedure to score, not {args.scene!r}; "
+                        f"procedures: {', '.join(PROCEDURES)}")
+    if args.record and not os.path.isdir(os.path.dirname(os.path.abspath(args.record))):
+        raise UserError(f"--record: no such directory: {os.path.dirname(os.path.abspath(args.record))}")
+    args.record = args.record or default_record_path()
+    proc = get_procedure(args.scene)
+    attempt = begin_for_run(args, proc.name, proc.version, recording=args.record, seed=args.seed)
+    try:
+        return _cmd_run_session(args)
+    finally:
+        status = finish_for_run(args, attempt, args.record)
+        if status is not None:
+            print(f"records: attempt {attempt} stored for trainee {args.trainee}", flush=True)
+
+
+def _cmd_run_session(args: argparse.Namespace) -> int:
     if getattr(args, "share", False) and (args.lockstep or getattr(args, "policy", None)):
         raise UserError("--share needs a real-time session with devices (not --lockstep or --policy)")
     if getattr(args, "policy", None):
@@ -236,6 +261,9 @@ def register(sub: argparse._SubParsersAction, bsub: argparse._SubParsersAction) 
                    "both tools, scored; paced in real time unless --lockstep")
     r.add_argument("--share", action="store_true",
                    help="let the instructor console (trocar serve) watch, guide and pause this session")
+    from trainees.runlink import add_run_args
+
+    add_run_args(r)  # --trainee, --records-db, --rules: store the attempt in the trainee records
     r.set_defaults(func=_cmd_run)
     rp = sub.add_parser("replay", help="re-run a session recording in lockstep; verify checksums")
     rp.add_argument("file", help="recording (.trec)")

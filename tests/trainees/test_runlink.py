@@ -10,6 +10,7 @@ from trainees_helpers import result
 
 from sim.errors import UserError
 from trainees import records
+from trainees.db import connect
 from trainees.runlink import add_run_args, begin_for_run, finish_for_run
 
 
@@ -66,3 +67,33 @@ def test_devices_are_stored_with_their_calibration_profile_hash(db, tmp_path, mo
                         recording=str(tmp_path / "s.trec"), serials=["EMU-A", "EMU-B"])
     got = {d["serial"]: d["profile_hash"] for d in records.attempt_devices(records.connect(db), aid)}
     assert got == {"EMU-A": hashlib.sha256(profile.read_bytes()).hexdigest(), "EMU-B": ""}
+
+
+def test_trocar_run_with_a_trainee_stores_the_scored_attempt(db, tmp_path):
+    """The whole path a user takes: `trocar run peg_transfer --trainee ID` plays (scripted hands, a
+    2 s lockstep attempt), writes the result next to the recording and stores it as that trainee's."""
+    from trainees_helpers import run_cli
+
+    records.add_trainee(db, "R-9")
+    rec = tmp_path / "a.trec"
+    p = run_cli("run", "peg_transfer", "--policy", "expert", "--lockstep", "--seconds", "2",
+                "--record", str(rec), "--trainee", "R-9", "--records-db", str(db))
+    assert p.returncode == 1, p.stderr  # an attempt cut short (here by --seconds) exits 1
+    assert "stored for trainee R-9" in p.stdout
+    stored = json.loads((tmp_path / "a.trec.result.json").read_text())
+    conn = connect(db)
+    try:
+        rows = conn.execute("SELECT status, recording_path FROM attempts WHERE trainee_id = 'R-9'").fetchall()
+    finally:
+        conn.close()
+    assert [tuple(r) for r in rows] == [(stored["status"], str(rec))]
+    assert stored["status"] == "incomplete"  # cut at 2 s, long before the end
+    bad = run_cli("run", "peg_transfer", "--policy", "expert", "--lockstep", "--seconds", "2",
+                  "--record", str(tmp_path / "b.trec"), "--trainee", "NOPE", "--records-db", str(db))
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("trocar: error: unknown trainee")
+    assert not (tmp_path / "b.trec").exists()  # refused before the session started
+    conn = connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 1
+    finally:
+        conn.close()
