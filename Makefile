@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/trocar run --seconds 60
+	$(VENV)/bin/trocar run peg_transfer --policy expert
 
 # System packages for the render tests (Mesa EGL/GLX, Xvfb, mmdebstrap) and the cached Debian trixie
 # root with Monado for the OpenXR test. Both scripts are idempotent (a second run is a no-op) and need
