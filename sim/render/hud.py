@@ -65,7 +65,7 @@ def hud_state(snapshot: dict, view_proj: np.ndarray, dt: float, *,
         out, edge = np.zeros(0, bool), np.zeros((0, 2))
     instructor = None
     if "hud" in snapshot:
-        from sim.runtime.step import decode_hud
+        from sim.hud_state import decode_hud
 
         instructor = decode_hud(snapshot["hud"]).get("instructor")
     return HudState(elapsed=float(np.asarray(snapshot["tick"]).ravel()[0]) * dt, force=force,

@@ -132,7 +132,7 @@ class DesktopWindow:
         """The procedure's instruction and progress (snapshot `hud`) in the window title."""
         if "hud" not in snap:
             return
-        from sim.runtime.step import decode_hud
+        from sim.hud_state import decode_hud
 
         hud = decode_hud(snap["hud"])
         parts = [str(hud[k]) for k in ("instruction",) if hud.get(k)]

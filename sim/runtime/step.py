@@ -31,16 +31,15 @@ Nothing here reads the wall clock into the simulation: the scene only sees the t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from sim.hud_state import HUD_BYTES, decode_hud, encode_hud  # noqa: F401 - re-exported
 from sim.runtime.devices import WorkspaceMap, open_device
 from sim.scene import SceneControl
 
-HUD_BYTES = 2048  # size of the snapshot's `hud` array [bytes] (procedure HUD + an instructor message)
 _NO_EVENTS: tuple = ()
 
 
@@ -88,27 +87,6 @@ def close_hands(hands: list[Hand]) -> None:
                 pass
 
 
-def encode_hud(hud: dict | None, out: np.ndarray) -> None:
-    """Write `hud` as UTF-8 JSON into out (uint8, (HUD_BYTES,)), zero padded; {} for None."""
-    data = json.dumps(hud or {}, separators=(",", ":")).encode()
-    if len(data) > len(out):  # keep it parseable: drop the warnings, then cut the instruction
-        hud = dict(hud or {}, warnings=[])
-        hud["instruction"] = str(hud.get("instruction", ""))[: len(out) // 2]
-        data = json.dumps(hud, separators=(",", ":")).encode()[: len(out)]
-    out[: len(data)] = np.frombuffer(data, np.uint8)
-    out[len(data):] = 0
-
-
-def decode_hud(arr: np.ndarray) -> dict:
-    """The HUD dict of a snapshot's `hud` array ({} if empty or unreadable)."""
-    raw = bytes(np.asarray(arr, np.uint8)).rstrip(b"\0")
-    if not raw:
-        return {}
-    try:
-        out = json.loads(raw)
-    except ValueError:
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 class SessionStep:
