@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks, each printing JSON")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
     bt = bsub.add_parser("tissue", help="tissue step time and static sag error (vs PyBullet)")
-    bt.add_argument("--tets", type=int, nargs="+", default=[1000, 5000, 20000],
-                    help="approximate tet counts of the block (default 1000 5000 20000)")
+    bt.add_argument("--tets", type=int, nargs="+",
+                    help="approximate tet counts of the block (default 1000 5000 20000; "
+                         "with --accuracy 1000)")
     bt.add_argument("--steps", type=int, default=1000, help="timed steps per engine (default 1000)")
     bt.add_argument("--settle", type=float, default=1.5,
                     help="simulated seconds to settle before timing (default 1.5)")
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Numba thread counts to report separately (default 1)")
     bt.add_argument("--export-mesh", metavar="PATH",
                     help="write the exact mesh used (meshio-readable); {tets} is replaced")
+    bt.add_argument("--load", type=float, default=0.0,
+                    help="downward point load on the pad's centre top node [N] (default 0; the "
+                         "issue's worst case is 2)")
+    bt.add_argument("--elasticity", choices=["corotated", "neohookean"], default="neohookean",
+                    help="elastic law of the timed pad (default neohookean, the scene's)")
+    bt.add_argument("--accuracy", action="store_true",
+                    help="instead of timing: statics, frequencies, settling and spin against "
+                         "references computed in the run (slow: minutes)")
     bt.add_argument("--json", action="store_true", help="JSON lines only (no human summary)")
     bt.set_defaults(func=_cmd_bench_tissue)
 

@@ -1,5 +1,6 @@
 """Linear-tetrahedron FEM in plain NumPy/SciPy: shape gradients, lumped masses, stiffness assembly,
-and the slow reference of the co-rotational element force that the Numba kernels are tested against.
+and the slow references of the elastic laws (co-rotational, stable neo-Hookean: forces, energies)
+that the Numba kernels are tested against.
 
 Nothing here runs in the haptic loop; it builds models and checks them.
 """
@@ -106,3 +107,77 @@ def corotated_energy_reference(x, tets, dm_inv, vol, mu, lam) -> float:
     tr = np.trace(eps, axis1=1, axis2=2)
     dens = mu_[:, 0, 0] * np.sum(eps * eps, axis=(1, 2)) + 0.5 * lam_[:, 0, 0] * tr**2
     return float(np.sum(vol * dens))
+
+
+def neohookean_params(mu, lam):
+    """Stable neo-Hookean (mu', lam', a, psi_0) with the small-strain Lamé parameters mu, lam [Pa]
+    (Smith et al. 2018): mu' = 4/3 mu, lam' = lam + 5/6 mu, a = 1 + 3 mu' / (4 lam'), psi_0 the
+    energy density at F = I (subtracted so that rest has zero energy)."""
+    mu_s = 4.0 / 3.0 * np.asarray(mu, float)
+    lam_s = np.asarray(lam, float) + 5.0 / 6.0 * np.asarray(mu, float)
+    a = 1.0 + 0.75 * mu_s / lam_s
+    psi0 = 0.5 * lam_s * (1.0 - a) ** 2 - 0.5 * mu_s * np.log(4.0)
+    return mu_s, lam_s, a, psi0
+
+
+def _neohookean_stress(x, tets, dm_inv, mu, lam):
+    """First Piola stress P (m, 3, 3) [Pa] and energy density (m,) [J/m^3] of stable neo-Hookean."""
+    m = tets.shape[0]
+    mu_s, lam_s, a, psi0 = neohookean_params(np.broadcast_to(np.asarray(mu, float), (m,)),
+                                             np.broadcast_to(np.asarray(lam, float), (m,)))
+    p = x[tets]
+    f = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1) @ dm_inv
+    j = np.linalg.det(f)
+    cof = np.stack([np.cross(f[:, :, 1], f[:, :, 2]), np.cross(f[:, :, 2], f[:, :, 0]),
+                    np.cross(f[:, :, 0], f[:, :, 1])], axis=2)  # dJ/dF, column k = f_{k+1} x f_{k+2}
+    ic = np.sum(f * f, axis=(1, 2))
+    piola = (mu_s * (1 - 1 / (ic + 1)))[:, None, None] * f + (lam_s * (j - a))[:, None, None] * cof
+    psi = 0.5 * mu_s * (ic - 3) + 0.5 * lam_s * (j - a) ** 2 - 0.5 * mu_s * np.log(ic + 1) - psi0
+    return piola, psi
+
+
+def neohookean_forces_reference(x, tets, dm_inv, vol, mu, lam) -> np.ndarray:
+    """Stable neo-Hookean elastic node forces [N], shape (n, 3): the slow reference of the kernels."""
+    piola, _ = _neohookean_stress(x, tets, dm_inv, mu, lam)
+    h = -vol[:, None, None] * piola @ dm_inv.transpose(0, 2, 1)
+    fe = np.concatenate([-h.sum(axis=2)[:, None, :], h.transpose(0, 2, 1)], axis=1)
+    f = np.zeros_like(x)
+    np.add.at(f, tets.reshape(-1), fe.reshape(-1, 3))
+    return f
+
+
+def neohookean_energy_reference(x, tets, dm_inv, vol, mu, lam) -> float:
+    """Total stable neo-Hookean elastic energy [J] of positions x (n, 3)."""
+    _, psi = _neohookean_stress(x, tets, dm_inv, mu, lam)
+    return float(np.sum(vol * psi))
+
+
+def elastic_forces_reference(elasticity: str, x, tets, dm_inv, vol, mu, lam) -> np.ndarray:
+    """Node forces [N] (n, 3) of the named law ('corotated' or 'neohookean')."""
+    fn = neohookean_forces_reference if elasticity == "neohookean" else corotated_forces_reference
+    return fn(x, tets, dm_inv, vol, mu, lam)
+
+
+def elastic_energy_reference(elasticity: str, x, tets, dm_inv, vol, mu, lam) -> float:
+    """Elastic energy [J] of the named law ('corotated' or 'neohookean')."""
+    fn = neohookean_energy_reference if elasticity == "neohookean" else corotated_energy_reference
+    return fn(x, tets, dm_inv, vol, mu, lam)
+
+
+def damping_forces_reference(x, xp, r0, tets, dm_inv, vol, mu, lam, c) -> np.ndarray:
+    """Node forces [N] (n, 3) of the step's Rayleigh damping potential c V W(eps_d), with
+    eps_d = sym(R0^T grad(x - xp)), R0 (m, 3, 3) the rotations frozen at the step's start and
+    W(e) = mu |e|^2 + lam/2 tr(e)^2: force = -c V R0 sigma(eps_d) Dm^-T (c = beta / h' [-])."""
+    m = tets.shape[0]
+    mu = np.broadcast_to(np.asarray(mu, float), (m,))[:, None, None]
+    lam = np.broadcast_to(np.asarray(lam, float), (m,))[:, None, None]
+    d = (x - xp)[tets]
+    g = (d[:, 1:, :] - d[:, :1, :]).transpose(0, 2, 1) @ dm_inv
+    rg = r0.transpose(0, 2, 1) @ g
+    eps = 0.5 * (rg + rg.transpose(0, 2, 1))
+    sigma = 2 * mu * eps + lam * np.trace(eps, axis1=1, axis2=2)[:, None, None] * np.eye(3)
+    h = -c * vol[:, None, None] * (r0 @ sigma) @ dm_inv.transpose(0, 2, 1)
+    fe = np.concatenate([-h.sum(axis=2)[:, None, :], h.transpose(0, 2, 1)], axis=1)
+    f = np.zeros_like(x)
+    np.add.at(f, tets.reshape(-1), fe.reshape(-1, 3))
+    return f

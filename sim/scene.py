@@ -53,11 +53,12 @@ from sim.tissue import (
 )
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 
-#: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa). Why not
-#: softer: with ~5 mm elements a tool tip may push one surface node at most ~60 % of an element
-#: height before the one-step tissue solver turns unstable (docs/instruments.md, "limits"), and a
-#: 30 kPa pad needs ~1 N on one node for that, which the coupling reaches only well past the surface.
-TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0.01, stabilization=1.0)
+#: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
+#: dynamics (no stabilization). Co-rotational: with stable neo-Hookean a node wedged between a
+#: grasper's two jaw tips can end a tick inside one of them (the contact stage's two sweeps do not
+#: settle it; docs/tissue-solver.md, "Limits").
+TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0.01,
+                             elasticity="corotated")
 
 #: Trainer-top ports used by the built-in scenes [m] (the trainer top is 0.25 m above the floor).
 LEFT_PORT = Port((-0.07, -0.11, 0.25))

@@ -2,8 +2,9 @@
 
 Built like Newton/MuJoCo: a builder's `finalize()` makes the model once; `make_state()` makes the
 state; `step(model, state, control, contacts, dt)` advances the state in place. The method (see
-`sim.tissue_kernels` and docs/tissue-solver.md) is co-rotational linear FEM on linear tets with one
-linearly implicit Euler step per tick against a prefactored, node-rotated rest system matrix.
+`sim.tissue_solver` and docs/tissue-solver.md): linear tets, co-rotational or stable neo-Hookean
+elasticity (`sim.tissue_elements`), BDF2 time steps solved by a few Newton-type iterations on the
+incremental potential with a prefactored, node-rotated rest system matrix and a line search.
 
 Units: m, s, kg, N, Pa.
 """
@@ -18,13 +19,9 @@ import scipy.sparse as sp
 from sim import fem
 from sim.mesh import TetMesh, validate
 from sim.sparse_factor import BlockLDLFactor, factor_spd_blocked
-from sim.tissue_kernels import (
-    element_forces,
-    gather_gradients,
-    polar_refine,
-    quat_to_mat,
-    step_kernel,
-)
+from sim.tissue_elements import ELASTICITY_CODES, element_pass
+from sim.tissue_kernels import quat_to_mat
+from sim.tissue_solver import step_kernel
 
 GRAVITY = (0.0, 0.0, -9.81)
 
@@ -44,11 +41,10 @@ class TissueMaterial:
         damping: stiffness-proportional (Rayleigh beta) damping [s]; the viscous stress is
             damping * (elastic stress rate). Same meaning as PyBullet's NeoHookeanDamping.
         mass_damping: mass-proportional (Rayleigh alpha) damping [1/s], drag against the world.
-        stabilization: [-] isotropic stiffness added to the diagonal of the step's Jacobian only, as
-            a multiple of each node's mean diagonal stiffness. Forces stay exact, so statics do not
-            change; transients slow down (an added apparent mass). 0 keeps the plain linearly
-            implicit step; ~1 keeps it stable when a tool pushes single nodes most of an element
-            height (see docs/tissue-solver.md, "Stabilization").
+        elasticity: 'corotated' (co-rotational linear: large rotations, small strains) or
+            'neohookean' (stable neo-Hookean: also resists inversion under strong compression,
+            for tissue that tools press and pinch). Both have the small-strain stiffness of
+            (young, poisson); see `sim.tissue_elements`.
     """
 
     young: float = 10e3
@@ -56,7 +52,7 @@ class TissueMaterial:
     density: float = 1000.0
     damping: float = 0.01
     mass_damping: float = 0.0
-    stabilization: float = 0.0
+    elasticity: str = "corotated"
 
     def __post_init__(self):
         if not self.young > 0:
@@ -67,8 +63,9 @@ class TissueMaterial:
             raise ValueError(f"density must be > 0 kg/m^3, got {self.density}")
         if not (self.damping >= 0 and self.mass_damping >= 0):
             raise ValueError("damping coefficients must be >= 0")
-        if not self.stabilization >= 0:
-            raise ValueError(f"stabilization must be >= 0, got {self.stabilization}")
+        if self.elasticity not in ELASTICITY_CODES:
+            raise ValueError(f"elasticity must be one of {sorted(ELASTICITY_CODES)}, "
+                             f"got {self.elasticity!r}")
 
     @property
     def lame(self) -> tuple[float, float]:
@@ -96,8 +93,14 @@ class TissueModel:
         node_rep: one element adjacent to each node, whose rotation is the node's frame when
             every adjacent element is inverted, shape (n,), uint32.
         tets_u: `tets` as uint32 for the kernels.
-        polar_iters: rotation-extraction iterations per step (warm-started from the last step, so
-            1 tracks rotations of several degrees per millisecond and converges at rest).
+        elasticity: the material's elastic law as a kernel code (`sim.tissue_elements`).
+        polar_iters: rotation-extraction iterations per energy evaluation (warm-started, and a
+            step evaluates 1-3 times, so rotations keep up with fast spins and converge at rest).
+        newton_iters: most Newton-type iterations per step (each: one block solve and, unless
+            it is already below newton_tol, one or more energy evaluations).
+        newton_tol: [m/s] a direction whose largest node move, divided by h' = 2 dt / 3, is below
+            this is taken without a trial evaluation and ends the step: the velocity error left
+            in the step (the quadratic model is exact to far below that).
         max_speed: node speed [m/s] above which a step is declared diverged.
     """
 
@@ -117,7 +120,10 @@ class TissueModel:
     node_inc: np.ndarray
     node_rep: np.ndarray
     tets_u: np.ndarray
-    polar_iters: int = 1
+    elasticity: int = 0
+    polar_iters: int = 2
+    newton_iters: int = 3
+    newton_tol: float = 1e-4
     max_speed: float = 20.0
     _systems: dict = field(default_factory=dict, repr=False)
 
@@ -143,7 +149,8 @@ class TissueModel:
 
 @dataclass(frozen=True)
 class TissueSystem:
-    """The prefactored rest system matrix (1 + h alpha) M + h (h + beta) K over the free nodes.
+    """The prefactored rest system matrix (1 + h' alpha) M + h' (h' + beta) K over the free nodes,
+    h' = 2 dt / 3 (BDF2): the Hessian of the step's incremental potential at rest, times h'^2.
 
     Attributes:
         dt: the time step [s] it was built for.
@@ -165,11 +172,8 @@ class TissueSystem:
             raise ValueError("every node is fixed: nothing to simulate")
         dof = (3 * free[:, None] + np.arange(3)).reshape(-1)
         k = model.stiffness()
-        a = sp.diags(np.repeat((1.0 + dt * mat.mass_damping) * model.mass, 3)) + dt * (dt + mat.damping) * k
-        if mat.stabilization > 0:
-            # Isotropic per node, so it commutes with the node-frame rotation of the matrix.
-            shift = mat.stabilization * k.diagonal().reshape(-1, 3).mean(axis=1)
-            a = a + sp.diags(np.repeat(dt * (dt + mat.damping) * shift, 3))
+        hb = 2.0 * dt / 3.0
+        a = sp.diags(np.repeat((1.0 + hb * mat.mass_damping) * model.mass, 3)) + hb * (hb + mat.damping) * k
         a = sp.csr_matrix(a)[dof][:, dof]
         try:
             factor = factor_spd_blocked(a)
@@ -205,8 +209,14 @@ class TissueModelBuilder:
         """Fix every node with rest height <= z + tol [m] (e.g. the bottom face on the floor)."""
         return self.fix_nodes(self.mesh.points[:, 2] <= z + tol)
 
-    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 1) -> TissueModel:
-        """Build the model; with dt [s] given, also factor its step matrix now (not in the loop)."""
+    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 2, newton_iters: int = 3,
+                 newton_tol: float = 1e-4) -> TissueModel:
+        """Build the model; with dt [s] given, also factor its step matrix now (not in the loop).
+
+        polar_iters, newton_iters, newton_tol [m/s]: solver settings, see `TissueModel`.
+        """
+        if newton_iters < 1 or polar_iters < 1 or not newton_tol >= 0:
+            raise ValueError("polar_iters and newton_iters must be >= 1 and newton_tol >= 0")
         pts, tets = self.mesh.points, self.mesh.tets
         dm_inv, vol = fem.rest_shape(pts, tets)
         mu, lam = self.material.lame
@@ -232,7 +242,10 @@ class TissueModelBuilder:
             node_inc=order.astype(np.uint32),  # flat corner index = element*4 + local corner
             node_rep=(order[node_ptr[:-1].astype(np.int64)] // 4).astype(np.uint32),
             tets_u=tets.astype(np.uint32),
+            elasticity=ELASTICITY_CODES[self.material.elasticity],
             polar_iters=int(polar_iters),
+            newton_iters=int(newton_iters),
+            newton_tol=float(newton_tol),
         )
         if dt is not None:
             model.system(dt)
@@ -273,66 +286,95 @@ class TissueContacts:
 class TissueState:
     """Everything about a tissue body that changes in the loop, plus the step's scratch arrays.
 
-    Attributes:
+    Attributes (dynamic: `DYNAMIC` names what a snapshot must copy to continue bit-identically):
         x: node positions [m], shape (n, 3).
         v: node velocities [m/s], shape (n, 3).
         q: per-element rotation (unit quaternion rows w, x, y, z), warm start, shape (4, m).
+        x_prev, v_prev: positions [m] and velocities [m/s] one step back (BDF2 history), (n, 3).
+        x_last, v_last: x and v as the last step wrote them, (n, 3); a node whose x or v differs
+            (reset, teleport, contact projection) restarts its history.
         time: simulated time [s]; step_count: steps taken.
-        inverted: elements with det F <= 0 at the last step (co-rotation pushes them back).
+        inverted: elements with det F <= 0 at the last step.
         max_speed: largest node speed at the last step [m/s].
-    Scratch (overwritten each step): grad (18, m) deformation gradients, force (9, m) [N] element
-    corner forces, weight (m,) [m^3] volume or 0 if inverted, r_node (n, 3, 3) node frames,
-    rhs (free nodes, 3), f_sum (n, 3) [N].
+        iterations, evaluations: Newton iterations and energy evaluations of the last step.
+    Scratch (overwritten each step): q0 (4, m) rotations at the step's start, xp, y (n, 3) [m] BDF2
+    predictor and inertial target, x_base, dx (n, 3) [m] line-search base and direction, pz (n, 3) [m]
+    preconditioned residual, r_prev (n, 3) [N s^2] last iteration's residual, grad (18, m)
+    deformation gradients F(x) and of x - xp,
+    force (9, m) [N] element corner forces, weight (m,) [m^3] volume or 0 if inverted,
+    energy (m,) [J] element energies, r_node (n, 3, 3) node frames, res (n, 3) [N s^2] residual,
+    rhs (free nodes, 3) factor-ordered right-hand side, node_e (n,) [J s^2], f_sum (n, 3) [N].
     """
+
+    DYNAMIC = ("x", "v", "q", "x_prev", "v_prev", "x_last", "v_last")
 
     x: np.ndarray
     v: np.ndarray
     q: np.ndarray
+    x_prev: np.ndarray
+    v_prev: np.ndarray
+    x_last: np.ndarray
+    v_last: np.ndarray
+    q0: np.ndarray
+    xp: np.ndarray
+    y: np.ndarray
+    x_base: np.ndarray
+    dx: np.ndarray
     grad: np.ndarray
+    pz: np.ndarray
+    r_prev: np.ndarray
     force: np.ndarray
     weight: np.ndarray
+    energy: np.ndarray
     r_node: np.ndarray
+    res: np.ndarray
     rhs: np.ndarray
+    node_e: np.ndarray
     f_sum: np.ndarray
     time: float = 0.0
     step_count: int = 0
     inverted: int = 0
     max_speed: float = 0.0
+    iterations: int = 0
+    evaluations: int = 0
 
 
 def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
-    """A state at rest (or at positions x [m], (n, 3)), rotations fully extracted."""
+    """A state at rest (or at positions x [m], (n, 3)), rotations fully extracted, no history."""
     n, m = model.node_count, model.tet_count
     q = np.zeros((4, m))
     q[0] = 1.0
+
+    def nodes():
+        return np.zeros((n, 3))
+
     state = TissueState(
         x=np.array(model.rest if x is None else x, dtype=np.float64, order="C"),
-        v=np.zeros((n, 3)),
-        q=q,
-        grad=np.zeros((18, m)),
-        force=np.zeros((9, m)),
-        weight=np.zeros(m),
-        r_node=np.zeros((n, 3, 3)),
-        rhs=np.zeros((int((~model.fixed).sum()), 3)),
-        f_sum=np.zeros((n, 3)),
+        v=nodes(), q=q, x_prev=nodes(), v_prev=nodes(),
+        # NaN never equals anything: the first step starts every node's history afresh.
+        x_last=np.full((n, 3), np.nan), v_last=np.full((n, 3), np.nan),
+        q0=q.copy(), xp=nodes(), y=nodes(), x_base=nodes(), dx=nodes(), grad=np.zeros((18, m)),
+        pz=nodes(), r_prev=nodes(),
+        force=np.zeros((9, m)), weight=np.zeros(m), energy=np.zeros(m),
+        r_node=np.zeros((n, 3, 3)), res=nodes(),
+        rhs=np.zeros((int((~model.fixed).sum()), 3)), node_e=np.zeros(n), f_sum=nodes(),
     )
     converge_rotations(model, state)
     return state
 
 
 def converge_rotations(model: TissueModel, state: TissueState, iters: int = 100) -> None:
-    """Re-extract the element rotations from scratch (after a teleport or a reset)."""
+    """Re-extract the element rotations from scratch (after a teleport or a reset); leaves the
+    elastic corner forces at state.x in state.force."""
     state.q[:] = 0.0
     state.q[0] = 1.0
-    gather_gradients(model.tets_u, model.dm_inv_rows, state.x, state.v, 0.0, state.grad)
-    for _ in range(iters):
-        polar_refine(state.grad, state.q)
-    element_forces(state.grad, state.q, model.dm_inv_rows, model.volume, model.mu, model.lam,
-                   state.force, state.weight)
+    element_pass(model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam,
+                 model.elasticity, state.x, state.x, state.q, state.q, 0.0, iters, state.grad,
+                 state.force, state.weight, state.energy)
 
 
 def elastic_forces(model: TissueModel, state: TissueState, iters: int = 100) -> np.ndarray:
-    """Co-rotational elastic node forces [N], (n, 3), at state.x with converged rotations."""
+    """Elastic node forces [N], (n, 3), at state.x with converged rotations (the model's law)."""
     converge_rotations(model, state, iters)
     corners = state.force.T.reshape(-1, 3, 3)
     f = np.zeros((model.node_count, 3))
@@ -341,14 +383,21 @@ def elastic_forces(model: TissueModel, state: TissueState, iters: int = 100) -> 
     return f
 
 
-def element_stress(model: TissueModel, state: TissueState) -> np.ndarray:
-    """Von Mises stress of each element [Pa], shape (m,), at the positions the last step started
-    from (one tick old; right after `make_state`, at state.x).
+def elastic_energy(model: TissueModel, state: TissueState, iters: int = 100) -> float:
+    """Elastic energy [J] at state.x with converged rotations (the model's law)."""
+    converge_rotations(model, state, iters)
+    return float(state.energy.sum())
 
-    Computed on demand (NumPy, from the step's deformation gradients and rotations) for damage
-    and metrics at display rate; the 1 kHz step does not pay for it.
+
+def element_stress(model: TissueModel, state: TissueState) -> np.ndarray:
+    """Co-rotated small-strain von Mises stress of each element [Pa], shape (m,), at state.x with
+    the rotations of the last step (for either elastic law: a damage/metrics measure).
+
+    Computed on demand (NumPy) for damage and metrics at display rate; the 1 kHz step does not
+    pay for it.
     """
-    f = state.grad[:9].T.reshape(-1, 3, 3)
+    p = state.x[model.tets]
+    f = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1) @ model.dm_inv
     # The kernel's own quaternion -> matrix formula, evaluated on whole (m,) rows by NumPy.
     r = np.stack(quat_to_mat.py_func(*state.q), axis=1).reshape(-1, 3, 3)
     g = r.transpose(0, 2, 1) @ f
@@ -378,14 +427,18 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         f_ext = state.f_sum
         f_ext.fill(0.0)
     fac = system.factor
-    inverted, vmax, bad = step_kernel(
-        model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.mass,
-        model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos, fac.l_ptr,
-        fac.l_col, fac.l_val, fac.d_inv, float(dt), mat.damping, mat.mass_damping,
-        model.polar_iters, f_ext, state.x, state.v, state.q, state.grad, state.force,
-        state.weight, state.r_node, state.rhs,
+    s = state
+    inverted, vmax, bad, iters, evals = step_kernel(
+        model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity,
+        model.mass, model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos,
+        fac.l_ptr, fac.l_col, fac.l_val, fac.d_inv, float(dt), mat.damping, mat.mass_damping,
+        model.polar_iters, model.newton_iters, model.newton_tol * 2.0 * dt / 3.0, f_ext,
+        s.x, s.v, s.q, s.q0, s.x_prev, s.v_prev, s.x_last, s.v_last, s.xp, s.y, s.x_base, s.dx,
+        s.pz, s.r_prev, s.grad, s.force, s.weight, s.energy, s.r_node, s.res, s.rhs, s.node_e,
     )
     state.inverted = inverted
+    state.iterations = iters
+    state.evaluations = evals
     state.time += dt
     state.step_count += 1
     state.max_speed = vmax

@@ -41,3 +41,15 @@ def test_bench_tissue_refuses_bad_sizes_with_one_line():
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0
     assert res.stderr.startswith("trocar: error:") and "--tets" in res.stderr
+
+
+def test_bench_tissue_with_a_point_load_reports_the_solver_work_and_matches_nonlinear_fem():
+    res = trocar("bench", "tissue", "--tets", "200", "--steps", "20", "--repeats", "1",
+                 "--settle", "0.5", "--load", "0.5", "--json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout.splitlines()[0])
+    assert row["load_n"] == 0.5 and row["elasticity"] == "neohookean" and row["stable"] is True
+    assert row["evals_per_step"] >= 1 and row["transient_evals_per_step"] >= 1
+    assert row["transient_median_us"] > 0
+    # The settled top face under the point load is the converged nonlinear static FEM's.
+    assert abs(row["sag_err"]) < 0.02

@@ -64,7 +64,11 @@ def test_energy_never_grows_over_ten_seconds_with_damping_on():
         energies.append(total_energy(model, state))
     e = np.array(energies)
     scale = e[0] - e.min()
-    assert np.all(np.diff(e) <= 1e-9 * scale), np.diff(e).max()
+    # The step is solved to a velocity tolerance, so at rest the energy may wander by the kinetic
+    # energy of that tolerance, never more.
+    noise = 0.5 * model.mass.sum() * model.newton_tol**2
+    assert noise < 1e-5 * scale
+    assert np.all(np.diff(e) <= noise), np.diff(e).max()
     assert e[-1] < e[0] - 0.9 * scale  # and it really dissipates
 
 

@@ -6,8 +6,10 @@ from scipy.spatial.transform import Rotation
 from tissue_helpers import pad_model
 
 from sim import fem
-from sim.tissue import elastic_forces, element_stress, make_state
-from sim.tissue_kernels import polar_quat
+from sim.tissue import TissueMaterial, elastic_energy, elastic_forces, element_stress, make_state
+from sim.tissue_elements import element_pass
+from sim.tissue_kernels import polar_quat, quat_to_mat
+from sim.tissue_reference import tangent_stiffness
 
 
 def reference_forces(model, x):
@@ -20,15 +22,68 @@ def model():
     return pad_model(cells=(4, 3, 2))
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_numba_forces_equal_numpy_reference_on_random_deformations(model, seed):
+@pytest.fixture(scope="module")
+def neo_model():
+    return pad_model(cells=(4, 3, 2), material=TissueMaterial(elasticity="neohookean"))
+
+
+def random_deformation(model, seed):
     rng = np.random.default_rng(seed)
     rot = Rotation.random(random_state=seed).as_matrix()
     stretch = np.diag(rng.uniform(0.6, 1.4, 3))  # includes 40 % compression
-    x = model.rest @ (rot @ stretch).T + rng.normal(scale=5e-4, size=model.rest.shape)
+    return model.rest @ (rot @ stretch).T + rng.normal(scale=5e-4, size=model.rest.shape)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numba_forces_equal_numpy_reference_on_random_deformations(model, seed):
+    x = random_deformation(model, seed)
     f = elastic_forces(model, make_state(model, x))
     ref = reference_forces(model, x)
     assert np.abs(ref).max() > 1e-3  # the deformation produces real forces
+    np.testing.assert_allclose(f, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_neohookean_forces_and_energy_equal_numpy_reference(neo_model, seed):
+    m = neo_model
+    x = random_deformation(m, seed)
+    x[m.tets[0, 0]] = x[m.tets[0, 1:]].mean(axis=0) * 2 - x[m.tets[0, 0]]  # one element inside out
+    state = make_state(m, x)
+    args = (x, m.tets, m.dm_inv, m.volume, m.mu, m.lam)
+    ref = fem.neohookean_forces_reference(*args)
+    np.testing.assert_allclose(elastic_forces(m, state), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+    e_ref = fem.neohookean_energy_reference(*args)
+    assert abs(elastic_energy(m, state) - e_ref) < 1e-12 * abs(e_ref)
+
+
+def test_neohookean_has_the_small_strain_stiffness_of_the_same_young_and_poisson(model, neo_model):
+    # Its tangent at rest is the linear stiffness matrix K of (E, nu).
+    k_lin = model.stiffness().toarray()
+    k_neo = tangent_stiffness(neo_model, neo_model.rest).toarray()
+    np.testing.assert_allclose(k_neo, k_lin, rtol=0, atol=1e-6 * np.abs(k_lin).max())
+
+
+def test_damping_forces_equal_numpy_reference(model):
+    rng = np.random.default_rng(11)
+    x = random_deformation(model, 1)
+    xp = x + rng.normal(scale=2e-4, size=x.shape)
+    state = make_state(model, x)  # converged rotations of x: the frozen R0
+    q0 = state.q.copy()
+    grad, force, weight, energy = (np.zeros((18, model.tet_count)), np.zeros((9, model.tet_count)),
+                                   np.zeros(model.tet_count), np.zeros(model.tet_count))
+    c = 15.0
+    args = (model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity)
+    element_pass(*args, x, xp, state.q, q0, c, 0, grad, force, weight, energy)
+    with_damping = force.copy()
+    element_pass(*args, x, xp, state.q, q0, 0.0, 0, grad, force, weight, energy)
+    corners = (with_damping - force).T.reshape(-1, 3, 3)
+    f = np.zeros((model.node_count, 3))
+    np.add.at(f, model.tets[:, 1:].reshape(-1), corners.reshape(-1, 3))
+    np.add.at(f, model.tets[:, 0], -corners.sum(axis=1))
+    r0 = np.stack(quat_to_mat.py_func(*q0), axis=1).reshape(-1, 3, 3)
+    ref = fem.damping_forces_reference(x, xp, r0, model.tets, model.dm_inv, model.volume,
+                                       model.mu, model.lam, c)
+    assert np.abs(ref).max() > 1e-3
     np.testing.assert_allclose(f, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
 
 

@@ -1,0 +1,217 @@
+"""The per-element pass of the tissue solver (Numba): deformation gradient, rotation, material
+stress and energy, Rayleigh damping stress, corner forces. Nogil, float64, no allocation.
+
+Two elastic laws, chosen per tissue (`TissueMaterial.elasticity`), both with the small-strain
+behaviour of the same (E, nu), i.e. the same Lamé parameters mu, lam at rest:
+
+- ``ELASTICITY_COROTATED`` (0): co-rotational linear elasticity,
+  psi = mu |eps|^2 + lam/2 tr(eps)^2, eps = sym(R^T F) - I, R = polar(F). Exact for large
+  rotations with small strains (bending, swinging, retraction of an organ), and what the
+  one-step solver used. Under strong compression it does not resist inversion: an element
+  flattened through itself has a finite energy with a stationary point at the mirror image.
+- ``ELASTICITY_NEOHOOKEAN`` (1): stable neo-Hookean (Smith, de Goes, Kim 2018),
+  psi = mu'/2 (I_C - 3) + lam'/2 (J - a)^2 - mu'/2 log(I_C + 1) - psi_0, with
+  mu' = 4/3 mu, lam' = lam + 5/6 mu (the same linearisation at rest), a = 1 + 3 mu' / (4 lam')
+  (rest is stress free), psi_0 making psi(I) = 0. The volume term grows as J -> 0 and keeps
+  pushing past it, so a tool pressing one node cannot turn elements inside out; no polar
+  decomposition is needed for its stress.
+
+Damping (both laws): Rayleigh stiffness-proportional, as a quadratic dissipation potential over
+the step, (beta / h') V W(eps_d), W(e) = mu |e|^2 + lam/2 tr(e)^2, eps_d = sym(R0^T (F(x) - F(x_p))),
+R0 the element's rotation at the start of the step, x_p the BDF2 predictor positions. Its gradient
+is beta * (co-rotated linear stress of the strain rate): rigid motion is not damped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+from numba import prange
+
+from sim.tissue_kernels import polar_step, quat_to_mat
+
+ELASTICITY_COROTATED = 0
+ELASTICITY_NEOHOOKEAN = 1
+ELASTICITY_CODES = {"corotated": ELASTICITY_COROTATED, "neohookean": ELASTICITY_NEOHOOKEAN}
+
+_KERNEL = dict(nogil=True, cache=True, parallel=True, error_model="numpy")
+
+
+@nb.njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def neohookean_params(mu, lam):
+    """Stable neo-Hookean (mu', lam', a, psi_0) for small-strain Lamé parameters mu, lam [Pa]."""
+    mu_s = 4.0 / 3.0 * mu
+    lam_s = lam + 5.0 / 6.0 * mu
+    a = 1.0 + 0.75 * mu_s / lam_s
+    psi0 = 0.5 * lam_s * (1.0 - a) ** 2 - 0.5 * mu_s * math.log(4.0)
+    return mu_s, lam_s, a, psi0
+
+
+@nb.njit(**_KERNEL)
+def gather_gradients(tets, dm_inv, x, xp, grad):
+    """Per element, row-major into grad (18, m): rows 0-8 F(x), rows 9-17 the gradient of x - xp.
+    dm_inv (9, m) [1/m], x and xp [m] (n, 3). (Gathers in their own pass, so that the arithmetic
+    passes below run over contiguous rows, which LLVM vectorises.)"""
+    m = tets.shape[0]
+    for e in prange(m):
+        i0, i1, i2, i3 = tets[e, 0], tets[e, 1], tets[e, 2], tets[e, 3]
+        d0, d1, d2 = dm_inv[0, e], dm_inv[1, e], dm_inv[2, e]
+        d3, d4, d5 = dm_inv[3, e], dm_inv[4, e], dm_inv[5, e]
+        d6, d7, d8 = dm_inv[6, e], dm_inv[7, e], dm_inv[8, e]
+        for c in range(3):
+            a1 = x[i1, c] - x[i0, c]
+            a2 = x[i2, c] - x[i0, c]
+            a3 = x[i3, c] - x[i0, c]
+            b1 = a1 - (xp[i1, c] - xp[i0, c])
+            b2 = a2 - (xp[i2, c] - xp[i0, c])
+            b3 = a3 - (xp[i3, c] - xp[i0, c])
+            grad[3 * c, e] = a1 * d0 + a2 * d3 + a3 * d6
+            grad[3 * c + 1, e] = a1 * d1 + a2 * d4 + a3 * d7
+            grad[3 * c + 2, e] = a1 * d2 + a2 * d5 + a3 * d8
+            grad[9 + 3 * c, e] = b1 * d0 + b2 * d3 + b3 * d6
+            grad[10 + 3 * c, e] = b1 * d1 + b2 * d4 + b3 * d7
+            grad[11 + 3 * c, e] = b1 * d2 + b2 * d5 + b3 * d8
+
+
+@nb.njit(**_KERNEL)
+def polar_refine(grad, q):
+    """One rotation-extraction iteration for every element: q (4, m) towards polar(F), F = grad[0:9]."""
+    m = grad.shape[1]
+    for e in prange(m):
+        w, x, y, z = polar_step(grad[0, e], grad[1, e], grad[2, e], grad[3, e], grad[4, e],
+                                grad[5, e], grad[6, e], grad[7, e], grad[8, e],
+                                q[0, e], q[1, e], q[2, e], q[3, e])
+        q[0, e] = w
+        q[1, e] = x
+        q[2, e] = y
+        q[3, e] = z
+
+
+@nb.njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def corotated_stress(r, f0, f1, f2, f3, f4, f5, f6, f7, f8, mu, lam, c):
+    """c * (R sigma(eps), W(eps)) with eps = sym(R^T F) - I, sigma = 2 mu eps + lam tr(eps) I,
+    W = mu |eps|^2 + lam/2 tr(eps)^2: P (row-major 9-tuple) and the energy density."""
+    e00 = r[0] * f0 + r[3] * f3 + r[6] * f6 - 1.0
+    e11 = r[1] * f1 + r[4] * f4 + r[7] * f7 - 1.0
+    e22 = r[2] * f2 + r[5] * f5 + r[8] * f8 - 1.0
+    e01 = 0.5 * (r[0] * f1 + r[3] * f4 + r[6] * f7 + r[1] * f0 + r[4] * f3 + r[7] * f6)
+    e02 = 0.5 * (r[0] * f2 + r[3] * f5 + r[6] * f8 + r[2] * f0 + r[5] * f3 + r[8] * f6)
+    e12 = 0.5 * (r[1] * f2 + r[4] * f5 + r[7] * f8 + r[2] * f1 + r[5] * f4 + r[8] * f7)
+    tr = e00 + e11 + e22
+    w = c * (mu * (e00 * e00 + e11 * e11 + e22 * e22 + 2.0 * (e01 * e01 + e02 * e02 + e12 * e12))
+             + 0.5 * lam * tr * tr)
+    two_mu = 2.0 * c * mu
+    ltr = c * lam * tr
+    s00 = two_mu * e00 + ltr
+    s11 = two_mu * e11 + ltr
+    s22 = two_mu * e22 + ltr
+    s01 = two_mu * e01
+    s02 = two_mu * e02
+    s12 = two_mu * e12
+    return (r[0] * s00 + r[1] * s01 + r[2] * s02, r[0] * s01 + r[1] * s11 + r[2] * s12,
+            r[0] * s02 + r[1] * s12 + r[2] * s22, r[3] * s00 + r[4] * s01 + r[5] * s02,
+            r[3] * s01 + r[4] * s11 + r[5] * s12, r[3] * s02 + r[4] * s12 + r[5] * s22,
+            r[6] * s00 + r[7] * s01 + r[8] * s02, r[6] * s01 + r[7] * s11 + r[8] * s12,
+            r[6] * s02 + r[7] * s12 + r[8] * s22, w)
+
+
+@nb.njit(**_KERNEL)
+def element_forces(grad, q, q0, dm_inv, vol, mu, lam, kind, c_damp, force, weight, energy):
+    """Forces and energies of every element from grad (`gather_gradients`) and rotations q.
+
+    kind: ELASTICITY_COROTATED or ELASTICITY_NEOHOOKEAN. q0: rotations frozen for the damping
+    term (4, m); c_damp = beta / h' [-] (0: no damping); the damping strain is that of grad[9:18].
+    Writes force (9, m) [N] on corners 1-3 (corner 0 takes minus their sum), weight (m,) [m^3]
+    (volume, or 0 where det F <= 0) and energy (m,) [J] (elastic + damping potential).
+    Returns the number of inverted elements (det F <= 0).
+    """
+    m = grad.shape[1]
+    inverted = 0
+    neo = kind == ELASTICITY_NEOHOOKEAN
+    for e in prange(m):
+        f0, f1, f2 = grad[0, e], grad[1, e], grad[2, e]
+        f3, f4, f5 = grad[3, e], grad[4, e], grad[5, e]
+        f6, f7, f8 = grad[6, e], grad[7, e], grad[8, e]
+        # Cofactor matrix dJ/dF (row-major) and J.
+        c0 = f4 * f8 - f5 * f7
+        c1 = f5 * f6 - f3 * f8
+        c2 = f3 * f7 - f4 * f6
+        det = f0 * c0 + f1 * c1 + f2 * c2
+        inverted += det <= 0.0
+        weight[e] = vol[e] if det > 0.0 else 0.0
+        mue = mu[e]
+        lame = lam[e]
+        if neo:
+            c3 = f2 * f7 - f1 * f8
+            c4 = f0 * f8 - f2 * f6
+            c5 = f1 * f6 - f0 * f7
+            c6 = f1 * f5 - f2 * f4
+            c7 = f2 * f3 - f0 * f5
+            c8 = f0 * f4 - f1 * f3
+            mu_s, lam_s, a_s, psi0 = neohookean_params(mue, lame)
+            ic = (f0 * f0 + f1 * f1 + f2 * f2 + f3 * f3 + f4 * f4 + f5 * f5
+                  + f6 * f6 + f7 * f7 + f8 * f8)
+            sa = mu_s * (1.0 - 1.0 / (ic + 1.0))
+            sb = lam_s * (det - a_s)
+            p00 = sa * f0 + sb * c0
+            p01 = sa * f1 + sb * c1
+            p02 = sa * f2 + sb * c2
+            p10 = sa * f3 + sb * c3
+            p11 = sa * f4 + sb * c4
+            p12 = sa * f5 + sb * c5
+            p20 = sa * f6 + sb * c6
+            p21 = sa * f7 + sb * c7
+            p22 = sa * f8 + sb * c8
+            psi = (0.5 * mu_s * (ic - 3.0) + 0.5 * lam_s * (det - a_s) ** 2
+                   - 0.5 * mu_s * math.log(ic + 1.0) - psi0)
+        else:
+            r = quat_to_mat(q[0, e], q[1, e], q[2, e], q[3, e])
+            p00, p01, p02, p10, p11, p12, p20, p21, p22, psi = corotated_stress(
+                r, f0, f1, f2, f3, f4, f5, f6, f7, f8, mue, lame, 1.0)
+        # Damping: the same co-rotated linear stress of the strain of x - xp, times beta / h'
+        # (the "+ 1" that makes eps = sym(R^T F) - I cancels with the identity below).
+        r = quat_to_mat(q0[0, e], q0[1, e], q0[2, e], q0[3, e])
+        d00, d01, d02, d10, d11, d12, d20, d21, d22, psi_d = corotated_stress(
+            r, grad[9, e] + r[0], grad[10, e] + r[1], grad[11, e] + r[2],
+            grad[12, e] + r[3], grad[13, e] + r[4], grad[14, e] + r[5],
+            grad[15, e] + r[6], grad[16, e] + r[7], grad[17, e] + r[8], mue, lame, c_damp)
+        p00 += d00
+        p01 += d01
+        p02 += d02
+        p10 += d10
+        p11 += d11
+        p12 += d12
+        p20 += d20
+        p21 += d21
+        p22 += d22
+        v = vol[e]
+        energy[e] = v * (psi + psi_d)
+        nv = -v
+        # Corner a+1 gets column a of -V P Dm^-T, i.e. P times row a of Dm^-1. (Written out: an
+        # inner loop here would be what LLVM vectorises, instead of the element loop.)
+        d0, d1, d2 = dm_inv[0, e], dm_inv[1, e], dm_inv[2, e]
+        d3, d4, d5 = dm_inv[3, e], dm_inv[4, e], dm_inv[5, e]
+        d6, d7, d8 = dm_inv[6, e], dm_inv[7, e], dm_inv[8, e]
+        force[0, e] = nv * (p00 * d0 + p01 * d1 + p02 * d2)
+        force[1, e] = nv * (p10 * d0 + p11 * d1 + p12 * d2)
+        force[2, e] = nv * (p20 * d0 + p21 * d1 + p22 * d2)
+        force[3, e] = nv * (p00 * d3 + p01 * d4 + p02 * d5)
+        force[4, e] = nv * (p10 * d3 + p11 * d4 + p12 * d5)
+        force[5, e] = nv * (p20 * d3 + p21 * d4 + p22 * d5)
+        force[6, e] = nv * (p00 * d6 + p01 * d7 + p02 * d8)
+        force[7, e] = nv * (p10 * d6 + p11 * d7 + p12 * d8)
+        force[8, e] = nv * (p20 * d6 + p21 * d7 + p22 * d8)
+    return inverted
+
+
+@nb.njit(nogil=True, cache=True)
+def element_pass(tets, dm_inv_rows, vol, mu, lam, kind, x, xp, q, q0, c_damp, polar_iters,
+                 grad, force, weight, energy):
+    """Gradients at x (and of x - xp), `polar_iters` rotation iterations on q (warm start), then
+    `element_forces`. Returns the number of inverted elements."""
+    gather_gradients(tets, dm_inv_rows, x, xp, grad)
+    for _ in range(polar_iters):
+        polar_refine(grad, q)
+    return element_forces(grad, q, q0, dm_inv_rows, vol, mu, lam, kind, c_damp, force, weight,
+                          energy)

@@ -1,0 +1,306 @@
+"""The tissue time step (Numba): BDF2 on the incremental potential, minimised by a few
+preconditioned Newton-type iterations with a backtracking line search. Nogil, float64, no
+allocation; one call from Python per step. Derivation and measurements: docs/tissue-solver.md.
+
+With h' = 2h/3, the BDF2 step from (x_n, v_n) and its history (x_{n-1}, v_{n-1}) is
+
+    x_p = (4 x_n - x_{n-1}) / 3,   v_p = (4 v_n - v_{n-1}) / 3,   y = x_p + h' v_p
+    x_{n+1} = argmin E(x),   v_{n+1} = (x_{n+1} - x_p) / h'
+    E(x) = |x - y|_M^2 / (2 h'^2) + alpha |x - x_p|_M^2 / (2 h') + Psi(x) + D(x) - f . (x - y)
+
+Psi is the elastic energy (`sim.tissue_elements`), D the Rayleigh damping potential (beta / h')
+sum V W(eps_d) with the strain of x - x_p in the rotations of the step's start, f the external
+loads plus weights. Its stationarity condition is exactly the BDF2 equation of motion, so a converged
+step is BDF2 (second order, A-stable, strongly damping only the mesh-scale modes), and each
+iteration lowers E, so no iteration can pump energy in: that is what keeps large deformations
+stable without changing the physics.
+
+Each iteration: residual r = -h'^2 grad E at the current x; direction dx = R_N A^-1 R_N^T r with
+A = (1 + h' alpha) M + h' (h' + beta) K_rest prefactored once (`sim.sparse_factor`) and R_N one
+rotation per node (the Hessian of E at rest, rotated; exact for rigid motion); then x + s dx with
+s = 1, 1/2, ... until E decreases by Armijo's rule. A direction whose largest node move is below
+`tol` [m] is taken without a trial evaluation and ends the step (the quadratic model is exact to
+far below that). The history of a node is restarted (x_{n-1} = x_n - h v_n, v_{n-1} = v_n: a
+constant-velocity past) when its x or v is not what the last step wrote, so resets, teleports and
+the contact stage's position projections need no bookkeeping by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+from numba import prange
+
+from sim.sparse_factor import block_ldl_solve
+from sim.tissue_elements import element_pass
+from sim.tissue_kernels import quat_to_mat
+
+ARMIJO = 1e-4  # sufficient-decrease fraction of the line search
+MAX_TRIALS = 12  # step lengths tried: 1, the secant's, then halving
+
+_KERNEL = dict(nogil=True, cache=True, parallel=True, error_model="numpy")
+
+
+@nb.njit(**_KERNEL)
+def node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y, xp,
+              h2, ah, fpos, r_node, res, z, node_e):
+    """Per node: sum the element forces, pick the node frame, form the residual and its share of E.
+
+    Node i's frame is the rotation of its first adjacent element that is not inverted (node_rep[i]
+    if none). Writes r_node (n, 3, 3); res (n, 3) = h'^2 (f_el + f_ext + m g) - m (x - y)
+    - h' alpha m (x - x_p) [N s^2], zero on fixed nodes; z[fpos[i]] = R_i^T res_i (factor order);
+    node_e (n,) the node's part of h'^2 E [J s^2]. Sums run in a fixed order (thread-count
+    independent results).
+    """
+    n = node_ptr.shape[0] - 1
+    for i in prange(n):
+        fx = f_ext[i, 0]
+        fy = f_ext[i, 1]
+        fz = f_ext[i, 2]
+        ex = fx
+        ey = fy
+        ez = fz
+        for k in range(node_ptr[i], node_ptr[i + 1]):
+            code = node_inc[k]
+            e = code >> 2
+            corner = code & 3
+            if corner == 0:
+                fx -= force[0, e] + force[3, e] + force[6, e]
+                fy -= force[1, e] + force[4, e] + force[7, e]
+                fz -= force[2, e] + force[5, e] + force[8, e]
+            else:
+                row = 3 * (corner - 1)
+                fx += force[row, e]
+                fy += force[row + 1, e]
+                fz += force[row + 2, e]
+        rep = node_rep[i]
+        for k in range(node_ptr[i], node_ptr[i + 1]):
+            if weight[node_inc[k] >> 2] > 0.0:
+                rep = node_inc[k] >> 2
+                break
+        r = quat_to_mat(q[0, rep], q[1, rep], q[2, rep], q[3, rep])
+        r_node[i, 0, 0] = r[0]
+        r_node[i, 0, 1] = r[1]
+        r_node[i, 0, 2] = r[2]
+        r_node[i, 1, 0] = r[3]
+        r_node[i, 1, 1] = r[4]
+        r_node[i, 1, 2] = r[5]
+        r_node[i, 2, 0] = r[6]
+        r_node[i, 2, 1] = r[7]
+        r_node[i, 2, 2] = r[8]
+        p = fpos[i]
+        if p >= 0:
+            mi = mass[i]
+            ex += mi * gravity[0]
+            ey += mi * gravity[1]
+            ez += mi * gravity[2]
+            uy0 = x[i, 0] - y[i, 0]
+            uy1 = x[i, 1] - y[i, 1]
+            uy2 = x[i, 2] - y[i, 2]
+            up0 = x[i, 0] - xp[i, 0]
+            up1 = x[i, 1] - xp[i, 1]
+            up2 = x[i, 2] - xp[i, 2]
+            bx = h2 * (fx + mi * gravity[0]) - mi * (uy0 + ah * up0)
+            by = h2 * (fy + mi * gravity[1]) - mi * (uy1 + ah * up1)
+            bz = h2 * (fz + mi * gravity[2]) - mi * (uy2 + ah * up2)
+            res[i, 0] = bx
+            res[i, 1] = by
+            res[i, 2] = bz
+            z[p, 0] = r[0] * bx + r[3] * by + r[6] * bz
+            z[p, 1] = r[1] * bx + r[4] * by + r[7] * bz
+            z[p, 2] = r[2] * bx + r[5] * by + r[8] * bz
+            node_e[i] = (0.5 * mi * (uy0 * uy0 + uy1 * uy1 + uy2 * uy2
+                                     + ah * (up0 * up0 + up1 * up1 + up2 * up2))
+                         - h2 * (ex * uy0 + ey * uy1 + ez * uy2))
+        else:
+            res[i, 0] = 0.0
+            res[i, 1] = 0.0
+            res[i, 2] = 0.0
+            node_e[i] = 0.0
+
+
+@nb.njit(nogil=True, cache=True)
+def ordered_sum(a):
+    """Sum of a 1-D array in index order (the same bits for any thread count)."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i]
+    return s
+
+
+@nb.njit(nogil=True, cache=True)
+def bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y):
+    """BDF2 predictor x_p, y (n, 3) [m]; shifts the history (x_prev, v_prev <- x, v).
+
+    A node whose x or v differs from what the last step wrote (x_last, v_last) restarts with a
+    constant-velocity past, x_{n-1} = x_n - h v_n, v_{n-1} = v_n. Fixed nodes: x_p = y = x.
+    """
+    n = x.shape[0]
+    for i in range(n):
+        if fpos[i] < 0:
+            for c in range(3):
+                xp[i, c] = x[i, c]
+                y[i, c] = x[i, c]
+            continue
+        fresh = False
+        for c in range(3):
+            if x[i, c] != x_last[i, c] or v[i, c] != v_last[i, c]:
+                fresh = True
+        for c in range(3):
+            xc = x[i, c]
+            vc = v[i, c]
+            if fresh:
+                xm = xc - h * vc
+                vm = vc
+            else:
+                xm = x_prev[i, c]
+                vm = v_prev[i, c]
+            xpc = (4.0 * xc - xm) / 3.0
+            xp[i, c] = xpc
+            y[i, c] = xpc + hb * ((4.0 * vc - vm) / 3.0)
+            x_prev[i, c] = xc
+            v_prev[i, c] = vc
+
+
+@nb.njit(nogil=True, cache=True)
+def precondition(fpos, r_node, z, pz):
+    """pz_i = R_i z_i (world frame) for free nodes, 0 for fixed: the preconditioned residual
+    R_N A^-1 R_N^T res once z holds the solve's result."""
+    for i in range(fpos.shape[0]):
+        p = fpos[i]
+        if p < 0:
+            pz[i, 0] = 0.0
+            pz[i, 1] = 0.0
+            pz[i, 2] = 0.0
+            continue
+        z0, z1, z2 = z[p, 0], z[p, 1], z[p, 2]
+        pz[i, 0] = r_node[i, 0, 0] * z0 + r_node[i, 0, 1] * z1 + r_node[i, 0, 2] * z2
+        pz[i, 1] = r_node[i, 1, 0] * z0 + r_node[i, 1, 1] * z1 + r_node[i, 1, 2] * z2
+        pz[i, 2] = r_node[i, 2, 0] * z0 + r_node[i, 2, 1] * z1 + r_node[i, 2, 2] * z2
+
+
+@nb.njit(nogil=True, cache=True)
+def dot(a, b):
+    """Sum of a * b over (n, 3) arrays, in index order."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i, 0] * b[i, 0] + a[i, 1] * b[i, 1] + a[i, 2] * b[i, 2]
+    return s
+
+
+@nb.njit(nogil=True, cache=True)
+def conjugate(pz, res, r_prev, zr_prev, dx):
+    """Polak-Ribiere+ search direction dx = pz + b dx (b = 0 on the first iteration, zr_prev = 0,
+    or when dx would not descend); returns (max |dx_i| [m], res . dx, res . pz)."""
+    zr = dot(res, pz)
+    b = 0.0
+    if zr_prev > 0.0:
+        b = max(0.0, (zr - dot(pz, r_prev)) / zr_prev)
+    n = pz.shape[0]
+    gd = 0.0
+    for i in range(n):
+        for c in range(3):
+            dx[i, c] = pz[i, c] + b * dx[i, c]
+    gd = dot(res, dx)
+    if not gd > 0.0:
+        dx[:, :] = pz
+        gd = zr
+    dmax2 = 0.0
+    for i in range(n):
+        dmax2 = max(dmax2, dx[i, 0] * dx[i, 0] + dx[i, 1] * dx[i, 1] + dx[i, 2] * dx[i, 2])
+    return math.sqrt(dmax2), gd, zr
+
+
+@nb.njit(nogil=True, cache=True)
+def axpy_free(fpos, base, s, dx, out):
+    """out = base + s dx on free nodes (fixed nodes keep out's values)."""
+    for i in range(fpos.shape[0]):
+        if fpos[i] >= 0:
+            out[i, 0] = base[i, 0] + s * dx[i, 0]
+            out[i, 1] = base[i, 1] + s * dx[i, 1]
+            out[i, 2] = base[i, 2] + s * dx[i, 2]
+
+
+@nb.njit(nogil=True, cache=True)
+def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_inc, node_rep,
+                fpos, l_ptr, l_col, l_val, d_inv, h, beta, alpha, polar_iters, max_iters, tol,
+                f_ext, x, v, q, q0, x_prev, v_prev, x_last, v_last, xp, y, x_base, dx, pz, r_prev,
+                grad, force, weight, energy, r_node, res, z, node_e):
+    """One BDF2 step in place on x, v, q and the history. Returns (inverted elements, max node
+    speed [m/s], NaN/inf node count, iterations, energy evaluations)."""
+    hb = 2.0 * h / 3.0
+    h2 = hb * hb
+    c_damp = beta / hb
+    ah = alpha * hb
+    bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y)
+    q0[:, :] = q
+    x[:, :] = y
+
+    inverted = element_pass(tets, dm_inv, vol, mu, lam, kind, x, xp, q, q0, c_damp, polar_iters,
+                            grad, force, weight, energy)
+    node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y, xp,
+              h2, ah, fpos, r_node, res, z, node_e)
+    e_cur = h2 * ordered_sum(energy) + ordered_sum(node_e)
+    evals = 1
+    iters = 0
+    zr_prev = 0.0
+    s_last = 1.0
+    x_base[:, :] = x
+    for _ in range(max_iters):
+        block_ldl_solve(l_ptr, l_col, l_val, d_inv, z)
+        precondition(fpos, r_node, z, pz)
+        dmax, gd, zr = conjugate(pz, res, r_prev, zr_prev, dx)
+        iters += 1
+        if dmax <= tol:
+            # Converged: the last, small move is taken without a trial, scaled like the last
+            # accepted one (where the rest matrix underestimates a stiffening mode n-fold, the
+            # full move would overshoot n-fold; for rigid motion it is exact and s = 1).
+            axpy_free(fpos, x_base, s_last, dx, x)
+            break
+        r_prev[:, :] = res
+        zr_prev = zr
+        # Line search on E along dx: try s = 1; if E did not drop enough, go to the zero of
+        # the slope's secant between s = 0 and s = 1 (the minimum, were E quadratic along dx:
+        # a direction that underestimates a stiffening mode n-fold overshoots by n), then halve.
+        s = 1.0
+        accepted = False
+        for ls in range(MAX_TRIALS):
+            axpy_free(fpos, x_base, s, dx, x)
+            inv_t = element_pass(tets, dm_inv, vol, mu, lam, kind, x, xp, q, q0, c_damp,
+                                 polar_iters, grad, force, weight, energy)
+            node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y,
+                      xp, h2, ah, fpos, r_node, res, z, node_e)
+            e_new = h2 * ordered_sum(energy) + ordered_sum(node_e)
+            evals += 1
+            if e_new <= e_cur - ARMIJO * s * gd or s * dmax <= tol:
+                accepted = True
+                s_last = s
+                e_cur = e_new
+                inverted = inv_t
+                x_base[:, :] = x
+                break
+            if ls == 0:
+                slope_drop = gd - dot(res, dx)  # (slope at 1 - slope at 0), times -h'^2
+                s = min(max(gd / slope_drop, 0.05), 0.5) if slope_drop > 0.0 else 0.5
+            else:
+                s *= 0.5
+        if not accepted:
+            x[:, :] = x_base
+            break
+
+    vmax2 = 0.0
+    bad = 0
+    inv_hb = 1.0 / hb
+    for i in range(x.shape[0]):
+        if fpos[i] >= 0:
+            for c in range(3):
+                v[i, c] = (x[i, c] - xp[i, c]) * inv_hb
+            s2 = v[i, 0] * v[i, 0] + v[i, 1] * v[i, 1] + v[i, 2] * v[i, 2]
+            if math.isfinite(s2):
+                vmax2 = max(vmax2, s2)
+            else:
+                bad += 1
+    x_last[:, :] = x
+    v_last[:, :] = v
+    return inverted, math.sqrt(vmax2), bad, iters, evals
