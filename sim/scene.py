@@ -234,6 +234,7 @@ class Scene:
         rest = make_state(self.tissue)
         for name in ("x", "v", "q"):
             getattr(self.tissue_state, name)[...] = getattr(rest, name)
+        self.tissue_state.carried = False
         self._contacts.force[:] = 0.0
         self.reaction[:] = 0.0
         self.contact.reset()

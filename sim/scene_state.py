@@ -24,8 +24,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pybullet as pb
 
+from sim.tissue import TissueState
+
 #: TissueState arrays recomputed from scratch in every step before being read: not hashed.
-TISSUE_SCRATCH = frozenset({"grad", "force", "weight", "r_node", "rhs", "f_sum"})
+TISSUE_SCRATCH = frozenset(TissueState.SCRATCH)
 
 
 @dataclass

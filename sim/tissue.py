@@ -11,6 +11,7 @@ Units: m, s, kg, N, Pa.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,11 +97,16 @@ class TissueModel:
         elasticity: the material's elastic law as a kernel code (`sim.tissue_elements`).
         polar_iters: rotation-extraction iterations per energy evaluation (warm-started, and a
             step evaluates 1-3 times, so rotations keep up with fast spins and converge at rest).
-        newton_iters: most Newton-type iterations per step (each: one block solve and, unless
-            it is already below newton_tol, one or more energy evaluations).
-        newton_tol: [m/s] a direction whose largest node move, divided by h' = 2 dt / 3, is below
-            this is taken without a trial evaluation and ends the step: the velocity error left
-            in the step (the quadratic model is exact to far below that).
+        newton_iters: most Newton-type iterations per step (each: one block solve, one gather of
+            the direction and one or more element passes). A step iterates again only where
+            its line search had to shorten the step or an element turned faster than turn_tol;
+            otherwise what is left is carried into the next step.
+        newton_tol: [m/s] a move whose largest node move, divided by h' = 2 dt / 3, is below
+            this is accepted without an energy check and ends the step (the quadratic model is
+            exact to far below that; its element pass is still made: it starts the next step).
+        turn_tol: [rad/s] turn rate of the body (elements' RMS, volume-weighted) above which a step
+            iterates again (a fast spin; at 2 rad/s one iteration keeps a spinning block's
+            angular momentum as well as three).
         max_speed: node speed [m/s] above which a step is declared diverged.
     """
 
@@ -124,6 +130,7 @@ class TissueModel:
     polar_iters: int = 2
     newton_iters: int = 3
     newton_tol: float = 1e-4
+    turn_tol: float = 2.0
     max_speed: float = 20.0
     _systems: dict = field(default_factory=dict, repr=False)
 
@@ -292,21 +299,35 @@ class TissueState:
         q: per-element rotation (unit quaternion rows w, x, y, z), warm start, shape (4, m).
         x_prev, v_prev: positions [m] and velocities [m/s] one step back (BDF2 history), (n, 3).
         x_last, v_last: x and v as the last step wrote them, (n, 3); a node whose x or v differs
-            (reset, teleport, contact projection) restarts its history.
+            (reset, teleport, contact projection) restarts its history, and its elements'
+            carried evaluation is recomputed from positions.
+        fs (9, m): each element's F at x; gs (9, m): grad(x - x_p) of the next step's predictor;
+        force (9, m) [N], energy (m,) [J], weight (m,) [m^3]: the next step's element corner
+            forces and energies at x and the volumes of the elements not inverted. The evaluation
+            the next step starts from (docs/tissue-solver.md, "One pass per tick").
+        carried: whether fs ... weight belong to x (False: the next step re-evaluates every
+            element; set it False after changing an element's material or the mesh).
         time: simulated time [s]; step_count: steps taken.
         inverted: elements with det F <= 0 at the last step.
         max_speed: largest node speed at the last step [m/s].
-        iterations, evaluations: Newton iterations and energy evaluations of the last step.
-    Scratch (overwritten each step): q0 (4, m) rotations at the step's start, xp, y (n, 3) [m] BDF2
-    predictor and inertial target, x_base, dx (n, 3) [m] line-search base and direction, pz (n, 3) [m]
-    preconditioned residual, r_prev (n, 3) [N s^2] last iteration's residual, grad (18, m)
-    deformation gradients F(x) and of x - xp,
-    force (9, m) [N] element corner forces, weight (m,) [m^3] volume or 0 if inverted,
-    energy (m,) [J] element energies, r_node (n, 3, 3) node frames, res (n, 3) [N s^2] residual,
-    rhs (free nodes, 3) factor-ordered right-hand side, node_e (n,) [J s^2], f_sum (n, 3) [N].
+        iterations, evaluations: solves and element passes of the last step; refreshed: elements
+            re-evaluated from positions at its start.
+    Scratch (overwritten each step): qt (4, m), f, gn (9, m) the step's end rotations, F and
+    next-step damping gradients (swapped with q, fs, gs after the step: do not keep references
+    to these arrays across steps), xp, y (n, 3) [m] BDF2 predictor and inertial target, dx (n, 3)
+    [m] search direction, pz (n, 3) [m] preconditioned residual, r_prev (n, 3) [N s^2] last
+    iteration's residual, fb, df (9, m) a further iteration's base F and grad(dx), f_cur (9, m)
+    [N] this step's corner forces (a further iteration only), e_trial (m,) [J] trial energies,
+    grad (18, m) (`element_pass`), r_node (n, 3, 3) node frames, res (n, 3) [N s^2] residual, rhs
+    (free nodes, 3) factor-ordered right-hand side, node_e (n,) [J s^2], fresh (n,) nodes
+    restarted, f_sum (n, 3) [N].
     """
 
-    DYNAMIC = ("x", "v", "q", "x_prev", "v_prev", "x_last", "v_last")
+    DYNAMIC = ("x", "v", "q", "x_prev", "v_prev", "x_last", "v_last", "fs", "gs", "force",
+               "energy", "weight", "carried")
+    #: Per-step scratch: recomputed in every step before being read (not hashed in a checksum).
+    SCRATCH = ("qt", "f", "gn", "xp", "y", "dx", "pz", "r_prev", "fb", "df", "f_cur", "e_trial",
+               "grad", "r_node", "res", "rhs", "node_e", "fresh", "f_sum")
 
     x: np.ndarray
     v: np.ndarray
@@ -315,28 +336,38 @@ class TissueState:
     v_prev: np.ndarray
     x_last: np.ndarray
     v_last: np.ndarray
-    q0: np.ndarray
+    fs: np.ndarray
+    gs: np.ndarray
+    force: np.ndarray
+    energy: np.ndarray
+    weight: np.ndarray
+    qt: np.ndarray
+    f: np.ndarray
+    gn: np.ndarray
     xp: np.ndarray
     y: np.ndarray
-    x_base: np.ndarray
     dx: np.ndarray
-    grad: np.ndarray
     pz: np.ndarray
     r_prev: np.ndarray
-    force: np.ndarray
-    weight: np.ndarray
-    energy: np.ndarray
+    fb: np.ndarray
+    df: np.ndarray
+    f_cur: np.ndarray
+    e_trial: np.ndarray
+    grad: np.ndarray
     r_node: np.ndarray
     res: np.ndarray
     rhs: np.ndarray
     node_e: np.ndarray
+    fresh: np.ndarray
     f_sum: np.ndarray
+    carried: bool = False
     time: float = 0.0
     step_count: int = 0
     inverted: int = 0
     max_speed: float = 0.0
     iterations: int = 0
     evaluations: int = 0
+    refreshed: int = 0
 
 
 def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
@@ -348,16 +379,20 @@ def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
     def nodes():
         return np.zeros((n, 3))
 
+    def rows(k):
+        return np.zeros((k, m))
+
     state = TissueState(
         x=np.array(model.rest if x is None else x, dtype=np.float64, order="C"),
         v=nodes(), q=q, x_prev=nodes(), v_prev=nodes(),
         # NaN never equals anything: the first step starts every node's history afresh.
         x_last=np.full((n, 3), np.nan), v_last=np.full((n, 3), np.nan),
-        q0=q.copy(), xp=nodes(), y=nodes(), x_base=nodes(), dx=nodes(), grad=np.zeros((18, m)),
-        pz=nodes(), r_prev=nodes(),
-        force=np.zeros((9, m)), weight=np.zeros(m), energy=np.zeros(m),
-        r_node=np.zeros((n, 3, 3)), res=nodes(),
-        rhs=np.zeros((int((~model.fixed).sum()), 3)), node_e=np.zeros(n), f_sum=nodes(),
+        fs=rows(9), gs=rows(9), force=rows(9), energy=np.zeros(m), weight=np.zeros(m),
+        qt=q.copy(), f=rows(9), gn=rows(9), xp=nodes(), y=nodes(), dx=nodes(), pz=nodes(),
+        r_prev=nodes(), fb=rows(9), df=rows(9), f_cur=rows(9), e_trial=np.zeros(m),
+        grad=rows(18), r_node=np.zeros((n, 3, 3)), res=nodes(),
+        rhs=np.zeros((int((~model.fixed).sum()), 3)), node_e=np.zeros(n),
+        fresh=np.zeros(n, dtype=np.bool_), f_sum=nodes(),
     )
     converge_rotations(model, state)
     return state
@@ -365,7 +400,9 @@ def make_state(model: TissueModel, x: np.ndarray | None = None) -> TissueState:
 
 def converge_rotations(model: TissueModel, state: TissueState, iters: int = 100) -> None:
     """Re-extract the element rotations from scratch (after a teleport or a reset); leaves the
-    elastic corner forces at state.x in state.force."""
+    elastic corner forces at state.x in state.force (and the next step re-evaluates every
+    element)."""
+    state.carried = False
     state.q[:] = 0.0
     state.q[0] = 1.0
     element_pass(model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam,
@@ -428,17 +465,25 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         f_ext.fill(0.0)
     fac = system.factor
     s = state
-    inverted, vmax, bad, iters, evals = step_kernel(
+    inverted, vmax, bad, iters, evals, refreshed = step_kernel(
         model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity,
         model.mass, model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos,
         fac.l_ptr, fac.l_col, fac.l_val, fac.d_inv, float(dt), mat.damping, mat.mass_damping,
-        model.polar_iters, model.newton_iters, model.newton_tol * 2.0 * dt / 3.0, f_ext,
-        s.x, s.v, s.q, s.q0, s.x_prev, s.v_prev, s.x_last, s.v_last, s.xp, s.y, s.x_base, s.dx,
-        s.pz, s.r_prev, s.grad, s.force, s.weight, s.energy, s.r_node, s.res, s.rhs, s.node_e,
+        model.polar_iters, model.newton_iters, model.newton_tol * 2.0 * dt / 3.0,
+        math.sin(0.5 * model.turn_tol * dt) ** 2, f_ext,
+        s.x, s.v, s.q, s.x_prev, s.v_prev, s.x_last, s.v_last, s.fs, s.gs, s.force, s.energy,
+        s.weight, s.carried, s.qt, s.f, s.gn, s.xp, s.y, s.dx, s.pz, s.r_prev, s.fb, s.df,
+        s.f_cur, s.e_trial, s.r_node, s.res, s.rhs, s.node_e, s.fresh,
     )
+    # The step's end rotations, F and next-step damping gradients are in qt, f, gn: swap.
+    s.q, s.qt = s.qt, s.q
+    s.fs, s.f = s.f, s.fs
+    s.gs, s.gn = s.gn, s.gs
+    state.carried = True
     state.inverted = inverted
     state.iterations = iters
     state.evaluations = evals
+    state.refreshed = refreshed
     state.time += dt
     state.step_count += 1
     state.max_speed = vmax

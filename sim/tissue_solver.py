@@ -33,7 +33,14 @@ import numba as nb
 from numba import prange
 
 from sim.sparse_factor import block_ldl_solve
-from sim.tissue_elements import element_pass
+from sim.tissue_elements import (
+    gather_direction,
+    polar_refine,
+    refresh_elements,
+    step_forces,
+    trial_forces,
+    trial_rotations,
+)
 from sim.tissue_kernels import quat_to_mat
 
 ARMIJO = 1e-4  # sufficient-decrease fraction of the line search
@@ -130,27 +137,37 @@ def ordered_sum(a):
 
 
 @nb.njit(nogil=True, cache=True)
-def bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y):
+def bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y, fresh):
     """BDF2 predictor x_p, y (n, 3) [m]; shifts the history (x_prev, v_prev <- x, v).
 
     A node whose x or v differs from what the last step wrote (x_last, v_last) restarts with a
-    constant-velocity past, x_{n-1} = x_n - h v_n, v_{n-1} = v_n. Fixed nodes: x_p = y = x.
+    constant-velocity past, x_{n-1} = x_n - h v_n, v_{n-1} = v_n, and is flagged in fresh (n,)
+    (its elements' carried evaluation is stale). Fixed nodes: x_p = y = x, flagged if x moved.
+    Returns the number of fresh nodes.
     """
     n = x.shape[0]
+    count = 0
     for i in range(n):
+        moved = False
+        for c in range(3):
+            if x[i, c] != x_last[i, c]:
+                moved = True
         if fpos[i] < 0:
             for c in range(3):
                 xp[i, c] = x[i, c]
                 y[i, c] = x[i, c]
+            fresh[i] = moved
+            count += moved
             continue
-        fresh = False
         for c in range(3):
-            if x[i, c] != x_last[i, c] or v[i, c] != v_last[i, c]:
-                fresh = True
+            if v[i, c] != v_last[i, c]:
+                moved = True
+        fresh[i] = moved
+        count += moved
         for c in range(3):
             xc = x[i, c]
             vc = v[i, c]
-            if fresh:
+            if moved:
                 xm = xc - h * vc
                 vm = vc
             else:
@@ -161,6 +178,33 @@ def bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y):
             y[i, c] = xpc + hb * ((4.0 * vc - vm) / 3.0)
             x_prev[i, c] = xc
             v_prev[i, c] = vc
+    return count
+
+
+@nb.njit(nogil=True, cache=True)
+def node_energy(fpos, mass, gravity, f_ext, x, s, dx, y, xp, h2, ah):
+    """The node terms of h'^2 E at x + s dx [J s^2]: inertia, mass damping, loads and weights
+    (the per-node energy `node_pass` writes, summed in index order)."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        if fpos[i] < 0:
+            continue
+        mi = mass[i]
+        x0 = x[i, 0] + s * dx[i, 0]
+        x1 = x[i, 1] + s * dx[i, 1]
+        x2 = x[i, 2] + s * dx[i, 2]
+        uy0 = x0 - y[i, 0]
+        uy1 = x1 - y[i, 1]
+        uy2 = x2 - y[i, 2]
+        up0 = x0 - xp[i, 0]
+        up1 = x1 - xp[i, 1]
+        up2 = x2 - xp[i, 2]
+        total += (0.5 * mi * (uy0 * uy0 + uy1 * uy1 + uy2 * uy2
+                              + ah * (up0 * up0 + up1 * up1 + up2 * up2))
+                  - h2 * ((f_ext[i, 0] + mi * gravity[0]) * uy0
+                          + (f_ext[i, 1] + mi * gravity[1]) * uy1
+                          + (f_ext[i, 2] + mi * gravity[2]) * uy2))
+    return total
 
 
 @nb.njit(nogil=True, cache=True)
@@ -213,6 +257,21 @@ def conjugate(pz, res, r_prev, zr_prev, dx):
 
 
 @nb.njit(nogil=True, cache=True)
+def mean_turn2(q0, q1, vol):
+    """Volume-weighted mean of sin^2(theta_e / 2), theta_e each element's turn [rad] between two
+    sets of rotations (4, m): (theta / 2)^2 of the body's mean turn (a spin, not a few elements
+    turning under a tool)."""
+    s = 0.0
+    v = 0.0
+    for e in range(q0.shape[1]):
+        d = (q0[0, e] * q1[0, e] + q0[1, e] * q1[1, e] + q0[2, e] * q1[2, e]
+             + q0[3, e] * q1[3, e])
+        s += vol[e] * (1.0 - d * d)
+        v += vol[e]
+    return s / v
+
+
+@nb.njit(nogil=True, cache=True)
 def axpy_free(fpos, base, s, dx, out):
     """out = base + s dx on free nodes (fixed nodes keep out's values)."""
     for i in range(fpos.shape[0]):
@@ -225,69 +284,86 @@ def axpy_free(fpos, base, s, dx, out):
 @nb.njit(nogil=True, cache=True)
 def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_inc, node_rep,
                 fpos, l_ptr, l_col, l_val, d_inv, h, beta, alpha, polar_iters, max_iters, tol,
-                f_ext, x, v, q, q0, x_prev, v_prev, x_last, v_last, xp, y, x_base, dx, pz, r_prev,
-                grad, force, weight, energy, r_node, res, z, node_e):
-    """One BDF2 step in place on x, v, q and the history. Returns (inverted elements, max node
-    speed [m/s], NaN/inf node count, iterations, energy evaluations)."""
+                turn2, f_ext, x, v, q, x_prev, v_prev, x_last, v_last, fs, gs, force, energy,
+                weight, carried, qt, f, gn, xp, y, dx, pz, r_prev, fb, df, f_cur, e_trial, r_node, res, z,
+                node_e, fresh):
+    """One BDF2 step in place on x, v, the history and the carried evaluation (q, fs, gs, force,
+    energy, weight: see `sim.tissue_elements`; carried = False re-evaluates every element).
+
+    The step's end rotations, F and next-step damping gradients are written to qt, f and gn: the
+    caller swaps them with q, fs and gs (no copies). Returns (inverted elements, max node speed
+    [m/s], NaN/inf node count, iterations, element passes, elements re-evaluated from positions).
+    """
     hb = 2.0 * h / 3.0
     h2 = hb * hb
     c_damp = beta / hb
     ah = alpha * hb
-    bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y)
-    q0[:, :] = q
-    x[:, :] = y
-
-    inverted = element_pass(tets, dm_inv, vol, mu, lam, kind, x, xp, q, q0, c_damp, polar_iters,
-                            grad, force, weight, energy)
+    bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y, fresh)
+    # The evaluation carried from the last step is at these x, in these rotations; elements with
+    # a node moved since (contact projections, resets) are re-evaluated from positions.
+    refreshed = refresh_elements(tets, dm_inv, vol, mu, lam, kind, x, xp, fresh, not carried, q,
+                                 polar_iters, c_damp, fs, gs, force, energy, weight)
     node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y, xp,
               h2, ah, fpos, r_node, res, z, node_e)
     e_cur = h2 * ordered_sum(energy) + ordered_sum(node_e)
-    evals = 1
+    base_f = fs
+    q_src = q
+    evals = 0
     iters = 0
+    inverted = 0
     zr_prev = 0.0
-    s_last = 1.0
-    x_base[:, :] = x
-    for _ in range(max_iters):
+    s = 0.0
+    for it in range(max_iters):
         block_ldl_solve(l_ptr, l_col, l_val, d_inv, z)
         precondition(fpos, r_node, z, pz)
         dmax, gd, zr = conjugate(pz, res, r_prev, zr_prev, dx)
         iters += 1
-        if dmax <= tol:
-            # Converged: the last, small move is taken without a trial, scaled like the last
-            # accepted one (where the rest matrix underestimates a stiffening mode n-fold, the
-            # full move would overshoot n-fold; for rigid motion it is exact and s = 1).
-            axpy_free(fpos, x_base, s_last, dx, x)
-            break
-        r_prev[:, :] = res
-        zr_prev = zr
-        # Line search on E along dx: try s = 1; if E did not drop enough, go to the zero of
-        # the slope's secant between s = 0 and s = 1 (the minimum, were E quadratic along dx:
-        # a direction that underestimates a stiffening mode n-fold overshoots by n), then halve.
+        gather_direction(tets, dm_inv, dx, df)
+        # Line search on E along dx: s = 1; if E did not drop enough, the minimum of the
+        # parabola through E(0), its slope and E(1) (a direction that underestimates a
+        # stiffening mode n-fold overshoots by n), then halving; none: stay (s = 0).
         s = 1.0
-        accepted = False
-        for ls in range(MAX_TRIALS):
-            axpy_free(fpos, x_base, s, dx, x)
-            inv_t = element_pass(tets, dm_inv, vol, mu, lam, kind, x, xp, q, q0, c_damp,
-                                 polar_iters, grad, force, weight, energy)
-            node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y,
-                      xp, h2, ah, fpos, r_node, res, z, node_e)
-            e_new = h2 * ordered_sum(energy) + ordered_sum(node_e)
+        e_new = e_cur
+        for ls in range(MAX_TRIALS + 1):
+            if ls == MAX_TRIALS:
+                s = 0.0
+            trial_rotations(base_f, df, s, f, q_src, qt)
+            for _ in range(polar_iters - 1):
+                polar_refine(f, qt)
+            inverted = trial_forces(f, fs, gs, qt, q, dm_inv, vol, mu, lam, kind, c_damp, force,
+                                    energy, e_trial, weight, gn)
             evals += 1
+            if s == 0.0:
+                break
+            e_new = h2 * ordered_sum(e_trial) + node_energy(fpos, mass, gravity, f_ext, x, s, dx,
+                                                            y, xp, h2, ah)
             if e_new <= e_cur - ARMIJO * s * gd or s * dmax <= tol:
-                accepted = True
-                s_last = s
-                e_cur = e_new
-                inverted = inv_t
-                x_base[:, :] = x
                 break
             if ls == 0:
-                slope_drop = gd - dot(res, dx)  # (slope at 1 - slope at 0), times -h'^2
-                s = min(max(gd / slope_drop, 0.05), 0.5) if slope_drop > 0.0 else 0.5
+                curv = 2.0 * (e_new - e_cur + gd)  # along dx, in units of h'^2 E
+                s = min(max(gd / curv, 0.05), 0.5) if curv > 0.0 else 0.5
             else:
                 s *= 0.5
-        if not accepted:
-            x[:, :] = x_base
+        # Another iteration only where the line search had to shorten the step (the rest
+        # matrix misjudged the curvature along dx) or where the body turns fast (the rest
+        # matrix sees the second-order part of a turn as strain, and what a step leaves of it
+        # is systematic: a spin would gain angular momentum), and the move still matters.
+        # Otherwise the remainder is left to the next step, which starts from here.
+        if s * dmax <= tol or it + 1 == max_iters:
             break
+        if s == 1.0 and mean_turn2(q, qt, vol) <= turn2:
+            break
+        axpy_free(fpos, x, s, dx, x)
+        s = 0.0
+        e_cur = e_new
+        r_prev[:, :] = res
+        zr_prev = zr
+        step_forces(f, fs, gs, qt, q, dm_inv, vol, mu, lam, kind, c_damp, f_cur)
+        node_pass(node_ptr, node_inc, node_rep, f_cur, qt, weight, f_ext, mass, gravity, x, y,
+                  xp, h2, ah, fpos, r_node, res, z, node_e)
+        fb[:, :] = f
+        base_f = fb
+        q_src = qt
 
     vmax2 = 0.0
     bad = 0
@@ -295,12 +371,15 @@ def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_
     for i in range(x.shape[0]):
         if fpos[i] >= 0:
             for c in range(3):
-                v[i, c] = (x[i, c] - xp[i, c]) * inv_hb
+                xc = x[i, c] + s * dx[i, c]
+                x[i, c] = xc
+                v[i, c] = (xc - xp[i, c]) * inv_hb
             s2 = v[i, 0] * v[i, 0] + v[i, 1] * v[i, 1] + v[i, 2] * v[i, 2]
             if math.isfinite(s2):
                 vmax2 = max(vmax2, s2)
             else:
                 bad += 1
-    x_last[:, :] = x
-    v_last[:, :] = v
-    return inverted, math.sqrt(vmax2), bad, iters, evals
+        for c in range(3):
+            x_last[i, c] = x[i, c]
+            v_last[i, c] = v[i, c]
+    return inverted, math.sqrt(vmax2), bad, iters, evals, refreshed
