@@ -30,7 +30,7 @@ left to the node: the dimple around a pressed node grazes the capsule all round,
 faces push as well made the contact chatter (docs/instruments.md, "Limits").
 
 Grasping: when a tool's jaw command crosses below GRASP_CLOSE, the tissue nodes between its jaws
-(inside the wedge the open jaws span, within half a jaw width + 0.5 mm sideways, down to a jaw
+(inside the wedge the open jaws span, within half a jaw width + BITE_SIDE_MARGIN sideways, down to a jaw
 radius + 1 mm below the tips) and the nodes
 pressed by its jaws (in contact with them at that moment: a pinch) are attached with
 their current position in the shaft frame; they follow the jaws as bilateral constraints with the
@@ -54,6 +54,10 @@ SHAFT_CONTACT_LENGTH = 0.12  # [m] of shaft above the jaw hinge that can touch t
 GRIP_MU = 0.3  # wet tissue on atraumatic jaws
 DEFAULT_MU = 0.3  # tool-tissue friction
 DEFAULT_MARGIN = 2e-4  # [m]
+#: [m] beyond each side of a jaw that a bite still catches: closing jaws draw the surface in from
+#: their sides, and on a mesh coarser than the jaw (the 1k pad: ~8 mm between nodes, 4.5 mm jaws)
+#: a node a millimetre past the jaw's edge is what holds the bitten tissue.
+BITE_SIDE_MARGIN = 1.5e-3
 
 
 def grip_limit(spec: inst.InstrumentSpec) -> float:
@@ -203,7 +207,8 @@ class ToolTissueContact:
         # ahead of them, and that is what they pinch.
         below = -0.5 * spec.jaw_width - 1e-3
         between = ((local[:, 2] >= below) & (along >= 0.0)
-                   & (np.abs(local[:, 0]) <= 0.5 * spec.jaw_width + 5e-4) & (np.abs(local[:, 1]) <= wedge))
+                   & (np.abs(local[:, 0]) <= 0.5 * spec.jaw_width + BITE_SIDE_MARGIN)
+                   & (np.abs(local[:, 1]) <= wedge))
         # Tissue the jaws press on is pinched too: the nodes touching this tool's jaws.
         pinched = (self.touched == i + 1) & (along >= 0.0) & (local[:, 2] >= below)
         inside = (between | pinched) & ~self.skip & (self.inv_mass > 0.0)

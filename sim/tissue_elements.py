@@ -187,21 +187,7 @@ def element_forces(grad, q, q0, dm_inv, vol, mu, lam, kind, c_damp, force, weigh
         p22 += d22
         v = vol[e]
         energy[e] = v * (psi + psi_d)
-        nv = -v
-        # Corner a+1 gets column a of -V P Dm^-T, i.e. P times row a of Dm^-1. (Written out: an
-        # inner loop here would be what LLVM vectorises, instead of the element loop.)
-        d0, d1, d2 = dm_inv[0, e], dm_inv[1, e], dm_inv[2, e]
-        d3, d4, d5 = dm_inv[3, e], dm_inv[4, e], dm_inv[5, e]
-        d6, d7, d8 = dm_inv[6, e], dm_inv[7, e], dm_inv[8, e]
-        force[0, e] = nv * (p00 * d0 + p01 * d1 + p02 * d2)
-        force[1, e] = nv * (p10 * d0 + p11 * d1 + p12 * d2)
-        force[2, e] = nv * (p20 * d0 + p21 * d1 + p22 * d2)
-        force[3, e] = nv * (p00 * d3 + p01 * d4 + p02 * d5)
-        force[4, e] = nv * (p10 * d3 + p11 * d4 + p12 * d5)
-        force[5, e] = nv * (p20 * d3 + p21 * d4 + p22 * d5)
-        force[6, e] = nv * (p00 * d6 + p01 * d7 + p02 * d8)
-        force[7, e] = nv * (p10 * d6 + p11 * d7 + p12 * d8)
-        force[8, e] = nv * (p20 * d6 + p21 * d7 + p22 * d8)
+        write_corner_forces(force, e, -v, dm_inv, p00, p01, p02, p10, p11, p12, p20, p21, p22)
     return inverted
 
 

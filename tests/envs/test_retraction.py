@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import pytest
 
 import research.envs  # noqa: F401 - registers the environments
 from research.envs.env import MAX_SPEED_M_S, PER_TOOL
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known regression from the issue-13 solver (no Jacobian stabilisation): this script's 4 mm bite "
-    "on the 1k pad no longer grasps, and a deeper bite grasps one node that slips at the 6.67 N grip "
-    "limit while lifting 16 mm; the controller (or the grasp capture) needs retuning"))
 def test_a_scripted_controller_grasps_the_flap_and_holds_it_at_the_target():
     env = gym.make("trocar/TissueRetraction-v0", tissue_tets=1000)
     try:
