@@ -15,14 +15,18 @@ step is BDF2 (second order, A-stable, strongly damping only the mesh-scale modes
 iteration lowers E, so no iteration can pump energy in: that is what keeps large deformations
 stable without changing the physics.
 
-Each iteration: residual r = -h'^2 grad E at the current x; direction dx = R_N A^-1 R_N^T r with
-A = (1 + h' alpha) M + h' (h' + beta) K_rest prefactored once (`sim.sparse_factor`) and R_N one
-rotation per node (the Hessian of E at rest, rotated; exact for rigid motion); then x + s dx with
-s = 1, 1/2, ... until E decreases by Armijo's rule. A direction whose largest node move is below
-`tol` [m] is taken without a trial evaluation and ends the step (the quadratic model is exact to
-far below that). The history of a node is restarted (x_{n-1} = x_n - h v_n, v_{n-1} = v_n: a
-constant-velocity past) when its x or v is not what the last step wrote, so resets, teleports and
-the contact stage's position projections need no bookkeeping by the caller.
+The minimisation starts at x_n, where the previous step's accepted trial already evaluated this
+step's forces and energy (carried in the state; elements with a node moved since are re-evaluated
+from positions). Each iteration: residual r = -h'^2 grad E at the current x; direction
+dx = R_N A^-1 R_N^T r (Polak-Ribiere+ after the first) with A = (1 + h' alpha) M + h' (h' + beta)
+K_rest prefactored once (`sim.sparse_factor`) and R_N one rotation per node (the Hessian of E at
+rest, rotated; exact for rigid motion); then x + s dx with s = 1, else the parabola's minimum,
+then halving, until E decreases by Armijo's rule (a move below `tol` [m] is accepted as is). A
+step iterates again only if s = 1 was rejected or the body turns fast; otherwise what is left is
+the next step's start (docs/tissue-solver.md, "One pass per tick"). The history of a node is
+restarted (x_{n-1} = x_n - h v_n, v_{n-1} = v_n: a constant-velocity past) when its x or v is not
+what the last step wrote, so resets, teleports and the contact stage's position projections need
+no bookkeeping by the caller.
 """
 
 from __future__ import annotations
