@@ -128,7 +128,7 @@ class TissueModel:
     tets_u: np.ndarray
     elasticity: int = 0
     polar_iters: int = 2
-    newton_iters: int = 3
+    newton_iters: int = 6
     newton_tol: float = 1e-4
     turn_tol: float = 2.0
     max_speed: float = 20.0
@@ -216,7 +216,7 @@ class TissueModelBuilder:
         """Fix every node with rest height <= z + tol [m] (e.g. the bottom face on the floor)."""
         return self.fix_nodes(self.mesh.points[:, 2] <= z + tol)
 
-    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 2, newton_iters: int = 3,
+    def finalize(self, *, dt: float | None = 1e-3, polar_iters: int = 2, newton_iters: int = 6,
                  newton_tol: float = 1e-4) -> TissueModel:
         """Build the model; with dt [s] given, also factor its step matrix now (not in the loop).
 
