@@ -29,7 +29,11 @@ held by a node contact take no share, and a face whose contact point sits mostly
 left to the node: the dimple around a pressed node grazes the capsule all round, and letting those
 faces push as well made the contact chatter (docs/instruments.md, "Limits").
 
-Grasping: when a tool's jaw command crosses below GRASP_CLOSE, the tissue nodes between its jaws
+Grasping: when a tool's jaw command starts to close (it drops below its last value while above
+GRASP_CLOSE), the tissue nodes between its open jaws are its bite: the jaws stop pushing them, so they
+are not swept out sideways while the jaws close (a gripper closes over ~0.1-0.3 s, and a converged
+step otherwise expels a coarse mesh's nodes before the jaws are shut). Reopening by BITE_REOPEN drops
+the bite. When the command crosses below GRASP_CLOSE, the bite ends and the tissue nodes between its jaws
 (inside the wedge the open jaws span, within half a jaw width + BITE_SIDE_MARGIN sideways, down to a jaw
 radius + 1 mm below the tips) and the nodes
 pressed by its jaws (in contact with them at that moment: a pinch) are attached with
@@ -58,6 +62,7 @@ DEFAULT_MARGIN = 2e-4  # [m]
 #: their sides, and on a mesh coarser than the jaw (the 1k pad: ~8 mm between nodes, 4.5 mm jaws)
 #: a node a millimetre past the jaw's edge is what holds the bitten tissue.
 BITE_SIDE_MARGIN = 1.5e-3
+BITE_REOPEN = 0.05  # [rad] the jaw command reopening past where a bite began drops it (gripper noise)
 
 
 def grip_limit(spec: inst.InstrumentSpec) -> float:
@@ -134,6 +139,9 @@ class ToolTissueContact:
         self.att_tool = np.zeros(0, dtype=np.int64)
         self.att_local = np.zeros((0, 3))
         self.grasping = [False] * t
+        self.bite_node = np.zeros(0, dtype=np.int64)  # nodes between closing jaws (not yet grasped)
+        self.bite_tool = np.zeros(0, dtype=np.int64)
+        self.bite_from = np.full(t, np.inf)  # [rad] jaw command where each tool's bite began; inf: none
         self._jaw_prev = np.full(t, np.inf)
         self._events: list[tuple[str, int, float, str]] = []
         self._read_links()
@@ -163,10 +171,16 @@ class ToolTissueContact:
             if not tool.spec.has_jaws:
                 continue
             jaw = float(jaws[i])
+            prev = self._jaw_prev[i]
             if self.grasping[i] and jaw > GRASP_OPEN:
                 self._release(i, "release", 0.0, f"tool {i} released the tissue")
-            elif not self.grasping[i] and jaw < GRASP_CLOSE <= self._jaw_prev[i]:
+            elif not self.grasping[i] and jaw < GRASP_CLOSE <= prev:
                 self._grasp(i, tool, state.x)
+            elif not self.grasping[i] and GRASP_CLOSE <= jaw < prev and prev < np.inf \
+                    and self.bite_from[i] == np.inf:
+                self._bite(i, tool, state.x, prev)
+            elif self.bite_from[i] < np.inf and jaw > self.bite_from[i] + BITE_REOPEN:
+                self._drop_bite(i)
             self._jaw_prev[i] = jaw
 
     def after_step(self, state: TissueState, f_ext: np.ndarray, reaction: np.ndarray) -> None:
@@ -196,7 +210,9 @@ class ToolTissueContact:
 
     # -- grasping ------------------------------------------------------------------------------------
 
-    def _grasp(self, i: int, tool: inst.Instrument, x: np.ndarray) -> None:
+    def _between(self, i: int, tool: inst.Instrument, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes between tool i's jaws as they are now (mask (n,)) and every node in its shaft frame
+        [m] (n, 3); with the pinched ones (touching its jaws) included in the mask."""
         spec = tool.spec
         jl, half = spec.jaw_length, 0.5 * tool.read_state().jaw
         rot, origin = self.frame_r[i], self.frame_p[i]
@@ -211,7 +227,30 @@ class ToolTissueContact:
                    & (np.abs(local[:, 1]) <= wedge))
         # Tissue the jaws press on is pinched too: the nodes touching this tool's jaws.
         pinched = (self.touched == i + 1) & (along >= 0.0) & (local[:, 2] >= below)
-        inside = (between | pinched) & ~self.skip & (self.inv_mass > 0.0)
+        return between | pinched, local
+
+    def _bite(self, i: int, tool: inst.Instrument, x: np.ndarray, jaw: float) -> None:
+        """The jaws began closing from jaw [rad]: what is between them now is held as the bite."""
+        mask, _ = self._between(i, tool, x)
+        nodes = np.flatnonzero(mask & ~self.skip & (self.inv_mass > 0.0))
+        self.bite_from[i] = jaw
+        self.bite_node = np.concatenate([self.bite_node, nodes])
+        self.bite_tool = np.concatenate([self.bite_tool, np.full(nodes.size, i, dtype=np.int64)])
+        self.skip[nodes] = True
+
+    def _drop_bite(self, i: int) -> np.ndarray:
+        """End tool i's bite; returns its nodes (their contact is back on)."""
+        mine = self.bite_tool == i
+        nodes = self.bite_node[mine]
+        self.skip[nodes] = False
+        self.bite_node, self.bite_tool = self.bite_node[~mine], self.bite_tool[~mine]
+        self.bite_from[i] = np.inf
+        return nodes
+
+    def _grasp(self, i: int, tool: inst.Instrument, x: np.ndarray) -> None:
+        self._drop_bite(i)
+        mask, local = self._between(i, tool, x)
+        inside = mask & ~self.skip & (self.inv_mass > 0.0)
         nodes = np.flatnonzero(inside)
         if nodes.size == 0:
             return
@@ -238,6 +277,9 @@ class ToolTissueContact:
         self.att_node = self.att_node[:0]
         self.att_tool = self.att_tool[:0]
         self.att_local = self.att_local[:0]
+        self.bite_node = self.bite_node[:0]
+        self.bite_tool = self.bite_tool[:0]
+        self.bite_from[:] = np.inf
         self.skip[:] = False
         self.normal[:] = 0.0
         self.f_node[:] = 0.0
