@@ -27,6 +27,7 @@ import numpy as np
 
 from haptics import calibration as C
 from haptics import protocol as P
+from haptics.cli_errors import fail
 from haptics.device import DeviceError
 from haptics.profile import (
     ProfileError,
@@ -840,28 +841,26 @@ def _compensation(out: dict, stored: dict | None) -> _Compensation:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from haptics.cli import _fail
-
     if args.write_jig_script:
         C.write_jig_script(args.write_jig_script, np.array(args.workspace))
         print(f"jig script written to {args.write_jig_script}")
         return 0
     if not args.port:
-        return _fail("calibrate needs PORT (or --write-jig-script FILE)")
+        return fail("calibrate needs PORT (or --write-jig-script FILE)")
     steps = _steps(args.steps)
     if isinstance(steps, str):
-        return _fail(steps)
+        return fail(steps)
     if args.reference_stiffness <= 0 or args.timeout <= 0:
-        return _fail("--reference-stiffness [N/m] and --timeout [s] must be > 0")
+        return fail("--reference-stiffness [N/m] and --timeout [s] must be > 0")
     if args.force_reference == "load-cell" and args.auto:
-        return _fail("--force-reference load-cell needs a person typing readings (not --auto)")
+        return fail("--force-reference load-cell needs a person typing readings (not --auto)")
     args.manual_force = (args.force_reference or ("spring" if args.auto else "load-cell")) \
         == "load-cell" and "force" in steps
     say = print
     try:
         dev = _open(args.port)
     except DeviceError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     try:
         info = dev.info
         say(f"step handshake: {info.serial}, protocol {info.protocol[0]}.{info.protocol[1]}, "
@@ -892,40 +891,38 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             try:
                 write_report(args.report, load_profile(path, info=info))
             except OSError as exc:
-                return _fail(f"cannot write report {args.report}: {exc.strerror}")
+                return fail(f"cannot write report {args.report}: {exc.strerror}")
             say(f"report written: {args.report}")
         return 0
     except EOFError:
         print()
-        return _fail("no answer on stdin (closed or not a terminal, e.g. CI): the guided steps "
+        return fail("no answer on stdin (closed or not a terminal, e.g. CI): the guided steps "
                      "need a person typing; use --auto with the emulator or a scripted hand. "
                      "Force zeroed, profile not written")
     except KeyboardInterrupt:
-        return _fail("calibration interrupted; force zeroed, profile not written")
+        return fail("calibration interrupted; force zeroed, profile not written")
     finally:
         dev.close()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from haptics.cli import _fail
-
     t0 = time.monotonic()
     if args.reference_stiffness <= 0 or args.timeout <= 0:
-        return _fail("--reference-stiffness [N/m] and --timeout [s] must be > 0")
+        return fail("--reference-stiffness [N/m] and --timeout [s] must be > 0")
     try:
         dev = _open(args.port)
     except DeviceError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     try:
         try:
             stored = (load_for_device(dev.info) if args.profile is None
                       else load_profile(args.profile, info=dev.info))
         except ProfileError as exc:
             dev.close()
-            return _fail(str(exc))
+            return fail(str(exc))
         steps = _steps(args.steps) if args.steps else [s for s in STEPS if s in stored]
         if isinstance(steps, str):
-            return _fail(steps)
+            return fail(steps)
         args.auto = True
         args.manual_force = False
         try:
@@ -979,7 +976,7 @@ def cmd_check(args: argparse.Namespace) -> int:
               f" {'holds' if ok else 'DOES NOT HOLD: recalibrate'} ({time.monotonic() - t0:.1f} s)")
         return 0 if ok else 1
     except (KeyboardInterrupt, EOFError):
-        return _fail("check interrupted; force zeroed")
+        return fail("check interrupted; force zeroed")
     finally:
         dev.close()
 

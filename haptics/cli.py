@@ -7,12 +7,8 @@ Errors a user can cause (bad port, no answer, bad option) print one line
 from __future__ import annotations
 
 import argparse
-import sys
 
-
-def _fail(msg: str) -> int:
-    print(f"trocar: error: {msg}", file=sys.stderr)
-    return 2
+from haptics.cli_errors import fail
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
@@ -21,7 +17,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     try:
         return run_from_args(args)
     except (EmulatorArgError, OSError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -37,7 +33,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     try:
         return monitor(args.port, seconds=args.seconds, plain=args.plain)
     except DeviceError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 def _cmd_bench_device(args: argparse.Namespace) -> int:
@@ -45,11 +41,11 @@ def _cmd_bench_device(args: argparse.Namespace) -> int:
     from haptics.device import DeviceError
 
     if args.seconds <= 0:
-        return _fail("--seconds must be > 0")
+        return fail("--seconds must be > 0")
     try:
         r = run_device_bench(args.seconds, rate_hz=args.rate, spin=not args.no_spin)
     except DeviceError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.json:
         print_json(r)
     else:
@@ -64,7 +60,7 @@ def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
     from haptics.bench import print_json, run_fuzz_soak
 
     if args.frames <= 0 or not 0.0 <= args.corrupt <= 1.0:
-        return _fail("--frames must be > 0 and --corrupt in [0, 1]")
+        return fail("--frames must be > 0 and --corrupt in [0, 1]")
     r = run_fuzz_soak(args.frames, corrupt=args.corrupt, seed=args.seed)
     if args.json:
         print_json(r)

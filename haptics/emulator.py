@@ -36,6 +36,7 @@ import tty
 from dataclasses import dataclass, field
 
 from haptics import protocol as P
+from haptics.cli_errors import fail
 from haptics.sched import request_fifo
 
 GRAVITY = 9.81  # [m/s^2]
@@ -820,8 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_from_args(a)
     except (EmulatorArgError, OSError) as exc:
-        print(f"trocar: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
 
 
 if __name__ == "__main__":
