@@ -191,13 +191,19 @@ def trace_from_recording(rec, dt: float, tick0: int = 0) -> Trace:
                  force=rows["force"], scope_pose=rows["scope_pose"], events=events, tick0=tick0)
 
 
-def finish_procedure(procedure, record: str, *, log=print) -> ProcedureResult:
-    """After a session with `procedure` recorded to `record`: its result from the recording's rows,
-    written as `<record>.result.json`, and the table printed."""
+def result_from_recording(procedure, record: str) -> ProcedureResult:
+    """`procedure`'s result over the rows of the recording `record` (after the session or a replay
+    with that procedure object)."""
     from sim.runtime.recording import read_recording
 
     rec = read_recording(record)
-    result = procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
+    return procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
+
+
+def finish_procedure(procedure, record: str, *, log=print) -> ProcedureResult:
+    """After a session with `procedure` recorded to `record`: its result from the recording's rows,
+    written as `<record>.result.json`, and the table printed."""
+    result = result_from_recording(procedure, record)
     with open(result_path(record), "w") as fh:
         fh.write(result.to_json(indent=1))
     print_result(result)
@@ -217,6 +223,21 @@ def score_recording(record: str, *, log=print) -> ProcedureResult | None:
         return None
     replay(record, procedure=proc)
     return finish_procedure(proc, record, log=log)
+
+
+def replayed_result(procedure, record: str) -> tuple[ProcedureResult, bool | None]:
+    """After `replay(record, procedure=procedure)`: the attempt's result computed again from the
+    recording, and whether it equals the `<record>.result.json` the session wrote (None when that
+    file is missing or unreadable). Writes nothing."""
+    result = result_from_recording(procedure, record)
+    try:
+        with open(result_path(record)) as fh:
+            stored = ProcedureResult.from_json(fh.read())
+    except (OSError, ValueError, KeyError, TypeError):
+        return result, None
+    same = (stored.status, stored.passed, stored.score, stored.duration_s) == (
+        result.status, result.passed, result.score, result.duration_s)
+    return result, same
 
 
 def print_result(result: ProcedureResult, *, file=None) -> None:
