@@ -173,7 +173,8 @@ def _fixture(dev: SerialDevice, step: str, auto: bool, say) -> None:
     """Get the fixture of `step` in place. An emulator is told with EMU_SET_HAND (it plays the
     person); a real device answers "unknown opcode", and then a person is asked (not in --auto,
     where the fixture is assumed in place, as with a scripted jig)."""
-    from haptics.emulator import EMU_SET_HAND, HANDS
+    from haptics.emulator import EMU_SET_HAND
+    from haptics.emulator_config import HANDS
 
     hand, what = FIXTURES[step]
     dev.acks.pop(EMU_SET_HAND, None)

@@ -12,7 +12,8 @@ from haptics.cli_errors import fail
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    from haptics.emulator import EmulatorArgError, run_from_args
+    from haptics.emulator import run_from_args
+    from haptics.emulator_config import EmulatorArgError
 
     try:
         return run_from_args(args)
@@ -74,7 +75,7 @@ def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     """Add the haptics subcommands to the top-level parser `sub` and `bench` parser `bench_sub`."""
-    from haptics.emulator import add_arguments
+    from haptics.emulator_config import add_arguments
 
     d = sub.add_parser("device", help="haptic devices: emulator, port list, live monitor")
     dsub = d.add_subparsers(dest="device_command", metavar="ACTION", required=True)

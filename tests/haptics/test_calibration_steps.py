@@ -27,7 +27,8 @@ from haptics import calibration as C
 from haptics import protocol as P
 from haptics.device import NullDevice
 from haptics.emulated_device import EmulatedDevice
-from haptics.emulator import EMU_SET_HAND, HANDS
+from haptics.emulator import EMU_SET_HAND
+from haptics.emulator_config import HANDS
 from haptics.profile import (
     UNCALIBRATED_MAX_FORCE,
     CalibratedDevice,
