@@ -40,10 +40,7 @@ def test_force_frames_reach_the_device_and_are_echoed(make_device):
 
 
 def test_force_moves_the_spring_held_handle_by_force_over_stiffness(make_device):
-    # What is measured is the force-to-position path, not the watchdog: a 250 ms device watchdog
-    # (as the calibration wizard uses) keeps a test process descheduled for 50 ms on a loaded
-    # machine from zeroing the force.
-    dev = make_device("--hand-stiffness", "200", watchdog_ms=250)
+    dev = make_device("--hand-stiffness", "200")
     servo(dev, 0.1)
     # The handle has settled once the device has applied the full 1 N for 1.5 s in a row: a link
     # blip restarts the soft start, and the handle then has to settle again, so the 1.5 s are
