@@ -91,6 +91,47 @@ def render_loop(description: dict, get_snapshot: Callable[[], dict | None], disp
     raise AssertionError("unreachable")
 
 
+def headset(session: dict, get_snapshot, should_stop, input_state=None) -> bool:
+    """The session in the headset: on this host's OpenXR runtime if it has one, else in the Monado
+    root (`sim.render.xr_root`). Returns False (after one line saying why) when neither can run."""
+    import os
+
+    from sim.render.xr import XrSession, XrUnavailable
+    from sim.render.xr_controllers import XrControllers
+
+    box = input_state.box if input_state is not None else None
+    try:
+        report, _ = XrSession(session["description"], get_snapshot, log=_log,
+                              controllers=XrControllers(box)).run(should_stop=should_stop)
+        if report.errors:
+            _log(f"OpenXR session ended with errors: {'; '.join(report.errors)}")
+        return True
+    except XrUnavailable as exc:
+        host_reason = str(exc)
+    if os.environ.get("XR_RUNTIME_JSON"):  # a runtime was named: that one or none
+        _log(f"OpenXR unavailable ({host_reason}); falling back to the window")
+        return False
+    from sim.render.xr_root import run_in_root
+
+    report = run_in_root(session, should_stop, log=_log)
+    if "unavailable" in report:
+        _log(f"OpenXR unavailable (host: {host_reason}; Monado root: {report['unavailable']}); "
+             "falling back to the window")
+        return False
+    _log(xr_summary(report))
+    return True
+
+
+def xr_summary(report: dict) -> str:
+    """One line on how a headset session went (its `XrReport` as a dict)."""
+    if report.get("errors"):
+        return f"headset: errors: {'; '.join(report['errors'])}"
+    return (f"headset: {report.get('system', '?')} on {report.get('runtime', '?')}: "
+            f"{report.get('frames', 0)} frames, interval median {report.get('frame_interval_ms_median')} "
+            f"ms p99 {report.get('frame_interval_ms_p99')} ms (display period "
+            f"{report.get('display_period_ms')} ms), {report.get('missed_frames')} missed")
+
+
 def _buffers(layout: dict) -> dict[str, np.ndarray]:
     """Arrays to read snapshots into, from the mailbox layout (key -> shape, or key -> dict with
     shape and dtype, or key -> (shape, dtype))."""
@@ -111,7 +152,8 @@ def render_main(mailbox_name: str, layout: dict, description: dict, display: str
                 inputs: str | None = None) -> None:
     """Render process entry point: attach to the snapshot mailbox and render at display rate until
     stop_event (anything with is_set(): the session's SharedStop) is set. inputs: the session's
-    input mailbox name (the window writes keys and mouse there for the servo)."""
+    input mailbox name (the window writes keys and mouse there, the headset its controllers).
+    display "xr": the host's OpenXR runtime, else the Monado root (`headset`), else the window."""
     from sim.runtime.mailbox import SnapshotMailbox
 
     mailbox = SnapshotMailbox.attach(mailbox_name, layout)
@@ -131,9 +173,16 @@ def render_main(mailbox_name: str, layout: dict, description: dict, display: str
         return bufs["cur"]
 
     try:
+        wanted = display
+        if display == "xr":
+            session = {"mailbox": mailbox_name, "layout": layout, "description": description,
+                       "inputs": inputs}
+            if headset(session, get_snapshot, stop_event.is_set, input_state):
+                return
+            display = "window"
         used = render_loop(description, get_snapshot, display, stop_event.is_set, inputs=input_state)
-        if used != display:
-            _log(f"rendered on {used} instead of {display}")
+        if used != wanted:
+            _log(f"rendered on {used} instead of {wanted}")
     finally:
         close = getattr(mailbox, "close", None)
         if close is not None:

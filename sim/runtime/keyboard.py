@@ -37,12 +37,18 @@ SCOPE_DRAG_RAD_PER_PX = 0.003
 
 
 def input_layout() -> dict:
-    """The window -> servo mailbox (`sim.runtime.mailbox` layout): held (k,) 0/1 per KEYS entry;
-    presses (k,) press counts; drag (2,) accumulated left-drag (dx, dy) [px]; rdrag (2,) right-drag
-    [px]; scroll (1,) accumulated wheel steps; selected (1,) the instrument 1/2 picked (0-based)."""
+    """The display -> servo mailbox (`sim.runtime.mailbox` layout). From the window: held (k,) 0/1
+    per KEYS entry; presses (k,) press counts; drag (2,) accumulated left-drag (dx, dy) [px]; rdrag
+    (2,) right-drag [px]; scroll (1,) accumulated wheel steps; selected (1,) the instrument 1/2
+    picked (0-based). From the headset (`sim.render.xr_controllers`, hand 0 left, 1 right): xr_pose
+    (2, 7) each controller's grip pose in the OpenXR LOCAL space [m, quaternion x y z w]; xr_valid
+    (2,) 1 while that pose is tracked; xr_trigger (2,) trigger value in [0, 1]; xr_recenter (2,)
+    presses of the recentre button (menu/squeeze)."""
     n = len(KEYS)
     return {"held": ((n,), "|u1"), "presses": ((n,), "<u4"), "drag": ((2,), "<f8"),
-            "rdrag": ((2,), "<f8"), "scroll": ((1,), "<f8"), "selected": ((1,), "<i4")}
+            "rdrag": ((2,), "<f8"), "scroll": ((1,), "<f8"), "selected": ((1,), "<i4"),
+            "xr_pose": ((2, 7), "<f8"), "xr_valid": ((2,), "|u1"), "xr_trigger": ((2,), "<f8"),
+            "xr_recenter": ((2,), "<u4")}
 
 
 class InputState:
@@ -72,7 +78,7 @@ class InputState:
         self.box.write(self.data)
 
 
-class _Reader:
+class InputReader:
     """The servo's side of the mailbox: the newest input and what changed since the last look."""
 
     def __init__(self, box) -> None:
@@ -97,7 +103,7 @@ class WindowKeyboardDevice(HapticDevice):
     """Hand `hand` on the window's keys and mouse (see the module docstring). No force output."""
 
     def __init__(self, box, hand: int = 0, *, keyboard_hands: int = 1) -> None:
-        self.reader = _Reader(box)
+        self.reader = InputReader(box)
         self.hand = hand
         self.shared = keyboard_hands > 1  # 1/2 pick which keyboard hand the keys move
         self._spec = DeviceSpec(name="window-keyboard", workspace=(0.1, 0.1, 0.1))
@@ -151,7 +157,7 @@ class ScopeKeys:
     """Moves `scene.scope` from the window's scope keys, once per tick (`SessionStep.scope_control`)."""
 
     def __init__(self, box) -> None:
-        self.reader = _Reader(box)
+        self.reader = InputReader(box)
 
     def update(self, scene) -> None:
         r = self.reader
