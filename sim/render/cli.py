@@ -36,9 +36,37 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_render(args: argparse.Namespace) -> int:
-    from sim.render.offscreen import bench_render
+    import json
 
-    return bench_render(args)
+    from sim.errors import UserError
+
+    if args.display == "headless":
+        from sim.render.offscreen import bench_render
+
+        return bench_render(args)
+    if args.display == "window":
+        import os
+
+        from sim.render.window import WindowUnavailable
+
+        if not os.environ.get("DISPLAY"):
+            raise UserError("bench render --display window needs a display (DISPLAY is not set)")
+        from benchmarks.render_displays import bench_window
+
+        try:
+            result = bench_window(args)
+        except WindowUnavailable as exc:
+            raise UserError(f"bench render --display window: {exc}") from None
+    else:
+        from benchmarks.render_displays import bench_xr
+        from sim.render.xr import XrUnavailable
+
+        try:
+            result = bench_xr(args)
+        except XrUnavailable as exc:
+            raise UserError(f"bench render --display xr: OpenXR unavailable ({exc})") from None
+    print(json.dumps(result), flush=True)
+    return 0
 
 
 def register(sub, bsub) -> None:
@@ -64,10 +92,17 @@ def register(sub, bsub) -> None:
                    help="window/xr: close after this many seconds (0 = until closed)")
     r.set_defaults(func=_cmd_render)
 
-    b = bsub.add_parser("render", help="headless render frame time (EGL): fps, median, p99")
+    b = bsub.add_parser("render", help="frame time of the headless (EGL), window or headset path: fps, "
+                                       "median, p99, missed frames (xr: and the servo p99 with it on/off)")
     b.add_argument("scene", nargs="?", default="default")
-    b.add_argument("--width", type=int, default=1280)
-    b.add_argument("--height", type=int, default=720)
+    b.add_argument("--display", choices=["headless", "window", "xr"], default="headless",
+                   help="headless EGL frames (default), the session window (needs DISPLAY) or a live "
+                        "session in the headset against the same session headless")
+    b.add_argument("--width", type=int, default=960)
+    b.add_argument("--height", type=int, default=540)
+    b.add_argument("--no-shadows", action="store_true", help="without the shadow pass")
+    b.add_argument("--target-fps", type=float, default=30.0,
+                   help="frames over 1/target count as missed (default 30)")
     b.add_argument("--seconds", type=float, default=10.0, help="timed wall-clock seconds (default 10)")
     b.add_argument("--snapshots", type=int, default=20, help="distinct scene states cycled (default 20)")
     b.add_argument("--tets", type=int, help="tissue tet count override")

@@ -10,11 +10,16 @@ replay snapshots) the scope keys move the window's own camera. Keys (docs/render
     W S A D        move its tip away / toward / left / right (~5 cm/s)
     Q E            move its tip down / up
     Space          open / close its jaws
+    Shift (held)   fine steps: keys and mouse move a quarter as far
     arrows         pivot the scope about its port (pan, tilt)
     PgUp PgDn      insert / withdraw the scope
     Z X            roll the scope;  V  switch 0 / 30 deg optics;  H  HUD on/off
+    R              reset the view (the scope back to its start pose)
     Esc            close
     mouse          left-drag: move the tip in the floor plane; wheel: up/down; right-drag: pivot the scope
+
+The HUD shows the selected instrument (highlighted label), each instrument's jaw state (OPEN /
+CLOSED) and the window's frames per second (top right).
 
 Closing (Esc or the window's close button) ends the loop; GL objects and the window are released
 before glfwTerminate. `DesktopWindow()` raises `WindowUnavailable` with one line when there is no
@@ -91,6 +96,8 @@ class DesktopWindow:
         glfw.set_key_callback(self.window, self._on_key)
         glfw.set_scroll_callback(self.window, self._on_scroll)
         self._mouse: tuple[float, float] | None = None
+        self._home = self.camera.params().copy()
+        self.fps = 0.0  # frames per second shown (exponential average over ~1 s)
 
     # -- input -------------------------------------------------------------------------------------
 
@@ -112,6 +119,8 @@ class DesktopWindow:
             self.hud = not self.hud
         elif key == glfw.KEY_V and self.inputs is None:
             self.camera.view_angle = 0.0 if self.camera.view_angle else np.radians(30.0)
+        elif key == glfw.KEY_R and self.inputs is None:
+            self.camera.set_params(self._home)
 
     def _on_scroll(self, _window, _dx, dy) -> None:
         if self.inputs is not None:
@@ -182,6 +191,7 @@ class DesktopWindow:
         software = b"llvmpipe" in (GL.glGetString(GL.GL_RENDERER) or b"")
         period = 1.0 / (30.0 if software else 60.0)
         next_frame = time.perf_counter()
+        t_prev = next_frame
         while not glfw.window_should_close(self.window):
             wait = next_frame - time.perf_counter()
             if wait > 0:
@@ -208,7 +218,13 @@ class DesktopWindow:
                 follow_scope(self.camera, snap)
                 self._show_hud_text(snap)
             GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
-            self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud)
+            frame_s = max(now - t_prev, 1e-6)
+            t_prev = now
+            rate = 1.0 / frame_s
+            self.fps = rate if self.fps == 0.0 else self.fps + (rate - self.fps) * min(1.0, frame_s)
+            overlay = {"fps": self.fps,
+                       "selected": int(self.inputs.data["selected"][0]) if self.inputs is not None else None}
+            self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud, overlay=overlay)
             if on_frame is not None:
                 on_frame(shown)
             glfw.swap_buffers(self.window)

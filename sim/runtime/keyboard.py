@@ -11,9 +11,10 @@ it every tick:
   move. Samples go through the workspace map like any device's, so the recording and replay are
   as for a haptic device.
 - `ScopeKeys` moves `scene.scope` (arrows pivot, PgUp/PgDn insert, Z/X roll, V 0/30 deg optics,
-  right-drag pivots), whatever drives the tools; the scope's pose is in the scene state, the
-  snapshot (the window draws through it) and the recording.
-Keys (docs/runtime.md): W/S away/toward, A/D left/right, Q/E down/up.
+  right-drag pivots, R back to the start view), whatever drives the tools; the scope's pose is in
+  the scene state, the snapshot (the window draws through it) and the recording.
+Keys (docs/runtime.md): W/S away/toward, A/D left/right, Q/E down/up; Shift held: a quarter of the
+step (fine moves, keys and mouse). A keyboard hand's tool glides into view (`READY`) at the start.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ import numpy as np
 from haptics.device import DeviceSample, DeviceSpec, HapticDevice
 
 KEYS = ("w", "s", "a", "d", "q", "e", "space", "1", "2", "left", "right", "up", "down", "page_up",
-        "page_down", "z", "x", "v")
+        "page_down", "z", "x", "v", "r", "left_shift", "right_shift")
 K = {name: i for i, name in enumerate(KEYS)}
 KEY_SPEED = 0.035  # handle speed while a key is held [m/s], device frame (~5 cm/s of tool at scale 1.5)
+FINE = 0.25  # Shift held: keys and drags move this fraction as far (~1.3 cm/s of tool: placing a ring)
+#: Where a keyboard hand's handle glides at the start [m] (device frame): its tool 9 cm forward of
+#: its start tip and 1.5 cm up, in front of the scope and in view, over ~1 s (READY_SPEED).
+READY = (0.0, 0.06, 0.01)
+READY_SPEED = 0.07  # [m/s]
 DRAG_M_PER_PX = 1.3e-4  # left-drag: handle motion per pixel [m]
 SCROLL_M = 3.3e-3  # wheel: handle z per step [m]
 JAW_OPEN = 0.8  # gripper angle while the jaws are toggled open [rad] (the map clips to each tool's)
@@ -111,6 +117,7 @@ class WindowKeyboardDevice(HapticDevice):
         self.gripper = 0.0
         self._t_last: float | None = None
         self._seq = 0
+        self._ready: np.ndarray | None = np.array(READY, float)
 
     @property
     def spec(self) -> DeviceSpec:
@@ -131,16 +138,25 @@ class WindowKeyboardDevice(HapticDevice):
         r = self.reader
         r.poll()
         active = (not self.shared) or int(r.now["selected"][0]) == self.hand
+        if self._ready is not None:  # the start glide into view
+            step = self._ready - self.pos
+            n = float(np.linalg.norm(step))
+            if n <= READY_SPEED * dt:
+                self.pos[:] = self._ready
+                self._ready = None
+            else:
+                self.pos += step * (READY_SPEED * dt / n)
         if active:
             held = r.now["held"]
-            v = KEY_SPEED * dt
+            fine = FINE if held[K["left_shift"]] or held[K["right_shift"]] else 1.0
+            v = KEY_SPEED * dt * fine
             self.pos[0] += v * (int(held[K["d"]]) - int(held[K["a"]]))
             self.pos[1] += v * (int(held[K["w"]]) - int(held[K["s"]]))
             self.pos[2] += v * (int(held[K["e"]]) - int(held[K["q"]]))
-            d = r.delta("drag")
+            d = r.delta("drag") * fine
             self.pos[0] += DRAG_M_PER_PX * d[0]
             self.pos[1] -= DRAG_M_PER_PX * d[1]
-            self.pos[2] += SCROLL_M * r.delta("scroll")[0]
+            self.pos[2] += SCROLL_M * fine * r.delta("scroll")[0]
             if int(r.delta("presses")[K["space"]]) % 2:
                 self.gripper = 0.0 if self.gripper > 0.0 else JAW_OPEN
         ws = np.asarray(self._spec.workspace)
@@ -158,10 +174,16 @@ class ScopeKeys:
 
     def __init__(self, box) -> None:
         self.reader = InputReader(box)
+        self.home: np.ndarray | None = None  # the scope's start params (R puts it back)
 
     def update(self, scene) -> None:
         r = self.reader
+        if self.home is None:
+            self.home = scene.scope.params().copy()
         if not r.poll():
+            return
+        if int(r.delta("presses")[K["r"]]):
+            scene.scope.set_params(self.home)
             return
         held = r.now["held"]
         k = SCOPE_SPEED * scene.dt
