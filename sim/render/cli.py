@@ -35,6 +35,40 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise UserError(f"cannot render headless: {exc}") from None
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    """`trocar explore SCENE`: a live session shown in the anatomy explorer (window or headset)."""
+    from sim.errors import UserError
+    from sim.render.explorer import LAYER_KEYS, MAX_SCALE, MIN_SCALE, display_string
+    from sim.runtime.config import RunConfig
+    from sim.runtime.devices import parse_devices
+    from sim.runtime.realtime import run_realtime, summarize
+
+    if not MIN_SCALE <= args.scale <= MAX_SCALE:
+        raise UserError(f"--scale must be in [{MIN_SCALE:g}, {MAX_SCALE:g}]")
+    hide = tuple(h for h in (args.hide or "").split(",") if h)
+    bad = [h for h in hide if h not in LAYER_KEYS.values()]
+    if bad:
+        raise UserError(f"--hide: unknown layer {bad[0]!r}; layers: {', '.join(LAYER_KEYS.values())}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise UserError("--seconds must be > 0")
+    device = args.device or ("xr,xr" if args.display == "xr" else "keyboard,keyboard")
+    parse_devices(device)
+    from sim.scene import SCENES
+
+    if args.scene not in SCENES:
+        raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(SCENES)}")
+    display = display_string("xr-explore" if args.display == "xr" else "explore", scale=args.scale,
+                             clip=args.clip, hide=hide or ("walls",))
+    overrides = {"tissue_tets": args.tets} if args.tets else {}
+    cfg = RunConfig(scene=args.scene, overrides=overrides, device=device, display=display,
+                    seconds=args.seconds, record=args.record)
+    text, code = summarize(run_realtime(cfg))
+    if code == 2:
+        raise UserError(text)
+    print(text, flush=True)
+    return code
+
+
 def _cmd_bench_render(args: argparse.Namespace) -> int:
     import json
 
@@ -91,6 +125,21 @@ def register(sub, bsub) -> None:
     r.add_argument("--seconds", type=float, default=0.0,
                    help="window/xr: close after this many seconds (0 = until closed)")
     r.set_defaults(func=_cmd_render)
+
+    e = sub.add_parser("explore", help="anatomy explorer: walk round, scale (life size to room size), "
+                                       "cut open and hide layers of a live scene; window or headset")
+    e.add_argument("scene", nargs="?", default="default", help="scene name (default, peg_transfer)")
+    e.add_argument("--display", choices=["window", "xr"], default="window",
+                   help="window (keys: docs/rendering.md) or headset (falls back to the window)")
+    e.add_argument("--device", help="instruments' devices (default keyboard,keyboard; xr,xr in the headset)")
+    e.add_argument("--scale", type=float, default=1.0, help="start scale, 1 (life size) to 20 (room size)")
+    e.add_argument("--clip", action="store_true", help="start with the clipping plane on")
+    e.add_argument("--hide", help="layers hidden at start, comma separated (default walls): tissue, "
+                                  "instruments, objects, trainer, walls")
+    e.add_argument("--tets", type=int, help="tissue tet count override")
+    e.add_argument("--seconds", type=float, help="stop after this long (default: until closed / Ctrl-C)")
+    e.add_argument("--record", help="session recording path")
+    e.set_defaults(func=_cmd_explore)
 
     b = bsub.add_parser("render", help="frame time of the headless (EGL), window or headset path: fps, "
                                        "median, p99, missed frames (xr: and the servo p99 with it on/off)")

@@ -53,7 +53,7 @@ class DesktopWindow:
 
     def __init__(self, description: dict, *, width: int = 1280, height: int = 720, title: str = "trocar",
                  vsync: bool = True, visible: bool = True, camera: LaparoscopeCamera | None = None,
-                 inputs=None):
+                 inputs=None, explorer=None):
         try:
             import glfw
         except Exception as exc:
@@ -97,6 +97,7 @@ class DesktopWindow:
         glfw.set_scroll_callback(self.window, self._on_scroll)
         self._mouse: tuple[float, float] | None = None
         self._home = self.camera.params().copy()
+        self.explorer = explorer  # a sim.render.explorer.Explorer: draw the anatomy explorer view
         self.fps = 0.0  # frames per second shown (exponential average over ~1 s)
 
     # -- input -------------------------------------------------------------------------------------
@@ -113,6 +114,12 @@ class DesktopWindow:
             self.inputs.publish()
         if action != glfw.PRESS:
             return
+        if self.explorer is not None:
+            from sim.render.explorer import key_name
+
+            name = key_name(glfw, key)
+            if name is not None:
+                self.explorer.press(name)
         if key == glfw.KEY_ESCAPE:
             glfw.set_window_should_close(window, True)
         elif key == glfw.KEY_H:
@@ -201,8 +208,15 @@ class DesktopWindow:
             now = time.perf_counter()
             if self.inputs is not None:
                 self._poll_session_mouse()  # the session's servo moves tools and scope
-            else:
+            elif self.explorer is None:
                 self._poll_scope_keys(min(now - last, 0.1))
+            if self.explorer is not None:
+                self.explorer.hold(min(now - last, 0.1), left=_held(glfw, self.window, glfw.KEY_LEFT),
+                                   right=_held(glfw, self.window, glfw.KEY_RIGHT),
+                                   up=_held(glfw, self.window, glfw.KEY_UP),
+                                   down=_held(glfw, self.window, glfw.KEY_DOWN),
+                                   walk_in=_held(glfw, self.window, glfw.KEY_PAGE_UP),
+                                   walk_out=_held(glfw, self.window, glfw.KEY_PAGE_DOWN))
             last = now
             if should_stop is not None and should_stop():
                 break
@@ -224,7 +238,12 @@ class DesktopWindow:
             self.fps = rate if self.fps == 0.0 else self.fps + (rate - self.fps) * min(1.0, frame_s)
             overlay = {"fps": self.fps,
                        "selected": int(self.inputs.data["selected"][0]) if self.inputs is not None else None}
-            self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud, overlay=overlay)
+            if self.explorer is not None:
+                from sim.render.explorer import draw_window
+
+                draw_window(self.renderer, snap, self.explorer, w, h, overlay=overlay if self.hud else None)
+            else:
+                self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud, overlay=overlay)
             if on_frame is not None:
                 on_frame(shown)
             glfw.swap_buffers(self.window)

@@ -95,9 +95,14 @@ class XrSession:
     """One OpenXR GL session with per-eye swapchains. Use `run()`; it cleans up on every path."""
 
     def __init__(self, description: dict, get_snapshot: Callable[[], dict | None], *,
-                 log: Callable[[str], None] | None = None, controllers=None):
+                 log: Callable[[str], None] | None = None, controllers=None, explore: dict | None = None):
         self.description = description
         self.controllers = controllers  # an XrControllers, or None
+        self.explorer = None  # the anatomy explorer (sim.render.explorer) instead of table + monitor
+        if explore is not None:
+            from sim.render.explorer import Explorer
+
+            self.explorer = Explorer.for_scene(description, **explore)
         self.get_snapshot = get_snapshot
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.report = XrReport()
@@ -286,11 +291,12 @@ class XrSession:
                 display_time=frame_state.predicted_display_time, space=self.space))
             flags = view_state.view_state_flags
             if (flags & xr.VIEW_STATE_POSITION_VALID_BIT) and (flags & xr.VIEW_STATE_ORIENTATION_VALID_BIT):
-                self.monitor.bind()
                 from sim.render.process import follow_scope
 
                 follow_scope(self.camera, snap)
-                self.renderer.draw_laparoscope(snap, self.camera, *MONITOR_PX)
+                if self.explorer is None:
+                    self.monitor.bind()
+                    self.renderer.draw_laparoscope(snap, self.camera, *MONITOR_PX)
                 proj_views = (xr.CompositionLayerProjectionView * len(views))()
                 f, _ = self.camera.frame()
                 for i, view in enumerate(views):
@@ -305,9 +311,14 @@ class XrSession:
                     fov = view.fov
                     proj = geo.frustum_from_tangents(np.tan(fov.angle_left), np.tan(fov.angle_right),
                                                      np.tan(fov.angle_down), np.tan(fov.angle_up), 0.02, 20.0)
-                    self.renderer.draw_scene(snap, v, proj, world=TABLE, light_pos=self.camera.eye(),
-                                             light_dir=f, walls=False, room=0.5)
-                    self.renderer.draw_textured_quad(proj @ v @ MONITOR, self.monitor.texture)
+                    if self.explorer is not None:
+                        from sim.render.explorer import draw
+
+                        draw(self.renderer, snap, self.explorer, v, proj, world=self.explorer.xr_world())
+                    else:
+                        self.renderer.draw_scene(snap, v, proj, world=TABLE, light_pos=self.camera.eye(),
+                                                 light_dir=f, walls=False, room=0.5)
+                        self.renderer.draw_textured_quad(proj @ v @ MONITOR, self.monitor.texture)
                     if readback and i == 0:
                         image = fb.read_rgb()
                     GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)

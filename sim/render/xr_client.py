@@ -2,7 +2,8 @@
 
     python -m sim.render.xr_client --session session.pkl --report report.json [--stop-file F]
 
-session.pkl holds {"mailbox", "layout", "description", "inputs"} of a running `trocar run` session:
+session.pkl holds {"mailbox", "layout", "description", "inputs", "explore"} of a running `trocar run`
+session (explore: None, or the anatomy explorer's options: `sim.render.explorer`):
 the servo's snapshot mailbox and input mailbox (shared memory) names, the mailbox layout and the
 scene description. It reads the newest snapshot every frame (never blocking the servo), writes the
 controllers into the input mailbox (`sim.render.xr_controllers`), renders until the stop file
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop_file is not None and os.path.exists(stop_file)
 
     try:
-        report, image = XrSession(sess["description"], get_snapshot, controllers=controllers).run(
+        report, image = XrSession(sess["description"], get_snapshot, controllers=controllers,
+                                  explore=sess.get("explore")).run(
             frames=args.frames, should_stop=should_stop, readback_at=args.readback_at,
             timeout_s=args.timeout)
     except XrUnavailable as exc:

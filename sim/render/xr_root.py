@@ -12,7 +12,8 @@ checkout's code with its own light dependencies (NumPy, PyOpenGL, glfw, pyopenxr
 Where the root is: $TROCAR_XR_ROOT (the directory given to xr-root.sh, or its `root`), else
 `.xr-root/root` in the project. Needs root (namespaces, chroot): `make render-deps` builds it.
 When $TROCAR_XR_REPORT names a file, the display's JSON report (`sim.render.xr.XrReport`) is
-copied there when the session ends (tests and `trocar bench render --display xr` read it).
+copied there when the session ends (tests and `trocar bench render --display xr` read it); when
+$TROCAR_XR_IMAGE names a .png, the left eye at focused frame 40 is saved there (screenshots).
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def run_in_root(session: dict, should_stop: Callable[[], bool], *, log: Callable
                "--stop-file", "/xrdata/stop", *extra_args]
         if frames is not None:
             cmd += ["--frames", str(frames)]
+        image = os.environ.get("TROCAR_XR_IMAGE")
+        if image:
+            cmd += ["--readback-at", "40", "--image", "/xrdata/eye.npy"]
         with open(data / "client.log", "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             log(f"headset display in the Monado root ({root}), pid {proc.pid}")
@@ -104,6 +108,12 @@ def run_in_root(session: dict, should_stop: Callable[[], bool], *, log: Callable
         display = data / "display"
         if display.is_file():
             report["x_display"] = display.read_text().strip()
+        if image and (data / "eye.npy").is_file():
+            import numpy as np
+
+            from sim.render.offscreen import save_png
+
+            save_png(np.load(data / "eye.npy"), image)
         target = os.environ.get("TROCAR_XR_REPORT")
         if target:
             with open(target, "w") as fh:
