@@ -13,7 +13,7 @@ Where the root is: $TROCAR_XR_ROOT (the directory given to xr-root.sh, or its `r
 `.xr-root/root` in the project. Needs root (namespaces, chroot): `make render-deps` builds it.
 When $TROCAR_XR_REPORT names a file, the display's JSON report (`sim.render.xr.XrReport`) is
 copied there when the session ends (tests and `trocar bench render --display xr` read it); when
-$TROCAR_XR_IMAGE names a .png, the left eye at focused frame 40 is saved there (screenshots).
+$TROCAR_XR_IMAGE names a .png, the left eye at focused frame 15 is saved there (screenshots).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run_in_root(session: dict, should_stop: Callable[[], bool], *, log: Callable
             cmd += ["--frames", str(frames)]
         image = os.environ.get("TROCAR_XR_IMAGE")
         if image:
-            cmd += ["--readback-at", "40", "--image", "/xrdata/eye.npy"]
+            cmd += ["--readback-at", "15", "--image", "/xrdata/eye.npy"]
         with open(data / "client.log", "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             log(f"headset display in the Monado root ({root}), pid {proc.pid}")
