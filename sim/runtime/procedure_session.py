@@ -306,6 +306,7 @@ def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record:
         shown = choose_display(display)
         if shown != "headless":
             watcher = _Display(att.session, shown)
+            log(f"display: {shown} (render pid {watcher.proc.pid})")
     try:
         while not att.procedure.done and att.n < min(limit, att.cap - 1):
             if realtime:

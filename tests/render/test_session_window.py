@@ -116,3 +116,16 @@ def _wait(p, rec, done, timeout=120.0) -> None:
             return
         time.sleep(0.3)
     raise AssertionError("the session did not get there in time")
+
+
+def test_a_policy_session_opens_the_window_when_there_is_a_display(xvfb, tmp_path):
+    """`trocar run PROCEDURE --policy NAME` (what `make run` runs) shows itself in a window when a
+    display exists: the render process reads the session's snapshot mailbox."""
+    rec = tmp_path / "p.trec"
+    proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", "peg_transfer", "--policy", "expert",
+                           "--seconds", "2", "--record", str(rec)], cwd=REPO,
+                          env={**os.environ, "DISPLAY": xvfb}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]  # 1: unfinished
+    assert "display: window" in proc.stdout, proc.stdout[-2000:]
+    assert "no window" not in proc.stderr and "renderer failed" not in proc.stderr, proc.stderr[-2000:]
+    assert read_recording(str(rec)).ticks["tick"][-1] >= 1900
