@@ -262,7 +262,7 @@ class Renderer:
         if pb is not None:
             c, s = np.asarray(pb["centre"], float), np.asarray(pb["size"], float)
             items.append(Item(self.box, geo.translate(c[0], c[1], s[2] / 2) @ geo.scale(*s),
-                              BOARD_RGB, 30.0, 0.1, 0.0, "trainer"))
+                              BOARD_RGB, 30.0, 0.1, 0.0, "trainer", False))  # a receiver
             r, h = float(pb["peg_radius"]), float(pb["peg_height"])
             for peg in np.asarray(pb["pegs"], float).reshape(-1, 3):
                 items.append(Item(self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),

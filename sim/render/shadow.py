@@ -15,7 +15,7 @@ from OpenGL import GL
 
 from sim.camera import look_at, perspective
 
-SIZE = 1024  # shadow map side [texels]
+SIZE = 512  # shadow map side [texels]: ~0.5 mm per texel at 15 cm from the light
 FOV_DEG = 100.0  # shadow frustum full angle [deg]
 NEAR, FAR = 0.01, 1.0  # shadow frustum depth range [m]
 BIAS = 0.0004  # compare bias in light window depth (about 1 mm at 0.15 m from the light)
