@@ -19,7 +19,8 @@ Keys (window; docs/rendering.md):
     + -            scale up / down (x1.25)     C           clipping plane on / off
     [ ]            cut deeper / back off       5 6 7 8 9   hide / show tissue, instruments,
     R              reset the view                          objects, trainer, walls (hidden at start)
-The instruments keep the session keys (1/2, W S A D Q E, Space; Shift: fine).
+The instruments keep the session keys (1/2, W S A D Q E, Space; Shift: fine). In the headset the
+controllers' thumbsticks scale, cut and cycle the hidden layer (`sim.render.xr_controllers`).
 """
 
 from __future__ import annotations

@@ -283,8 +283,10 @@ class XrSession:
         image = None
         snap = self._snapshot()
         if self.controllers is not None:
-            self.controllers.update(frame_state.predicted_display_time, snap,
-                                    self.state == xr.SessionState.FOCUSED)
+            focused = self.state == xr.SessionState.FOCUSED
+            self.controllers.update(frame_state.predicted_display_time, snap, focused)
+            if self.explorer is not None and focused:
+                self.controllers.explore(self.explorer, self._period_ns / 1e9)
         if frame_state.should_render and snap is not None:
             view_state, views = xr.locate_views(self.session, xr.ViewLocateInfo(
                 view_configuration_type=xr.ViewConfigurationType.PRIMARY_STEREO,

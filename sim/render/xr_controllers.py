@@ -12,6 +12,9 @@ and /user/hand/right (hand 1, tool 1):
 | `jaw` | float | the trigger (.../trigger/value; select/click on the simple controller) |
 | `recentre` | boolean | menu/click (the rest pose becomes the controller's current one) |
 | `force` | vibration | .../output/haptic |
+| `explore_zoom` | float | thumbstick (trackpad) y: the explorer's scale, up = bigger |
+| `explore_cut` | float | thumbstick (trackpad) x: the explorer's clipping plane, right = deeper |
+| `explore_layer` | boolean | thumbstick (trackpad) click: the next layer hidden / shown |
 
 Suggested bindings for khr/simple_controller, microsoft/motion_controller (Monado's simulated
 `wmr` controllers), oculus/touch_controller, valve/index_controller and htc/vive_controller.
@@ -31,22 +34,28 @@ import numpy as np
 FORCE_FULL = 8.0
 HAPTIC_MIN = 0.02  # amplitudes below this stop the vibration
 HANDS = ("/user/hand/left", "/user/hand/right")
+_STICK = {"explore_zoom": "input/thumbstick/y", "explore_cut": "input/thumbstick/x",
+          "explore_layer": "input/thumbstick/click"}
 PROFILES = {
     "/interaction_profiles/khr/simple_controller": {
         "grip_pose": "input/grip/pose", "jaw": "input/select/click", "recentre": "input/menu/click",
         "force": "output/haptic"},
     "/interaction_profiles/microsoft/motion_controller": {
         "grip_pose": "input/grip/pose", "jaw": "input/trigger/value", "recentre": "input/menu/click",
-        "force": "output/haptic"},
+        "force": "output/haptic", **_STICK},
     "/interaction_profiles/oculus/touch_controller": {
-        "grip_pose": "input/grip/pose", "jaw": "input/trigger/value", "force": "output/haptic"},
+        "grip_pose": "input/grip/pose", "jaw": "input/trigger/value", "force": "output/haptic", **_STICK},
     "/interaction_profiles/valve/index_controller": {
         "grip_pose": "input/grip/pose", "jaw": "input/trigger/value", "recentre": "input/a/click",
-        "force": "output/haptic"},
+        "force": "output/haptic", **_STICK},
     "/interaction_profiles/htc/vive_controller": {
         "grip_pose": "input/grip/pose", "jaw": "input/trigger/value", "recentre": "input/menu/click",
-        "force": "output/haptic"},
+        "force": "output/haptic", "explore_zoom": "input/trackpad/y", "explore_cut": "input/trackpad/x",
+        "explore_layer": "input/trackpad/click"},
 }
+STICK_DEAD = 0.2  # thumbstick dead zone
+ZOOM_RATE = 1.0  # full stick: scale x e per second
+CUT_RATE = 0.02  # full stick: clipping plane [m of scene] per second
 
 
 class XrControllers:
@@ -77,9 +86,12 @@ class XrControllers:
             action_set_name="trocar_instruments", localized_action_set_name="Trocar instruments",
             priority=0))
         kinds = {"grip_pose": xr.ActionType.POSE_INPUT, "jaw": xr.ActionType.FLOAT_INPUT,
-                 "recentre": xr.ActionType.BOOLEAN_INPUT, "force": xr.ActionType.VIBRATION_OUTPUT}
+                 "recentre": xr.ActionType.BOOLEAN_INPUT, "force": xr.ActionType.VIBRATION_OUTPUT,
+                 "explore_zoom": xr.ActionType.FLOAT_INPUT, "explore_cut": xr.ActionType.FLOAT_INPUT,
+                 "explore_layer": xr.ActionType.BOOLEAN_INPUT}
         names = {"grip_pose": "Instrument pose", "jaw": "Close the jaws", "recentre": "Recentre",
-                 "force": "Instrument force"}
+                 "force": "Instrument force", "explore_zoom": "Explorer scale",
+                 "explore_cut": "Explorer cut", "explore_layer": "Explorer layers"}
         self.actions = {name: xr.create_action(self.action_set, xr.ActionCreateInfo(
             action_type=kind, action_name=name, localized_action_name=names[name],
             subaction_paths=self.hand_paths)) for name, kind in kinds.items()}
@@ -142,6 +154,32 @@ class XrControllers:
         if self.data is not None:
             self.data["xr_valid"][:] = valid
             self.box.write(self.data)
+
+    def explore(self, explorer, dt: float) -> None:
+        """The explorer's controls from the thumbsticks (after `update` synced the actions, while
+        FOCUSED): y scales, x moves the clipping plane (turning it on), a click cycles the next
+        layer hidden."""
+        from sim.render.explorer import LAYER_KEYS, MAX_SCALE, MIN_SCALE
+
+        for path in self.hand_paths:
+            zoom, cut = self._state("explore_zoom", path), self._state("explore_cut", path)
+            layer = self._state("explore_layer", path, boolean=True)
+            if zoom.is_active and abs(zoom.current_state) > STICK_DEAD:
+                explorer.scale = float(np.clip(explorer.scale * np.exp(ZOOM_RATE * dt * zoom.current_state),
+                                               MIN_SCALE, MAX_SCALE))
+            if cut.is_active and abs(cut.current_state) > STICK_DEAD:
+                explorer.clip = True
+                explorer.clip_offset -= CUT_RATE * dt * cut.current_state
+            if layer.is_active and layer.changed_since_last_sync and layer.current_state:
+                layers = list(LAYER_KEYS.values())
+                self.layer_turn = (getattr(self, "layer_turn", -1) + 1) % (len(layers) + 1)
+                explorer.hidden = {"walls"} | ({layers[self.layer_turn]} if self.layer_turn < len(layers)
+                                                else set())
+
+    def _state(self, name: str, path, *, boolean: bool = False):
+        xr = self.xr
+        get = xr.get_action_state_boolean if boolean else xr.get_action_state_float
+        return get(self.session, xr.ActionStateGetInfo(action=self.actions[name], subaction_path=path))
 
     def _haptics(self, snap: dict | None) -> None:
         xr = self.xr
