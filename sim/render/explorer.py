@@ -31,6 +31,7 @@ import numpy as np
 
 from sim.camera import look_at, perspective
 from sim.render import geometry as geo
+from sim.render.xr import SIM_TO_XR
 
 MIN_SCALE, MAX_SCALE = 1.0, 20.0
 SCALE_STEP = 1.25
@@ -40,8 +41,6 @@ CLIP_STEP = 0.005  # [m] per [ or ] press, in scene (life-size) metres
 LAYER_KEYS = {"5": "tissue", "6": "instruments", "7": "objects", "8": "trainer", "9": "walls"}
 #: Where the organs' centre sits in the headset (OpenXR LOCAL) [m]: a table ahead of the user.
 XR_CENTRE = np.array([0.0, -0.35, -0.7])
-#: Sim world (z up, surgeon at -y) -> OpenXR LOCAL (y up, -z forward).
-SIM_TO_XR = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
 
 
 def organ_centre(description: dict) -> np.ndarray:

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: |F| giving full vibration amplitude [N] (the HUD's full force bar, sim.render.hud.FORCE_FULL).
-FORCE_FULL = 8.0
+from sim.render.hud import FORCE_FULL  # |F| giving full vibration amplitude [N]: the HUD's full bar
+
 HAPTIC_MIN = 0.02  # amplitudes below this stop the vibration
 HANDS = ("/user/hand/left", "/user/hand/right")
 _STICK = {"explore_zoom": "input/thumbstick/y", "explore_cut": "input/thumbstick/x",
