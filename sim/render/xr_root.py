@@ -63,12 +63,18 @@ def run_in_root(session: dict, should_stop: Callable[[], bool], *, log: Callable
     cleanly) or the client ends by itself. Returns the client's JSON report ({"errors": [...]} with
     the reason when it wrote none)."""
     import json
+    import signal
 
     reason = unavailable_reason()
     if reason:
         return {"unavailable": reason}
     root = find_root()
     data = Path(tempfile.mkdtemp(prefix="trocar-xr-"))
+
+    def on_term(signum, frame):  # terminated by the supervisor: still stop the root and clean up
+        raise SystemExit(1)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         with open(data / "session.pkl", "wb") as fh:
             pickle.dump(session, fh)
@@ -94,8 +100,13 @@ def run_in_root(session: dict, should_stop: Callable[[], bool], *, log: Callable
                     proc.wait(5)
             finally:
                 if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                    (data / "stop").touch()
+                    proc.terminate()  # xr-run.sh: its PID namespace takes Monado, Xvfb and the client
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
         report_path = data / "report.json"
         if report_path.is_file():
             report = json.loads(report_path.read_text())
@@ -120,4 +131,5 @@ def run_in_root(session: dict, should_stop: Callable[[], bool], *, log: Callable
                 json.dump(report, fh, indent=1)
         return report
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(data, ignore_errors=True)
