@@ -111,7 +111,7 @@ def _cmd_run_procedure(args: argparse.Namespace) -> int:
     from sim.runtime.procedure_session import run_procedure_session
 
     result = run_procedure_session(args.scene, args.policy, seed=args.seed, record=args.record,
-                                   seconds=args.seconds, realtime=not args.lockstep)
+                                   seconds=args.seconds, realtime=not args.lockstep, display=args.display)
     return 0 if result.status in ("success", "failure", "timeout") else 1
 
 

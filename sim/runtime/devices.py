@@ -14,6 +14,8 @@ Device strings:
   recording (one sample per tick).
 - ``null``: `NullDevice` (a handle at the workspace centre).
 - ``script``: the renderer's tool script played through the device path (`sim.render.script.ScriptHand`).
+- ``xr``: a VR controller of the headset (`sim.runtime.xr_device`; hand 0 the left controller,
+  hand 1 the right); needs `--display xr`.
 
 Workspace map (device frame -> world, at the runtime boundary): hand h drives tool h; tools
 without a hand hold their start pose. For the driven tool,
@@ -43,7 +45,7 @@ import numpy as np
 from haptics.serial_device import stop_process
 from sim.errors import UserError
 
-DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null", "script")
+DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null", "script", "xr")
 MAX_HANDS = 2
 DEFAULT_SCALE = 1.5
 #: Emulator hand used by `--device emu`: circles (radius 2 cm, 4 s) 2 cm below the workspace
@@ -69,7 +71,7 @@ class DeviceChoice:
 def parse_device(text: str) -> DeviceChoice:
     """Parse `--device`; UserError (one line) on anything else."""
     kind, sep, arg = text.partition(":")
-    if kind in ("emu", "keyboard", "null", "script") and not sep:
+    if kind in ("emu", "keyboard", "null", "script", "xr") and not sep:
         return DeviceChoice(kind)
     if kind in ("serial", "replay") and sep and arg:
         if kind == "replay" and not os.path.isfile(arg):
@@ -211,6 +213,12 @@ def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeou
             dev = WindowKeyboardDevice(inputs, hand, keyboard_hands=keyboard_hands)
         elif choice.kind == "keyboard":
             dev = KeyboardMouseDevice()
+        elif choice.kind == "xr":
+            if inputs is None:
+                raise UserError("--device xr needs the session's input mailbox (trocar run --display xr)")
+            from sim.runtime.xr_device import XrControllerDevice
+
+            dev = XrControllerDevice(inputs, hand)
         elif choice.kind == "replay":
             dev = replay_device_from(choice.arg, hand)
         elif choice.kind == "null":
