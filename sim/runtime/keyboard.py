@@ -104,6 +104,13 @@ class InputReader:
     def delta(self, name: str) -> np.ndarray:
         return self.now[name] - self.prev[name]
 
+    def start(self) -> None:
+        """Read the newest input as the baseline: nothing counts as changed at the first delta
+        (a device opened mid-session does not jump by what was pressed before it)."""
+        self.poll()
+        for name, arr in self.now.items():
+            self.prev[name][...] = arr
+
 
 class WindowKeyboardDevice(HapticDevice):
     """Hand `hand` on the window's keys and mouse (see the module docstring). No force output."""
@@ -125,8 +132,7 @@ class WindowKeyboardDevice(HapticDevice):
 
     def open(self) -> None:
         self._t_last = time.perf_counter()
-        self.reader.poll()
-        self.reader.prev = {k: v.copy() for k, v in self.reader.now.items()}  # no jump at start
+        self.reader.start()
 
     def close(self) -> None:
         pass

@@ -64,8 +64,7 @@ class XrControllerDevice(HapticDevice):
         return self._spec
 
     def open(self) -> None:
-        self.reader.poll()
-        self.reader.prev = {k: v.copy() for k, v in self.reader.now.items()}
+        self.reader.start()
 
     def close(self) -> None:
         pass
