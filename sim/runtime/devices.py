@@ -30,6 +30,9 @@ pad from the left port). The device force is the negative coupling force on the 
 proxy, in world axes = device axes, not scaled (with scale s the hand feels the coupling
 stiffness times s: 500 N/m x 1.5 = 750 N/m, under the emulator's 2000 N/m stable limit).
 Until the first STATE arrives (or while the link is down) the driven tool holds its last target.
+When the link comes up (`WorkspaceMap.connect`) the target glides from where it held to the hand
+over GLIDE_S along a minimum-jerk path instead of jumping: a 45 mm jump in one 1 ms tick would put
+hundreds of newtons of coupling damping on the tool, into the hand and into the force metrics.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import os
 import select
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,6 +58,8 @@ EMU_DEFAULT_ARGS = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period"
 #: The same for the second hand, mirrored in x (the right tool comes from the right port).
 EMU_DEFAULT_ARGS_RIGHT = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period", "4",
                           "--hand-at=-0.03,0.06,-0.02")  # '=': argparse takes a leading '-' for an option
+GLIDE_S = 1.0  # [s] the tool's glide to the hand when a device link comes up (45 mm: peak 0.08 m/s)
+GLIDE_MIN_GAP = 1e-3  # [m] a smaller gap between the held target and the hand is taken at once
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,10 @@ class WorkspaceMap:
     jaw_max: np.ndarray
     tool: int = 0
     scale: float = DEFAULT_SCALE
+    # the glide after `connect` (device-side state, not the scene's: the targets it writes are recorded)
+    _glide_from: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
+    _glide_ticks: int = field(default=0, repr=False)
+    _glide_left: int = field(default=0, repr=False)
 
     @classmethod
     def for_scene(cls, scene, *, tool: int = 0, scale: float = DEFAULT_SCALE) -> WorkspaceMap:
@@ -260,6 +269,19 @@ class WorkspaceMap:
         h = self.home[self.tool]
         return (np.asarray(target_xyz, dtype=float)[:3] - h[:3]) / self.scale
 
+    def connect(self, position: np.ndarray, targets: np.ndarray, dt: float) -> None:
+        """The device link came up (first sample, or a reconnect) with the handle at position [m]:
+        the next apply() calls glide the driven tool's target from where it holds (targets[tool],
+        (n_tools, 4)) to the hand over GLIDE_S (ticks of dt [s]), unless it is within GLIDE_MIN_GAP."""
+        i = self.tool
+        h = self.home[i]
+        hand = h[:3] + self.scale * np.asarray(position, dtype=float)
+        gap = np.asarray(targets[i, :3], dtype=float) - hand
+        self._glide_left = 0
+        if float(np.linalg.norm(gap)) > GLIDE_MIN_GAP:
+            self._glide_from[:] = targets[i, :3]
+            self._glide_ticks = self._glide_left = max(1, int(round(GLIDE_S / dt)))
+
     def apply(self, position: np.ndarray, gripper: float, targets: np.ndarray,
               jaws: np.ndarray) -> None:
         """Write the driven tool's target and jaw from a device position [m] and gripper [rad]."""
@@ -271,6 +293,13 @@ class WorkspaceMap:
         targets[i, 2] = h[2] + s * position[2]
         targets[i, 3] = h[3]
         jaws[i] = min(max(gripper, 0.0), self.jaw_max[i])
+        if self._glide_left > 0:  # minimum-jerk blend from the held target to the hand
+            self._glide_left -= 1
+            u = 1.0 - self._glide_left / self._glide_ticks
+            b = u * u * u * (10.0 - 15.0 * u + 6.0 * u * u)
+            g = self._glide_from
+            for k in range(3):
+                targets[i, k] = g[k] + b * (targets[i, k] - g[k])
 
     def describe(self) -> dict:
         return {"tool": self.tool, "scale": self.scale, "home": self.home.tolist(),

@@ -10,7 +10,8 @@ belongs to the caller's scheduler), in this order:
 
 1. per hand: `device.observe(scene, wmap)` if the device has it (scripted policies look at the world
    here and act only through their next sample), `sample = device.read()`, and if the sample is
-   connected `wmap.apply(...)` writes that hand's tool target and jaw;
+   connected `wmap.apply(...)` writes that hand's tool target and jaw (after `wmap.connect(...)`
+   when the link has just come up: the tool glides to the hand);
    (replay and the scripted render pass the control instead: `step(..., control=...)`)
 2. `scene.tick(control)`; the new scene events of this tick;
 3. `procedure.update(scene, tick, new_events)` if a procedure is given (duck-typed);
@@ -133,6 +134,7 @@ class SessionStep:
         self.guide = None  # sim.runtime.share.GuideChannel of a shared session, else None
         self._held = 0
         self._zero = np.zeros(3)
+        self._link_up = [False] * len(self.hands)  # per hand: last sample connected (glide on link-up)
         self.force_env = np.zeros(scene.n_tools)
         self._env_decay = float(np.exp(-scene.dt / FORCE_ENV_TAU_S))
 
@@ -157,8 +159,12 @@ class SessionStep:
                     observe(scene, hand.wmap)
                 s = dev.read()
                 samples[h] = s
-                if s is not None and s.connected:
+                up = s is not None and s.connected
+                if up:
+                    if not self._link_up[h]:
+                        hand.wmap.connect(s.position, ctl.targets, scene.dt)
                     hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws)
+                self._link_up[h] = up
         else:
             ctl.targets[:] = control.targets
             ctl.jaws[:] = control.jaws
@@ -241,8 +247,10 @@ class SessionStep:
 
     def hold(self) -> None:
         """The tick of a paused session: read every device (drains its link), command zero force
-        (keeps its watchdog fed), publish a snapshot every `publish_every` calls; no scene tick."""
-        for hand in self.hands:
+        (keeps its watchdog fed), publish a snapshot every `publish_every` calls; no scene tick.
+        On resume each tool glides to where its hand has moved meanwhile (as on a link coming up)."""
+        for h, hand in enumerate(self.hands):
+            self._link_up[h] = False
             dev = hand.device
             if dev is not None:
                 dev.read()
