@@ -7,21 +7,18 @@ Errors a user can cause (bad port, no answer, bad option) print one line
 from __future__ import annotations
 
 import argparse
-import sys
 
-
-def _fail(msg: str) -> int:
-    print(f"trocar: error: {msg}", file=sys.stderr)
-    return 2
+from haptics.cli_errors import fail
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    from haptics.emulator import EmulatorArgError, run_from_args
+    from haptics.emulator import run_from_args
+    from haptics.emulator_config import EmulatorArgError
 
     try:
         return run_from_args(args)
     except (EmulatorArgError, OSError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -37,7 +34,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     try:
         return monitor(args.port, seconds=args.seconds, plain=args.plain)
     except DeviceError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 def _cmd_bench_device(args: argparse.Namespace) -> int:
@@ -45,11 +42,11 @@ def _cmd_bench_device(args: argparse.Namespace) -> int:
     from haptics.device import DeviceError
 
     if args.seconds <= 0:
-        return _fail("--seconds must be > 0")
+        return fail("--seconds must be > 0")
     try:
         r = run_device_bench(args.seconds, rate_hz=args.rate, spin=not args.no_spin)
     except DeviceError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.json:
         print_json(r)
     else:
@@ -64,7 +61,7 @@ def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
     from haptics.bench import print_json, run_fuzz_soak
 
     if args.frames <= 0 or not 0.0 <= args.corrupt <= 1.0:
-        return _fail("--frames must be > 0 and --corrupt in [0, 1]")
+        return fail("--frames must be > 0 and --corrupt in [0, 1]")
     r = run_fuzz_soak(args.frames, corrupt=args.corrupt, seed=args.seed)
     if args.json:
         print_json(r)
@@ -78,7 +75,7 @@ def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     """Add the haptics subcommands to the top-level parser `sub` and `bench` parser `bench_sub`."""
-    from haptics.emulator import add_arguments
+    from haptics.emulator_config import add_arguments
 
     d = sub.add_parser("device", help="haptic devices: emulator, port list, live monitor")
     dsub = d.add_subparsers(dest="device_command", metavar="ACTION", required=True)

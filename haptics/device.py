@@ -159,6 +159,47 @@ class NullDevice(HapticDevice):
         self.last_force[:] = np.asarray(force, dtype=float).reshape(3)
 
 
+class ScriptedHand(HapticDevice):
+    """A device whose handle is moved by a program (a scripted policy, a gymnasium action, a
+    random walk) instead of a hand: the base of every scripted hand.
+
+    A subclass sets `position` (device frame [m], (3,)) and `gripper` [rad], either in
+    `observe(scene, wmap)` (the session step calls it before `read()`, so the program may look at
+    the world) or in `advance()` (called by every `read()`). `read()` reports them as a fresh,
+    connected sample; `write_force` keeps the commanded force in `last_force` [N] (3,), which is
+    what the hand "feels" and what tests and metrics read. Nothing to open; `close()` zeroes it.
+    """
+
+    def __init__(self, name: str, max_force: float = 10.0, max_stiffness: float = 2000.0) -> None:
+        self._spec = DeviceSpec(name=name, max_force=max_force, max_stiffness=max_stiffness)
+        self.position = np.zeros(3)
+        self.gripper = 0.0
+        self.last_force = np.zeros(3)
+        self._seq = 0
+
+    @property
+    def spec(self) -> DeviceSpec:
+        return self._spec
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.last_force[:] = 0.0
+
+    def advance(self) -> None:
+        """Move the handle for this read (default: it stays where observe() put it)."""
+
+    def read(self) -> DeviceSample:
+        self.advance()
+        self._seq += 1
+        return DeviceSample(t=time.perf_counter(), seq=self._seq, position=self.position.copy(),
+                            gripper=float(self.gripper), connected=True, fresh=True)
+
+    def write_force(self, force: Sequence[float] | np.ndarray, gripper: float = 0.0) -> None:
+        self.last_force[:] = np.asarray(force, dtype=float).reshape(3)
+
+
 class ReplayDevice(HapticDevice):
     """Plays back recorded samples, one per read() (lockstep; deterministic), then holds the last.
 

@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import importlib
-import time
 
 import numpy as np
 
-from haptics.device import DeviceSample, DeviceSpec, HapticDevice
+from haptics.device import ScriptedHand
 
 BUILTIN = ("expert", "novice", "random")
 RANDOM_REACH_M = 0.04  # [m] the random walk stays within this of the workspace centre (device frame)
@@ -24,37 +23,18 @@ RANDOM_FLIP_P = 0.002  # per tick probability of flipping the jaw between open a
 RANDOM_JAW_OPEN = 0.6  # [rad]
 
 
-class RandomHand(HapticDevice):
+class RandomHand(ScriptedHand):
     """A seeded random walk of the handle (device frame [m]) and random jaw flips, one step per read."""
 
     def __init__(self, seed: int) -> None:
+        super().__init__("random")
         self.rng = np.random.default_rng(seed)
-        self.position = np.zeros(3)
-        self.jaw = 0.0
-        self._seq = 0
-        self.last_force = np.zeros(3)
 
-    @property
-    def spec(self) -> DeviceSpec:
-        return DeviceSpec(name="random")
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def read(self) -> DeviceSample:
-        self._seq += 1
+    def advance(self) -> None:
         self.position = np.clip(self.position + self.rng.normal(0.0, RANDOM_STEP_M, 3),
                                 -RANDOM_REACH_M, RANDOM_REACH_M)
         if self.rng.random() < RANDOM_FLIP_P:
-            self.jaw = RANDOM_JAW_OPEN - self.jaw
-        return DeviceSample(t=time.perf_counter(), seq=self._seq, position=self.position.copy(),
-                            gripper=self.jaw, connected=True, fresh=True)
-
-    def write_force(self, force, gripper: float = 0.0) -> None:
-        self.last_force[:] = force
+            self.gripper = RANDOM_JAW_OPEN - self.gripper
 
 
 def check_policy(name: str) -> None:

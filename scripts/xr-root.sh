@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Build (once) the Debian trixie root that runs the OpenXR test against a real Monado runtime.
 #
-# Monado ships in trixie but its binaries need a newer glibc than bookworm's, so the test runs
-# inside this root (tests/render/test_xr_monado.py via scripts/xr-run.sh). The root holds
-# monado-service, Mesa (GLX on Xvfb for the client, lavapipe for Monado), Xvfb and a venv at
-# /opt/trocar-venv with pyopenxr, glfw and PyOpenGL; the project tree is bind-mounted at /trocar and
-# put on the venv's path by a .pth file, so the root never goes stale when the code changes.
+# Monado ships in trixie but its binaries need a newer glibc than bookworm's, so the headset display
+# of a session (sim/render/xr_client.py, started by sim/render/xr_root.py through scripts/xr-run.sh;
+# tests/render/test_xr.py) runs inside this root while the session's servo runs on the host. The
+# root holds monado-service, Mesa (GLX on Xvfb for the client, lavapipe for Monado), Xvfb, Debian's
+# numpy and Pillow, and a venv at /opt/trocar-venv with pyopenxr, glfw and PyOpenGL; the project
+# tree is bind-mounted at /trocar and put on the venv's path by a .pth file, so the root never goes
+# stale when the code changes. VERSION 2: + python3-pil (the HUD's text).
 #
 # Usage: scripts/xr-root.sh [DIR]   (default .xr-root; the root is DIR/root)
 # Idempotent: an existing complete root (stamp DIR/root/.trocar-xr-root matching this script's
 # version) is reused. Needs root. The Debian mirror is the one the host's own apt sources use.
 set -euo pipefail
 
-VERSION=1
+VERSION=2
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="$(realpath -m "${1:-$HERE/.xr-root}")"
 ROOT="$DIR/root"
@@ -53,7 +55,7 @@ echo "xr-root: building trixie root in $ROOT from $MIRROR"
 rm -rf "$ROOT" "$DIR/root.partial"
 mkdir -p "$DIR"
 mmdebstrap --quiet --variant=apt --mode=root \
-    --include=monado-service,libopenxr1-monado,mesa-vulkan-drivers,libgl1-mesa-dri,libglx-mesa0,libegl-mesa0,xvfb,xauth,python3-venv,python3-numpy,ca-certificates \
+    --include=monado-service,libopenxr1-monado,mesa-vulkan-drivers,libgl1-mesa-dri,libglx-mesa0,libegl-mesa0,xvfb,xauth,python3-venv,python3-numpy,python3-pil,ca-certificates \
     trixie "$DIR/root.partial" "$MIRROR"
 
 # Python packages for the client: downloaded here with the host's pip (and its configuration), then

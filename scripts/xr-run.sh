@@ -4,7 +4,8 @@
 # Usage: scripts/xr-run.sh ROOT DATA_DIR [COMMAND...]
 #   ROOT: the root built by xr-root.sh (DIR/root); DATA_DIR: a host directory seen as /xrdata inside.
 #   COMMAND runs in the root with DISPLAY, XDG_RUNTIME_DIR and XR_RUNTIME_JSON set, the project tree
-#   bind-mounted read-only at /trocar; default: a Monado smoke check.
+#   bind-mounted read-only at /trocar, and the host's /dev/shm (the session's snapshot and input
+#   mailboxes: the headset display in the root reads and writes them); default: a Monado smoke check.
 # Everything runs in fresh mount and PID namespaces: the mounts vanish and every process in the root
 # (Xvfb, monado-service, the client) is killed when this script ends, whatever way it ends.
 set -euo pipefail
@@ -25,6 +26,6 @@ mount -t proc proc "$ROOT/proc"
 mount -t sysfs sysfs "$ROOT/sys" || true
 mount --rbind /dev "$ROOT/dev"
 mount -t tmpfs tmpfs "$ROOT/tmp"
-mount -t tmpfs -o mode=1777 tmpfs "$ROOT/dev/shm"
+mount --bind /dev/shm "$ROOT/dev/shm"
 exec chroot "$ROOT" /bin/bash /trocar/scripts/xr-inside.sh "$@"
 ' xr-run "$ROOT" "$DATA" "$PROJECT" "$@"

@@ -1,6 +1,6 @@
 """Hand motion for scripted policies: minimum-jerk moves, tremor, and the device each hand is.
 
-`HandDevice` is a `haptics.device.HapticDevice` whose samples come from a policy: the session step
+`HandDevice` is a `haptics.device.ScriptedHand` whose samples come from a policy: the session step
 calls `observe(scene, wmap)` (the policy plans from what it sees), then `read()` (the sample: the
 hand's commanded world tip mapped into the device frame by `wmap.inverse`), then `write_force(f)`
 (the hand feels f; scripted hands keep it as `last_force`).
@@ -8,11 +8,9 @@ hand's commanded world tip mapped into the device frame by `wmap.inverse`), then
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from haptics.device import DeviceSample, DeviceSpec, HapticDevice
+from haptics.device import ScriptedHand
 
 
 def minimum_jerk(s: float) -> float:
@@ -78,46 +76,16 @@ class Tremor:
         return 0.5 * self.amplitude * np.sin(2 * np.pi * self.freq * t + self.phase).sum(axis=0)
 
 
-class HandDevice(HapticDevice):
+class HandDevice(ScriptedHand):
     """One hand of a scripted policy, as a device (see the module docstring). hand: tool index."""
 
     def __init__(self, policy, hand: int) -> None:
+        super().__init__(f"scripted-{policy.style.name}-{hand}")
         self.policy = policy
         self.hand = hand
-        self._spec = DeviceSpec(
-            name=f"scripted-{policy.style.name}-{hand}", max_force=10.0, max_stiffness=2000.0
-        )
-        self._position = np.zeros(3)
-        self._gripper = 0.0
-        self._seq = 0
-        self.last_force = np.zeros(3)
-
-    @property
-    def spec(self) -> DeviceSpec:
-        return self._spec
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.last_force[:] = 0.0
 
     def observe(self, scene, wmap) -> None:
         """Look at the world; the policy advances and sets this hand's next sample."""
         tip, jaw = self.policy.observe(scene, self.hand)
-        self._position = device_position(wmap, tip)
-        self._gripper = jaw
-
-    def read(self) -> DeviceSample:
-        self._seq += 1
-        return DeviceSample(
-            t=time.perf_counter(),
-            seq=self._seq,
-            position=self._position,
-            gripper=self._gripper,
-            connected=True,
-            fresh=True,
-        )
-
-    def write_force(self, force, gripper: float = 0.0) -> None:
-        self.last_force[:] = force
+        self.position = device_position(wmap, tip)
+        self.gripper = jaw

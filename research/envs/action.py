@@ -8,14 +8,12 @@ replayed like a session with a person's hands.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from haptics.device import DeviceSample, DeviceSpec, HapticDevice
+from haptics.device import ScriptedHand
 
 
-class ActionHand(HapticDevice):
+class ActionHand(ScriptedHand):
     """Tool `tool`'s commanded tip target (x, y, z [m], roll [rad]) and jaw [rad] as a device.
 
     Device samples carry a position and a gripper, no roll (the haptic devices here have three
@@ -24,31 +22,11 @@ class ActionHand(HapticDevice):
     """
 
     def __init__(self, target: np.ndarray, jaw: float = 0.0) -> None:
+        super().__init__("env-action")
         self.target = np.array(target, dtype=float)  # (4,) world [m, m, m, rad]
         self.jaw = float(jaw)
-        self._spec = DeviceSpec(name="env-action", max_force=10.0, max_stiffness=2000.0)
-        self._seq = 0
-        self._position = np.zeros(3)
-        self.last_force = np.zeros(3)
-
-    @property
-    def spec(self) -> DeviceSpec:
-        return self._spec
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.last_force[:] = 0.0
 
     def observe(self, scene, wmap) -> None:
         wmap.home[wmap.tool, 3] = self.target[3]
-        self._position = wmap.inverse(self.target[:3])
-
-    def read(self) -> DeviceSample:
-        self._seq += 1
-        return DeviceSample(t=time.perf_counter(), seq=self._seq, position=self._position,
-                            gripper=self.jaw, connected=True, fresh=True)
-
-    def write_force(self, force, gripper: float = 0.0) -> None:
-        self.last_force[:] = force
+        self.position = wmap.inverse(self.target[:3])
+        self.gripper = self.jaw

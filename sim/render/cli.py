@@ -35,10 +35,72 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise UserError(f"cannot render headless: {exc}") from None
 
 
-def _cmd_bench_render(args: argparse.Namespace) -> int:
-    from sim.render.offscreen import bench_render
+def _cmd_explore(args: argparse.Namespace) -> int:
+    """`trocar explore SCENE`: a live session shown in the anatomy explorer (window or headset)."""
+    from sim.errors import UserError
+    from sim.render.explorer import LAYER_KEYS, MAX_SCALE, MIN_SCALE, display_string
+    from sim.runtime.config import RunConfig
+    from sim.runtime.devices import parse_devices
+    from sim.runtime.realtime import run_realtime, summarize
 
-    return bench_render(args)
+    if not MIN_SCALE <= args.scale <= MAX_SCALE:
+        raise UserError(f"--scale must be in [{MIN_SCALE:g}, {MAX_SCALE:g}]")
+    hide = tuple(h for h in (args.hide or "").split(",") if h)
+    bad = [h for h in hide if h not in LAYER_KEYS.values()]
+    if bad:
+        raise UserError(f"--hide: unknown layer {bad[0]!r}; layers: {', '.join(LAYER_KEYS.values())}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise UserError("--seconds must be > 0")
+    device = args.device or ("xr,xr" if args.display == "xr" else "keyboard,keyboard")
+    parse_devices(device)
+    from sim.scene import SCENES
+
+    if args.scene not in SCENES:
+        raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(SCENES)}")
+    display = display_string("xr-explore" if args.display == "xr" else "explore", scale=args.scale,
+                             clip=args.clip, hide=hide or ("walls",))
+    overrides = {"tissue_tets": args.tets} if args.tets else {}
+    cfg = RunConfig(scene=args.scene, overrides=overrides, device=device, display=display,
+                    seconds=args.seconds, record=args.record)
+    text, code = summarize(run_realtime(cfg))
+    if code == 2:
+        raise UserError(text)
+    print(text, flush=True)
+    return code
+
+
+def _cmd_bench_render(args: argparse.Namespace) -> int:
+    import json
+
+    from sim.errors import UserError
+
+    if args.display == "headless":
+        from sim.render.offscreen import bench_render
+
+        return bench_render(args)
+    if args.display == "window":
+        import os
+
+        from sim.render.window import WindowUnavailable
+
+        if not os.environ.get("DISPLAY"):
+            raise UserError("bench render --display window needs a display (DISPLAY is not set)")
+        from benchmarks.render_displays import bench_window
+
+        try:
+            result = bench_window(args)
+        except WindowUnavailable as exc:
+            raise UserError(f"bench render --display window: {exc}") from None
+    else:
+        from benchmarks.render_displays import bench_xr
+        from sim.render.xr import XrUnavailable
+
+        try:
+            result = bench_xr(args)
+        except XrUnavailable as exc:
+            raise UserError(f"bench render --display xr: OpenXR unavailable ({exc})") from None
+    print(json.dumps(result), flush=True)
+    return 0
 
 
 def register(sub, bsub) -> None:
@@ -64,10 +126,32 @@ def register(sub, bsub) -> None:
                    help="window/xr: close after this many seconds (0 = until closed)")
     r.set_defaults(func=_cmd_render)
 
-    b = bsub.add_parser("render", help="headless render frame time (EGL): fps, median, p99")
+    e = sub.add_parser("explore", help="anatomy explorer: walk round, scale (life size to room size), "
+                                       "cut open and hide layers of a live scene; window or headset")
+    e.add_argument("scene", nargs="?", default="default", help="scene name (default, peg_transfer)")
+    e.add_argument("--display", choices=["window", "xr"], default="window",
+                   help="window (keys: docs/rendering.md) or headset (falls back to the window)")
+    e.add_argument("--device", help="instruments' devices (default keyboard,keyboard; xr,xr in the headset)")
+    e.add_argument("--scale", type=float, default=1.0, help="start scale, 1 (life size) to 20 (room size)")
+    e.add_argument("--clip", action="store_true", help="start with the clipping plane on")
+    e.add_argument("--hide", help="layers hidden at start, comma separated (default walls): tissue, "
+                                  "instruments, objects, trainer, walls")
+    e.add_argument("--tets", type=int, help="tissue tet count override")
+    e.add_argument("--seconds", type=float, help="stop after this long (default: until closed / Ctrl-C)")
+    e.add_argument("--record", help="session recording path")
+    e.set_defaults(func=_cmd_explore)
+
+    b = bsub.add_parser("render", help="frame time of the headless (EGL), window or headset path: fps, "
+                                       "median, p99, missed frames (xr: and the servo p99 with it on/off)")
     b.add_argument("scene", nargs="?", default="default")
-    b.add_argument("--width", type=int, default=1280)
-    b.add_argument("--height", type=int, default=720)
+    b.add_argument("--display", choices=["headless", "window", "xr"], default="headless",
+                   help="headless EGL frames (default), the session window (needs DISPLAY) or a live "
+                        "session in the headset against the same session headless")
+    b.add_argument("--width", type=int, default=960)
+    b.add_argument("--height", type=int, default=540)
+    b.add_argument("--no-shadows", action="store_true", help="without the shadow pass")
+    b.add_argument("--target-fps", type=float, default=30.0,
+                   help="frames over 1/target count as missed (default 30)")
     b.add_argument("--seconds", type=float, default=10.0, help="timed wall-clock seconds (default 10)")
     b.add_argument("--snapshots", type=int, default=20, help="distinct scene states cycled (default 20)")
     b.add_argument("--tets", type=int, help="tissue tet count override")

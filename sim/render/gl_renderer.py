@@ -6,14 +6,27 @@ placing the trainer in the room). Per frame, the tissue surface is re-uploaded f
 with vertex normals from `geometry.vertex_normals` (vectorised NumPy); everything else is a few
 static meshes drawn with per-object transforms from the snapshot's link and body poses.
 
+The frame is a list of `Item`s (mesh, model matrix, material, layer, casts shadow): the static
+trainer, the tissue, the instruments and the graspable bodies, then whatever each function in
+`Renderer.item_sources` returns for the snapshot. To show something new (cut surfaces, clips,
+blood): make a `Mesh` once (`Renderer.mesh(verts, normals, tris, dynamic=...)`; `Mesh.update` for
+changing vertices) and append a source `f(snapshot) -> list[Item]`; it is then lit, shadowed,
+clipped and hidden by layer like the rest. Two passes: the shadow map from the scope's light
+(`sim.render.shadow`, items with casts=True), then the lit pass (`sim.render.shaders`).
+
 Shading: Blinn-Phong with a tight specular lobe plus a broad sheen (the wet look of serosa), lit by a
-spot light at the scope tip with distance falloff (the scope's light cable), a little ambient, and
-(for the outside views in OpenXR) a dim room light.
+spot light at the scope's light fibres (the scope tip, `LIGHT_OFFSET` up the image from the lens)
+with distance falloff, shadowed by whatever stands between it and the surface, a little ambient,
+and (for the outside views in OpenXR) a dim room light. The anatomy explorer uses `clip_plane`
+(cut the scene open) and `hidden` (layers not drawn).
 """
 
 from __future__ import annotations
 
 import ctypes
+import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from OpenGL import GL
@@ -26,7 +39,9 @@ from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as _vertex_attrib
 
 from sim.camera import LaparoscopeCamera
 from sim.render import geometry as geo
+from sim.render import shaders
 from sim.render.hud import hud_quads, hud_state
+from sim.render.shadow import BIAS, ShadowMap, light_view_proj
 
 #: Base colours (linear RGB). The tissue colour is what the tests look for.
 TISSUE_RGB = (0.62, 0.16, 0.14)
@@ -40,112 +55,28 @@ RING_RGB = (0.85, 0.55, 0.05)
 CLIP_RGB = (0.70, 0.70, 0.75)
 CLEAR_RGB = (0.02, 0.02, 0.025)
 
-_MESH_VS = """#version 330 core
-layout(location = 0) in vec3 a_pos;
-layout(location = 1) in vec3 a_normal;
-uniform mat4 u_model;
-uniform mat4 u_view_proj;
-uniform mat3 u_normal_mat;
-out vec3 v_world;
-out vec3 v_normal;
-void main() {
-    vec4 w = u_model * vec4(a_pos, 1.0);
-    v_world = w.xyz;
-    v_normal = u_normal_mat * a_normal;
-    gl_Position = u_view_proj * w;
-}
-"""
-
-_MESH_FS = """#version 330 core
-in vec3 v_world;
-in vec3 v_normal;
-uniform vec3 u_colour;
-uniform float u_shininess;   // tight specular exponent
-uniform float u_specular;    // tight lobe strength
-uniform float u_sheen;       // broad wet sheen strength
-uniform vec3 u_eye;
-uniform vec3 u_light_pos;    // scope tip
-uniform vec3 u_light_dir;    // scope view direction
-uniform float u_light_range; // distance at which the light falls to half [m]
-uniform float u_light_power;
-uniform float u_ambient;
-uniform vec3 u_room_dir;     // towards a dim room light (0 for none)
-uniform float u_room;
-out vec4 frag;
-void main() {
-    vec3 n = normalize(v_normal);
-    if (!gl_FrontFacing) n = -n;
-    vec3 V = normalize(u_eye - v_world);
-    vec3 toL = u_light_pos - v_world;
-    float d = length(toL);
-    vec3 L = toL / max(d, 1e-6);
-    float att = u_light_power / (1.0 + (d * d) / (u_light_range * u_light_range));
-    float spot = smoothstep(0.45, 0.9, dot(-L, u_light_dir));
-    vec3 H = normalize(L + V);
-    float ndh = max(dot(n, H), 0.0);
-    float diff = max(dot(n, L), 0.0);
-    float spec = u_specular * pow(ndh, u_shininess) + u_sheen * pow(ndh, 0.08 * u_shininess);
-    vec3 c = u_colour * (u_ambient + diff * att * spot) + vec3(spec * att * spot);
-    c += u_colour * u_room * max(dot(n, u_room_dir), 0.0);
-    frag = vec4(pow(clamp(c, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
-}
-"""
-
-_HUD_VS = """#version 330 core
-layout(location = 0) in vec2 a_pos;
-layout(location = 1) in vec4 a_colour;
-uniform vec2 u_size;
-out vec4 v_colour;
-void main() {
-    v_colour = a_colour;
-    gl_Position = vec4(a_pos / u_size * 2.0 - 1.0, 0.0, 1.0);
-}
-"""
-
-_HUD_FS = """#version 330 core
-in vec4 v_colour;
-out vec4 frag;
-void main() { frag = v_colour; }
-"""
-
-_TEX_VS = """#version 330 core
-layout(location = 0) in vec3 a_pos;
-uniform mat4 u_mvp;
-out vec2 v_uv;
-void main() {
-    v_uv = a_pos.xy + 0.5;
-    gl_Position = u_mvp * vec4(a_pos, 1.0);
-}
-"""
-
-_TEX_FS = """#version 330 core
-in vec2 v_uv;
-uniform sampler2D u_tex;
-out vec4 frag;
-void main() { frag = vec4(texture(u_tex, v_uv).rgb, 1.0); }
-"""
+#: Distance from the scope's lens to its light fibres, up the image [m] (a 10 mm scope's rim is 5 mm
+#: from its centre; 12 mm keeps the instruments' shadows visible from the lens, the depth cue
+#: trainees learn to read).
+LIGHT_OFFSET = 0.012
+LAYERS = ("trainer", "walls", "tissue", "instruments", "objects")
 
 
-def _compile(vs: str, fs: str) -> int:
-    prog = GL.glCreateProgram()
-    shaders = []
-    for kind, src in ((GL.GL_VERTEX_SHADER, vs), (GL.GL_FRAGMENT_SHADER, fs)):
-        sh = GL.glCreateShader(kind)
-        GL.glShaderSource(sh, src)
-        GL.glCompileShader(sh)
-        if not GL.glGetShaderiv(sh, GL.GL_COMPILE_STATUS):
-            raise RuntimeError("shader compile failed: " + GL.glGetShaderInfoLog(sh).decode(errors="replace"))
-        GL.glAttachShader(prog, sh)
-        shaders.append(sh)
-    GL.glLinkProgram(prog)
-    if not GL.glGetProgramiv(prog, GL.GL_LINK_STATUS):
-        raise RuntimeError("shader link failed: " + GL.glGetProgramInfoLog(prog).decode(errors="replace"))
-    for sh in shaders:
-        GL.glDeleteShader(sh)
-    return prog
+class Item(NamedTuple):
+    """One thing to draw: mesh, model matrix (4, 4) in the sim world, material, layer (LAYERS or a
+    new name), and whether it casts a shadow."""
+
+    mesh: Mesh
+    model: np.ndarray
+    colour: tuple
+    shininess: float
+    specular: float
+    sheen: float
+    layer: str
+    casts: bool = True
 
 
-class _Mesh:
+class Mesh:
     """A VAO with interleaved position + normal (float32) and an index buffer."""
 
     def __init__(self, verts: np.ndarray, normals: np.ndarray, tris: np.ndarray, *, dynamic: bool = False):
@@ -254,30 +185,38 @@ def _normal_matrix(m: np.ndarray) -> np.ndarray:
 
 class Renderer:
     """Draws scene snapshots. Construct with a scene description (`Scene.describe()`) while a GL
-    3.3 core context is current; all methods need that context current."""
+    3.3 core context is current; all methods need that context current.
 
-    def __init__(self, description: dict):
+    Settings (change between frames): shadows (bool); clip_plane (4,) world plane a x + b y + c z + d,
+    fragments with negative distance are not drawn (None: no clipping); hidden: layer names not
+    drawn; item_sources: functions snapshot -> list[Item], drawn after the built-in items."""
+
+    def __init__(self, description: dict, *, shadows: bool = True):
         self.description = description
-        self.mesh_prog = _compile(_MESH_VS, _MESH_FS)
-        self.hud_prog = _compile(_HUD_VS, _HUD_FS)
-        self.tex_prog = _compile(_TEX_VS, _TEX_FS)
+        self.mesh_prog = shaders.compile_program(shaders.MESH_VS, shaders.MESH_FS)
+        self.depth_prog = shaders.compile_program(shaders.DEPTH_VS, shaders.DEPTH_FS)
+        self.hud_prog = shaders.compile_program(shaders.HUD_VS, shaders.HUD_FS)
+        self.tex_prog = shaders.compile_program(shaders.TEX_VS, shaders.TEX_FS)
         self._loc = {name: GL.glGetUniformLocation(self.mesh_prog, name) for name in (
             "u_model", "u_view_proj", "u_normal_mat", "u_colour", "u_shininess", "u_specular", "u_sheen",
             "u_eye", "u_light_pos", "u_light_dir", "u_light_range", "u_light_power", "u_ambient",
-            "u_room_dir", "u_room")}
-        self.box = _Mesh(*geo.box_mesh())
-        self.cylinder = _Mesh(*geo.cylinder_mesh())
-        self.quad = _Mesh(*geo.quad_mesh())
+            "u_room_dir", "u_room", "u_clip", "u_shadows", "u_light_vp", "u_shadow_map", "u_shadow_bias")}
+        self._dloc = {name: GL.glGetUniformLocation(self.depth_prog, name)
+                      for name in ("u_model", "u_view_proj", "u_clip")}
+        self.box = Mesh(*geo.box_mesh())
+        self.cylinder = Mesh(*geo.cylinder_mesh())
+        self.quad = Mesh(*geo.quad_mesh())
+        self._meshes: list[Mesh] = []
         self.tris = np.asarray(description["tissue_triangles"], dtype=np.int32).reshape(-1, 3)
         rest = np.asarray(description["tissue_rest"], dtype=np.float64).reshape(-1, 3)
-        self.tissue = (_Mesh(rest, geo.vertex_normals(rest, self.tris), self.tris, dynamic=True)
+        self.tissue = (Mesh(rest, geo.vertex_normals(rest, self.tris), self.tris, dynamic=True)
                        if len(self.tris) else None)
-        self.tori: dict[tuple[float, float], _Mesh] = {}
+        self.tori: dict[tuple[float, float], Mesh] = {}
         for body in description.get("bodies", []):
             if body["kind"] == "ring":
                 key = (float(body["radius"]), float(body["tube"]))
                 if key not in self.tori:
-                    self.tori[key] = _Mesh(*geo.torus_mesh(*key))
+                    self.tori[key] = Mesh(*geo.torus_mesh(*key))
         self.jaw_boxes = [geo.jaw_box_transforms(t) if min(t.get("jaw_length", 0), t.get("jaw_width", 0)) > 0
                           else [[], []] for t in description["tools"]]
         self._static = self._static_items()
@@ -290,120 +229,166 @@ class Renderer:
         GL.glEnableVertexAttribArray(1)
         _vertex_attrib_pointer(1, 4, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(8))
         GL.glBindVertexArray(0)
+        self.shadows = shadows
+        self.shadow_map = ShadowMap()
+        self.clip_plane: np.ndarray | None = None
+        self.hidden: set[str] = set()
+        self.item_sources: list[Callable[[dict], list[Item]]] = []
         self.tissue_ms = 0.0  # last tissue upload time (normals + buffer) [ms], for the benchmark
+        self.shadow_ms = 0.0  # last shadow pass time (CPU side: issuing it) [ms]
+
+    def mesh(self, verts: np.ndarray, normals: np.ndarray, tris: np.ndarray, *,
+             dynamic: bool = False) -> Mesh:
+        """A new mesh owned (and released) by this renderer, for an `item_sources` function."""
+        m = Mesh(verts, normals, tris, dynamic=dynamic)
+        self._meshes.append(m)
+        return m
 
     # -- scene items -------------------------------------------------------------------------------
 
-    def _static_items(self) -> list[tuple]:
-        """(mesh, model, colour, shininess, specular, sheen, wall) for the unmoving parts."""
+    def _static_items(self) -> list[Item]:
+        """The unmoving parts: floor, walls, pegboard and pegs."""
         d = self.description
         half = float(d.get("floor_half_extent", 0.25))
         top = float(d.get("trainer_top", 0.25))
-        items = [(self.box, geo.translate(0, 0, -0.005) @ geo.scale(2 * half, 2 * half, 0.01),
-                  FLOOR_RGB, 20.0, 0.05, 0.0, False)]
+        items = [Item(self.box, geo.translate(0, 0, -0.005) @ geo.scale(2 * half, 2 * half, 0.01),
+                      FLOOR_RGB, 20.0, 0.05, 0.0, "trainer", False)]
         t = 0.01
         for sx, sy, cx, cy in ((2 * half, t, 0, half), (2 * half, t, 0, -half),
                                (t, 2 * half, half, 0), (t, 2 * half, -half, 0)):
-            items.append((self.box, geo.translate(cx, cy, top / 2) @ geo.scale(sx, sy, top),
-                          WALL_RGB, 10.0, 0.02, 0.0, True))
+            items.append(Item(self.box, geo.translate(cx, cy, top / 2) @ geo.scale(sx, sy, top),
+                              WALL_RGB, 10.0, 0.02, 0.0, "walls", False))
         pb = d.get("pegboard")
         if pb is not None:
             c, s = np.asarray(pb["centre"], float), np.asarray(pb["size"], float)
-            items.append((self.box, geo.translate(c[0], c[1], s[2] / 2) @ geo.scale(*s),
-                          BOARD_RGB, 30.0, 0.1, 0.0, False))
+            items.append(Item(self.box, geo.translate(c[0], c[1], s[2] / 2) @ geo.scale(*s),
+                              BOARD_RGB, 30.0, 0.1, 0.0, "trainer", False))  # a receiver
             r, h = float(pb["peg_radius"]), float(pb["peg_height"])
             for peg in np.asarray(pb["pegs"], float).reshape(-1, 3):
-                items.append((self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),
-                              PEG_RGB, 40.0, 0.2, 0.0, False))
+                items.append(Item(self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),
+                                  PEG_RGB, 40.0, 0.2, 0.0, "trainer"))
         return items
 
-    def _dynamic_items(self, snap: dict) -> list[tuple]:
+    def _dynamic_items(self, snap: dict) -> list[Item]:
         items = []
+        if self.tissue is not None and len(snap["tissue_x"]) and "tissue" not in self.hidden:
+            self.upload_tissue(np.asarray(snap["tissue_x"], float))
+            items.append(Item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08, "tissue"))
         links = np.asarray(snap["tool_links"], float).reshape(-1, 3, 7)
         for i, tool in enumerate(self.description["tools"]):
             if i >= len(links):
                 break
             shaft = geo.pose_matrix(links[i, 0])
             r, jl, sl = tool["shaft_radius"], tool["jaw_length"], tool["shaft_length"]
-            items.append((self.cylinder, shaft @ geo.translate(0, 0, jl) @ geo.scale(r, r, sl),
-                          SHAFT_RGB, 60.0, 0.5, 0.05, False))
+            items.append(Item(self.cylinder, shaft @ geo.translate(0, 0, jl) @ geo.scale(r, r, sl),
+                              SHAFT_RGB, 60.0, 0.5, 0.05, "instruments"))
             for k, boxes in enumerate(self.jaw_boxes[i]):
                 jaw = geo.pose_matrix(links[i, 1 + k])
                 for box in boxes:
-                    items.append((self.box, jaw @ box, JAW_RGB, 80.0, 0.9, 0.1, False))
+                    items.append(Item(self.box, jaw @ box, JAW_RGB, 80.0, 0.9, 0.1, "instruments"))
         bodies = np.asarray(snap.get("bodies", np.zeros((0, 7))), float).reshape(-1, 7)
         for body, pose in zip(self.description.get("bodies", []), bodies, strict=False):
             m = geo.pose_matrix(pose)
             if body["kind"] == "ring":
-                items.append((self.tori[(float(body["radius"]), float(body["tube"]))], m,
-                              RING_RGB, 30.0, 0.3, 0.05, False))
+                items.append(Item(self.tori[(float(body["radius"]), float(body["tube"]))], m,
+                                  RING_RGB, 30.0, 0.3, 0.05, "objects"))
             else:  # clip: a V of two 9 mm legs, apex at the pose (sim.rigid_world.add_clip)
                 for side in (1.0, -1.0):
                     ang = side * 0.15
                     leg = (m @ geo.translate(0, np.sin(ang) * 4.5e-3, np.cos(ang) * 4.5e-3)
                            @ geo.rot_axis((1, 0, 0), -ang) @ geo.scale(1e-3, 1e-3, 9e-3))
-                    items.append((self.box, leg, CLIP_RGB, 80.0, 0.9, 0.1, False))
+                    items.append(Item(self.box, leg, CLIP_RGB, 80.0, 0.9, 0.1, "objects"))
         return items
+
+    def items(self, snap: dict, *, walls: bool = True) -> list[Item]:
+        """Everything to draw for `snap` (uploads the tissue), less the hidden layers."""
+        out = self._static + self._dynamic_items(snap)
+        for source in self.item_sources:
+            out += source(snap)
+        hidden = self.hidden if walls else self.hidden | {"walls"}
+        return [it for it in out if it.layer not in hidden] if hidden else out
 
     # -- drawing -----------------------------------------------------------------------------------
 
     def upload_tissue(self, x: np.ndarray) -> None:
         if self.tissue is None or len(x) != self.tissue.n_verts:
             return
-        import time
-
         t0 = time.perf_counter()
         self.tissue.update(x, geo.vertex_normals(x, self.tris))
         self.tissue_ms = (time.perf_counter() - t0) * 1e3
 
+    def _clip(self) -> tuple[float, float, float, float]:
+        return (0.0, 0.0, 0.0, 1.0) if self.clip_plane is None else tuple(float(v) for v in self.clip_plane)
+
+    def _shadow_pass(self, items: list[Item], light_vp: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        saved = self.shadow_map.begin()
+        GL.glUseProgram(self.depth_prog)
+        GL.glUniformMatrix4fv(self._dloc["u_view_proj"], 1, GL.GL_TRUE, light_vp.astype(np.float32))
+        GL.glUniform4f(self._dloc["u_clip"], *self._clip())
+        for it in items:
+            if it.casts:
+                GL.glUniformMatrix4fv(self._dloc["u_model"], 1, GL.GL_TRUE, it.model.astype(np.float32))
+                it.mesh.draw()
+        self.shadow_map.end(saved)
+        self.shadow_ms = (time.perf_counter() - t0) * 1e3
+
     def draw_scene(self, snap: dict, view: np.ndarray, proj: np.ndarray, *, light_pos: np.ndarray,
                    light_dir: np.ndarray, world: np.ndarray | None = None, walls: bool = True,
-                   room: float = 0.0, clear: bool = True) -> None:
+                   room: float = 0.0, clear: bool = True, shadows: bool | None = None) -> None:
         """Draw the scene into the bound framebuffer (viewport set by the caller).
 
         view, proj: camera matrices; world: sim world -> camera's world (OpenXR's room placement);
         light_pos, light_dir: scope light in sim world [m]; walls: draw the trainer walls (off for
-        outside views); room: strength of a dim overhead room light.
+        outside views); room: strength of a dim overhead room light; shadows: None = self.shadows.
         """
         world = np.eye(4) if world is None else world
         vp = proj @ view @ world
         eye = np.linalg.inv(view @ world)[:3, 3]
+        light_dir = np.asarray(light_dir, float) / np.linalg.norm(light_dir)
+        items = self.items(snap, walls=walls)
+        shadows = self.shadows if shadows is None else shadows
+        light_vp = light_view_proj(light_pos, light_dir)
+        GL.glDisable(GL.GL_BLEND)
+        GL.glDisable(GL.GL_CULL_FACE)
+        if shadows:
+            self._shadow_pass(items, light_vp)
         if clear:
             GL.glClearColor(*CLEAR_RGB, 1.0)
             GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)
         GL.glEnable(GL.GL_DEPTH_TEST)
-        GL.glDisable(GL.GL_BLEND)
-        GL.glDisable(GL.GL_CULL_FACE)
         GL.glUseProgram(self.mesh_prog)
         loc = self._loc
         GL.glUniformMatrix4fv(loc["u_view_proj"], 1, GL.GL_TRUE, vp.astype(np.float32))
         GL.glUniform3f(loc["u_eye"], *eye)
         GL.glUniform3f(loc["u_light_pos"], *light_pos)
-        GL.glUniform3f(loc["u_light_dir"], *(light_dir / np.linalg.norm(light_dir)))
+        GL.glUniform3f(loc["u_light_dir"], *light_dir)
         GL.glUniform1f(loc["u_light_range"], 0.18)
         GL.glUniform1f(loc["u_light_power"], 2.2)
         GL.glUniform1f(loc["u_ambient"], 0.06)
         GL.glUniform3f(loc["u_room_dir"], 0.3, -0.4, 0.866)
         GL.glUniform1f(loc["u_room"], room)
-        if self.tissue is not None and len(snap["tissue_x"]):
-            self.upload_tissue(np.asarray(snap["tissue_x"], float))
-            self._draw_item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08)
-        for mesh, model, colour, shin, spec, sheen, wall in self._static + self._dynamic_items(snap):
-            if wall and not walls:
-                continue
-            self._draw_item(mesh, model, colour, shin, spec, sheen)
+        GL.glUniform4f(loc["u_clip"], *self._clip())
+        GL.glUniform1i(loc["u_shadows"], 1 if shadows else 0)
+        GL.glUniformMatrix4fv(loc["u_light_vp"], 1, GL.GL_TRUE, light_vp.astype(np.float32))
+        GL.glUniform1f(loc["u_shadow_bias"], BIAS)
+        GL.glActiveTexture(GL.GL_TEXTURE1)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, self.shadow_map.texture)
+        GL.glUniform1i(loc["u_shadow_map"], 1)
+        for it in items:
+            self._draw_item(it)
+        GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindVertexArray(0)
 
-    def _draw_item(self, mesh: _Mesh, model: np.ndarray, colour, shininess: float, specular: float,
-                   sheen: float) -> None:
+    def _draw_item(self, it: Item) -> None:
         loc = self._loc
-        GL.glUniformMatrix4fv(loc["u_model"], 1, GL.GL_TRUE, model.astype(np.float32))
-        GL.glUniformMatrix3fv(loc["u_normal_mat"], 1, GL.GL_TRUE, _normal_matrix(model).astype(np.float32))
-        GL.glUniform3f(loc["u_colour"], *colour)
-        GL.glUniform1f(loc["u_shininess"], shininess)
-        GL.glUniform1f(loc["u_specular"], specular)
-        GL.glUniform1f(loc["u_sheen"], sheen)
-        mesh.draw()
+        GL.glUniformMatrix4fv(loc["u_model"], 1, GL.GL_TRUE, it.model.astype(np.float32))
+        GL.glUniformMatrix3fv(loc["u_normal_mat"], 1, GL.GL_TRUE, _normal_matrix(it.model).astype(np.float32))
+        GL.glUniform3f(loc["u_colour"], *it.colour)
+        GL.glUniform1f(loc["u_shininess"], it.shininess)
+        GL.glUniform1f(loc["u_specular"], it.specular)
+        GL.glUniform1f(loc["u_sheen"], it.sheen)
+        it.mesh.draw()
 
     def draw_hud(self, quads: list[tuple], width: int, height: int) -> None:
         """Draw 2D quads (pixels, origin bottom-left) over the bound framebuffer."""
@@ -428,14 +413,16 @@ class Renderer:
         GL.glEnable(GL.GL_DEPTH_TEST)
 
     def draw_laparoscope(self, snap: dict, camera: LaparoscopeCamera, width: int, height: int, *,
-                         hud: bool = True) -> None:
-        """The laparoscope view (scene + HUD) into the bound framebuffer of width x height pixels."""
+                         hud: bool = True, overlay: dict | None = None) -> None:
+        """The laparoscope view (scene + HUD) into the bound framebuffer of width x height pixels.
+        overlay: what the display adds to the HUD (`sim.render.hud.hud_quads`: selected, fps)."""
         GL.glViewport(0, 0, width, height)
         view, proj = camera.view(), camera.projection(width / max(height, 1))
-        f, _ = camera.frame()
-        self.draw_scene(snap, view, proj, light_pos=camera.eye(), light_dir=f)
+        f, up = camera.frame()
+        self.draw_scene(snap, view, proj, light_pos=camera.eye() + LIGHT_OFFSET * up, light_dir=f)
         if hud:
-            state = hud_state(snap, proj @ view, float(self.description.get("dt", 1e-3)))
+            state = hud_state(snap, proj @ view, float(self.description.get("dt", 1e-3)),
+                              tools=self.description["tools"], **(overlay or {}))
             self.draw_hud(hud_quads(state, width, height), width, height)
 
     def draw_textured_quad(self, mvp: np.ndarray, texture: int) -> None:
@@ -450,11 +437,12 @@ class Renderer:
         GL.glBindVertexArray(0)
 
     def release(self) -> None:
-        for mesh in [self.box, self.cylinder, self.quad, *self.tori.values()]:
+        for mesh in [self.box, self.cylinder, self.quad, *self.tori.values(), *self._meshes]:
             mesh.release()
         if self.tissue is not None:
             self.tissue.release()
+        self.shadow_map.release()
         GL.glDeleteBuffers(1, [self.hud_vbo])
         GL.glDeleteVertexArrays(1, [self.hud_vao])
-        for prog in (self.mesh_prog, self.hud_prog, self.tex_prog):
+        for prog in (self.mesh_prog, self.depth_prog, self.hud_prog, self.tex_prog):
             GL.glDeleteProgram(prog)

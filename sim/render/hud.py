@@ -36,7 +36,10 @@ class HudState:
     """What the HUD shows for one frame.
 
     elapsed: simulated time [s]; force: |F| per tool [N] (n_tools,); over: force above FORCE_WARN;
-    out_of_view: tool tip outside the image; edge: per tool, the NDC direction (2,) toward the tip.
+    out_of_view: tool tip outside the image; edge: per tool, the NDC direction (2,) toward the tip;
+    labels: per tool its name; jaw_open: per tool True (open) / False (closed) / None (unknown:
+    the snapshot has no `jaws`); selected: the tool the keys and mouse move (None: not shown);
+    fps: frames per second the display shows (None: not shown).
     """
 
     elapsed: float
@@ -45,15 +48,25 @@ class HudState:
     out_of_view: np.ndarray
     edge: np.ndarray
     instructor: dict | None = None
+    labels: list[str] | None = None
+    jaw_open: list[bool | None] | None = None
+    selected: int | None = None
+    fps: float | None = None
 
     @property
     def warning(self) -> bool:
         return bool(self.over.any() or self.out_of_view.any())
 
 
-def hud_state(snapshot: dict, view_proj: np.ndarray, dt: float, *,
-              force_warn: float = FORCE_WARN) -> HudState:
-    """HUD state from a snapshot and the scope's view-projection matrix."""
+#: A jaw counts as open above this fraction of its opening range (the HUD's OPEN / CLOSED).
+JAW_OPEN_FRACTION = 0.15
+
+
+def hud_state(snapshot: dict, view_proj: np.ndarray, dt: float, *, force_warn: float = FORCE_WARN,
+              tools: list[dict] | None = None, selected: int | None = None,
+              fps: float | None = None) -> HudState:
+    """HUD state from a snapshot and the scope's view-projection matrix. tools: the description's
+    tools (names and jaw ranges for the labels); selected, fps: from the display."""
     force = np.linalg.norm(np.asarray(snapshot["tool_force"]).reshape(-1, 3), axis=1)
     links = np.asarray(snapshot["tool_links"]).reshape(-1, 3, 7)
     tips = links[:, 0, :3]
@@ -68,8 +81,47 @@ def hud_state(snapshot: dict, view_proj: np.ndarray, dt: float, *,
         from sim.hud_state import decode_hud
 
         instructor = decode_hud(snapshot["hud"]).get("instructor")
+    labels = jaw_open = None
+    if tools is not None:
+        labels = [("L " if i == 0 else "R " if i == 1 else f"{i + 1} ") + str(t.get("name", "tool"))
+                  for i, t in enumerate(tools)]
+        jaws = np.asarray(snapshot["jaws"], float).ravel() if "jaws" in snapshot else None
+        jaw_open = [None if jaws is None or i >= len(jaws) or not t.get("jaw_open_max")
+                    else bool(jaws[i] > JAW_OPEN_FRACTION * float(t["jaw_open_max"]))
+                    for i, t in enumerate(tools)]
     return HudState(elapsed=float(np.asarray(snapshot["tick"]).ravel()[0]) * dt, force=force,
-                    over=force > force_warn, out_of_view=out, edge=edge, instructor=instructor)
+                    over=force > force_warn, out_of_view=out, edge=edge, instructor=instructor,
+                    labels=labels, jaw_open=jaw_open, selected=selected, fps=fps)
+
+
+def tool_label_quads(state: HudState, i: int, x0: float, y0: float, height: int) -> list[tuple]:
+    """Tool i's name and jaw state above its force bar at (x0, y0) [px]; the selected tool's label
+    is bright yellow on a frame, the others grey."""
+    from sim.render.text import text_quads, text_width
+
+    jaw = state.jaw_open[i] if state.jaw_open is not None and i < len(state.jaw_open) else None
+    text = state.labels[i] + ("" if jaw is None else " OPEN" if jaw else " CLOSED")
+    size = int(max(11, height / 36))
+    selected = state.selected == i
+    colour = (1.0, 0.9, 0.2, 1.0) if selected else (0.85, 0.85, 0.85, 0.85)
+    quads = []
+    if selected:
+        w = text_width(text, size)
+        quads.append((x0 - 4, y0, x0 + w + 6, y0 + size + 8, 0.25, 0.2, 0.0, 0.7))
+    return quads + text_quads(text, x0, y0 + size + 4, size, colour)
+
+
+def fps_quads(fps: float, width: int, height: int) -> list[tuple]:
+    """The display's frame rate, top right, as seven-segment digits with an 'fps' tag."""
+    from sim.render.text import text_quads
+
+    glyph = max(10.0, height / 36)
+    text = f"{min(fps, 999.0):.0f}"
+    x = width - 12 - (len(text) * 0.85 + 2.2) * glyph
+    quads = [(x - 6, height - glyph - 14, width - 6, height - 6, 0.0, 0.0, 0.0, 0.45)]
+    quads += digit_quads(text, x, height - glyph - 10, glyph, (0.7, 0.95, 0.7, 0.9))
+    green = (0.7, 0.95, 0.7, 0.9)
+    return quads + text_quads("fps", x + len(text) * 0.85 * glyph + 4, height - 10, int(glyph), green)
 
 
 def instructor_quads(guide: dict, width: int, height: int) -> list[tuple]:
@@ -139,6 +191,8 @@ def hud_quads(state: HudState, width: int, height: int) -> list[tuple]:
         # A tick at the warning threshold.
         xw = x0 + FORCE_WARN / FORCE_FULL * bar_w
         quads.append((xw - 1, y0 - 3, xw + 1, y0 + bar_h + 3, 1.0, 1.0, 1.0, 0.8))
+        if state.labels is not None and i < len(state.labels):
+            quads += tool_label_quads(state, i, x0, y0 + bar_h + 4, height)
         if state.out_of_view[i]:
             d = state.edge[i]
             d = d / max(np.abs(d).max(), 1e-9)
@@ -147,6 +201,8 @@ def hud_quads(state: HudState, width: int, height: int) -> list[tuple]:
             quads.append((cx - s, cy - s, cx + s, cy + s, 0.95, 0.65, 0.1, 0.95))
     if state.instructor:
         quads += instructor_quads(state.instructor, width, height)
+    if state.fps is not None:
+        quads += fps_quads(state.fps, width, height)
     if state.over.any():
         b = max(4.0, height / 100)
         red = (0.9, 0.1, 0.1, 0.8)

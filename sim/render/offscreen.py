@@ -176,6 +176,7 @@ def bench_render(args) -> int:
             snaps.append(step.snapshot())
         with HeadlessView(description, args.width, args.height) as view:
             renderer_name = view.ctx.renderer_name()
+            view.renderer.shadows = not getattr(args, "no_shadows", False)
             for snap in snaps[:3]:
                 view.render(snap, camera)  # warm-up (shader JIT)
             times, tissue = [], []
@@ -195,7 +196,10 @@ def bench_render(args) -> int:
               "height": args.height, "frames": len(t),
               "fps": round(1e3 / float(np.mean(t)), 2), "frame_ms_median": round(float(np.median(t)), 3),
               "frame_ms_p99": round(float(np.percentile(t, 99)), 3),
-              "tissue_upload_ms_median": round(float(np.median(tissue)), 3)}
+              "tissue_upload_ms_median": round(float(np.median(tissue)), 3),
+              "shadows": view.renderer.shadows, "target_fps": getattr(args, "target_fps", 30.0),
+              "missed_frames": int(np.maximum(np.ceil(t / (1e3 / getattr(args, "target_fps", 30.0))) - 1,
+                                              0).sum()), "load_avg": round(os.getloadavg()[0], 2)}
     print(json.dumps(result))
     if not args.json:
         print(f"{result['fps']} fps, median {result['frame_ms_median']} ms, p99 {result['frame_ms_p99']} ms "

@@ -1,7 +1,8 @@
 """Text for the HUD as quads: a line of text rasterised once by Pillow's built-in font, each run of
 lit pixels in a row one quad (the HUD draws only quads; no font texture or atlas to manage).
 
-Used for the instructor's message on a shared session's HUD. Cached per (text, size).
+Used for the instructor's message on a shared session's HUD, the instruments' names and jaw states
+and the frame rate. Cached per (text, size).
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from functools import lru_cache
 import numpy as np
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _runs(text: str, size: int) -> tuple[tuple[int, int, int], ...]:
-    """(row from the top, x0, x1) runs of lit pixels of `text` at `size` pixels."""
-    from PIL import Image, ImageDraw, ImageFont
+    """(row from the top, x0, x1) runs of lit pixels of `text` at `size` pixels; none without
+    Pillow (the headset display's root may lack it: the HUD then shows bars and digits only)."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        return ()
 
     try:
         font = ImageFont.load_default(size=size)

@@ -10,11 +10,16 @@ replay snapshots) the scope keys move the window's own camera. Keys (docs/render
     W S A D        move its tip away / toward / left / right (~5 cm/s)
     Q E            move its tip down / up
     Space          open / close its jaws
+    Shift (held)   fine steps: keys and mouse move a quarter as far
     arrows         pivot the scope about its port (pan, tilt)
     PgUp PgDn      insert / withdraw the scope
     Z X            roll the scope;  V  switch 0 / 30 deg optics;  H  HUD on/off
+    R              reset the view (the scope back to its start pose)
     Esc            close
     mouse          left-drag: move the tip in the floor plane; wheel: up/down; right-drag: pivot the scope
+
+The HUD shows the selected instrument (highlighted label), each instrument's jaw state (OPEN /
+CLOSED) and the window's frames per second (top right).
 
 Closing (Esc or the window's close button) ends the loop; GL objects and the window are released
 before glfwTerminate. `DesktopWindow()` raises `WindowUnavailable` with one line when there is no
@@ -48,7 +53,7 @@ class DesktopWindow:
 
     def __init__(self, description: dict, *, width: int = 1280, height: int = 720, title: str = "trocar",
                  vsync: bool = True, visible: bool = True, camera: LaparoscopeCamera | None = None,
-                 inputs=None):
+                 inputs=None, explorer=None):
         try:
             import glfw
         except Exception as exc:
@@ -91,6 +96,9 @@ class DesktopWindow:
         glfw.set_key_callback(self.window, self._on_key)
         glfw.set_scroll_callback(self.window, self._on_scroll)
         self._mouse: tuple[float, float] | None = None
+        self._home = self.camera.params().copy()
+        self.explorer = explorer  # a sim.render.explorer.Explorer: draw the anatomy explorer view
+        self.fps = 0.0  # frames per second shown (exponential average over ~1 s)
 
     # -- input -------------------------------------------------------------------------------------
 
@@ -106,12 +114,20 @@ class DesktopWindow:
             self.inputs.publish()
         if action != glfw.PRESS:
             return
+        if self.explorer is not None:
+            from sim.render.explorer import key_name
+
+            name = key_name(glfw, key)
+            if name is not None:
+                self.explorer.press(name)
         if key == glfw.KEY_ESCAPE:
             glfw.set_window_should_close(window, True)
         elif key == glfw.KEY_H:
             self.hud = not self.hud
         elif key == glfw.KEY_V and self.inputs is None:
             self.camera.view_angle = 0.0 if self.camera.view_angle else np.radians(30.0)
+        elif key == glfw.KEY_R and self.inputs is None:
+            self.camera.set_params(self._home)
 
     def _on_scroll(self, _window, _dx, dy) -> None:
         if self.inputs is not None:
@@ -182,6 +198,7 @@ class DesktopWindow:
         software = b"llvmpipe" in (GL.glGetString(GL.GL_RENDERER) or b"")
         period = 1.0 / (30.0 if software else 60.0)
         next_frame = time.perf_counter()
+        t_prev = next_frame
         while not glfw.window_should_close(self.window):
             wait = next_frame - time.perf_counter()
             if wait > 0:
@@ -191,8 +208,15 @@ class DesktopWindow:
             now = time.perf_counter()
             if self.inputs is not None:
                 self._poll_session_mouse()  # the session's servo moves tools and scope
-            else:
+            elif self.explorer is None:
                 self._poll_scope_keys(min(now - last, 0.1))
+            if self.explorer is not None:
+                self.explorer.hold(min(now - last, 0.1), left=_held(glfw, self.window, glfw.KEY_LEFT),
+                                   right=_held(glfw, self.window, glfw.KEY_RIGHT),
+                                   up=_held(glfw, self.window, glfw.KEY_UP),
+                                   down=_held(glfw, self.window, glfw.KEY_DOWN),
+                                   walk_in=_held(glfw, self.window, glfw.KEY_PAGE_UP),
+                                   walk_out=_held(glfw, self.window, glfw.KEY_PAGE_DOWN))
             last = now
             if should_stop is not None and should_stop():
                 break
@@ -208,7 +232,18 @@ class DesktopWindow:
                 follow_scope(self.camera, snap)
                 self._show_hud_text(snap)
             GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
-            self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud)
+            frame_s = max(now - t_prev, 1e-6)
+            t_prev = now
+            rate = 1.0 / frame_s
+            self.fps = rate if self.fps == 0.0 else self.fps + (rate - self.fps) * min(1.0, frame_s)
+            overlay = {"fps": self.fps,
+                       "selected": int(self.inputs.data["selected"][0]) if self.inputs is not None else None}
+            if self.explorer is not None:
+                from sim.render.explorer import draw_window
+
+                draw_window(self.renderer, snap, self.explorer, w, h, overlay=overlay if self.hud else None)
+            else:
+                self.renderer.draw_laparoscope(snap, self.camera, w, h, hud=self.hud, overlay=overlay)
             if on_frame is not None:
                 on_frame(shown)
             glfw.swap_buffers(self.window)

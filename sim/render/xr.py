@@ -14,21 +14,21 @@ monitor, 0.96 x 0.54 m, straight ahead just below eye height 0.8 m away, as in a
 `xrGetOpenGLGraphicsRequirementsKHR` is fetched with xr.get_instance_proc_addr: pyopenxr
 1.1.6501's `xr.ext.KHR.opengl_enable` import fails on Linux.
 
-Run as a module (the Monado test does, inside the trixie root):
-    python -m sim.render.xr --replay replay.pkl --frames 120 --report report.json
-replays recorded snapshots (pickle of {"description", "snapshots"}) and writes a JSON report.
+Controllers (`sim.render.xr_controllers`): an action set whose poses, triggers and recentre
+buttons go to the servo through the session's input mailbox (`--device xr,xr`), and whose vibration
+follows the instruments' force.
+
+The live display process of a session is `sim.render.xr_client` (started inside the Monado root
+by `sim.render.xr_root`).
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import json
-import pickle
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,7 +50,11 @@ MAX_EYE_WIDTH = 960  # eyes are rendered at most this wide (llvmpipe); the runti
 @dataclass
 class XrReport:
     """What a session did: states in order, frames submitted (and while FOCUSED), XR errors, the
-    readback check, and the frame pacing from wall-clock intervals between xrWaitFrame returns."""
+    readback check, the frame pacing from wall-clock intervals between xrWaitFrame returns (missed
+    frames: display periods with no frame of ours; the display period is the shortest
+    predicted_display_period the runtime gave, its nominal rate),
+    the time to render both eyes and the monitor, how many new snapshots were shown and how old
+    they were (from the servo's publish time, `pub_ns`), and the controllers' counters."""
 
     runtime: str = ""
     system: str = ""
@@ -64,6 +68,13 @@ class XrReport:
     readback_centre_tissue_fraction: float = -1.0
     frame_interval_ms_median: float = 0.0
     frame_interval_ms_p99: float = 0.0
+    display_period_ms: float = 0.0
+    missed_frames: int = 0
+    render_ms_median: float = 0.0
+    render_ms_p99: float = 0.0
+    snapshots_new: int = 0
+    snapshot_age_ms_median: float = -1.0
+    controllers: dict = field(default_factory=dict)
     wall_s: float = 0.0
     clean_exit: bool = False
 
@@ -84,8 +95,14 @@ class XrSession:
     """One OpenXR GL session with per-eye swapchains. Use `run()`; it cleans up on every path."""
 
     def __init__(self, description: dict, get_snapshot: Callable[[], dict | None], *,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, controllers=None, explore: dict | None = None):
         self.description = description
+        self.controllers = controllers  # an XrControllers, or None
+        self.explorer = None  # the anatomy explorer (sim.render.explorer) instead of table + monitor
+        if explore is not None:
+            from sim.render.explorer import Explorer
+
+            self.explorer = Explorer.for_scene(description, **explore)
         self.get_snapshot = get_snapshot
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.report = XrReport()
@@ -115,6 +132,8 @@ class XrSession:
                 enabled_extension_names=[xr.KHR_OPENGL_ENABLE_EXTENSION_NAME]))
         except Exception as exc:
             raise XrUnavailable(f"no OpenXR runtime ({type(exc).__name__}: {exc})") from exc
+        if self.controllers is not None:
+            self.controllers.create(xr, self.instance)
         props = xr.get_instance_properties(self.instance)
         self.report.runtime = props.runtime_name.decode() if isinstance(props.runtime_name, bytes) \
             else str(props.runtime_name)
@@ -171,6 +190,8 @@ class XrSession:
         self.session = xr.create_session(self.instance, xr.SessionCreateInfo(system_id=self.system, next=ptr))
         self.space = xr.create_reference_space(self.session, xr.ReferenceSpaceCreateInfo(
             reference_space_type=xr.ReferenceSpaceType.LOCAL))
+        if self.controllers is not None:
+            self.controllers.attach(self.session, self.space)
 
     def _create_swapchains(self) -> None:
         xr = self.xr
@@ -241,6 +262,10 @@ class XrSession:
         snap = self.get_snapshot()
         if snap is not None:
             self._last_snapshot = snap
+            self.report.snapshots_new += 1
+            if "pub_ns" in snap:
+                pub = int(np.asarray(snap["pub_ns"]).ravel()[0])
+                self._ages_ms.append((time.perf_counter_ns() - pub) / 1e6)
         return self._last_snapshot
 
     def _frame(self, readback: bool) -> np.ndarray | None:
@@ -249,21 +274,31 @@ class XrSession:
 
         frame_state = xr.wait_frame(self.session, xr.FrameWaitInfo())
         self._frame_times.append(time.perf_counter())
+        period = int(frame_state.predicted_display_period)
+        if period > 0 and (self._period_ns == 0 or period < self._period_ns):
+            self._period_ns = period  # the nominal rate (Monado widens the prediction for a late app)
         xr.begin_frame(self.session, xr.FrameBeginInfo())
+        t_render = time.perf_counter()
         layers = []
         image = None
         snap = self._snapshot()
+        if self.controllers is not None:
+            focused = self.state == xr.SessionState.FOCUSED
+            self.controllers.update(frame_state.predicted_display_time, snap, focused)
+            if self.explorer is not None and focused:
+                self.controllers.explore(self.explorer, self._period_ns / 1e9)
         if frame_state.should_render and snap is not None:
             view_state, views = xr.locate_views(self.session, xr.ViewLocateInfo(
                 view_configuration_type=xr.ViewConfigurationType.PRIMARY_STEREO,
                 display_time=frame_state.predicted_display_time, space=self.space))
             flags = view_state.view_state_flags
             if (flags & xr.VIEW_STATE_POSITION_VALID_BIT) and (flags & xr.VIEW_STATE_ORIENTATION_VALID_BIT):
-                self.monitor.bind()
                 from sim.render.process import follow_scope
 
                 follow_scope(self.camera, snap)
-                self.renderer.draw_laparoscope(snap, self.camera, *MONITOR_PX)
+                if self.explorer is None:
+                    self.monitor.bind()
+                    self.renderer.draw_laparoscope(snap, self.camera, *MONITOR_PX)
                 proj_views = (xr.CompositionLayerProjectionView * len(views))()
                 f, _ = self.camera.frame()
                 for i, view in enumerate(views):
@@ -278,9 +313,14 @@ class XrSession:
                     fov = view.fov
                     proj = geo.frustum_from_tangents(np.tan(fov.angle_left), np.tan(fov.angle_right),
                                                      np.tan(fov.angle_down), np.tan(fov.angle_up), 0.02, 20.0)
-                    self.renderer.draw_scene(snap, v, proj, world=TABLE, light_pos=self.camera.eye(),
-                                             light_dir=f, walls=False, room=0.5)
-                    self.renderer.draw_textured_quad(proj @ v @ MONITOR, self.monitor.texture)
+                    if self.explorer is not None:
+                        from sim.render.explorer import draw
+
+                        draw(self.renderer, snap, self.explorer, v, proj, world=self.explorer.xr_world())
+                    else:
+                        self.renderer.draw_scene(snap, v, proj, world=TABLE, light_pos=self.camera.eye(),
+                                                 light_dir=f, walls=False, room=0.5)
+                        self.renderer.draw_textured_quad(proj @ v @ MONITOR, self.monitor.texture)
                     if readback and i == 0:
                         image = fb.read_rgb()
                     GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
@@ -298,6 +338,8 @@ class XrSession:
                     self.report.rendered_views += 1
                 layer = xr.CompositionLayerProjection(space=self.space, views=proj_views)
                 layers.append(ctypes.byref(layer))
+        if layers:
+            self._render_ms.append((time.perf_counter() - t_render) * 1e3)
         xr.end_frame(self.session, xr.FrameEndInfo(display_time=frame_state.predicted_display_time,
                                                    environment_blend_mode=xr.EnvironmentBlendMode.OPAQUE,
                                                    layers=layers))
@@ -317,6 +359,9 @@ class XrSession:
         xr = self.xr
         t0 = time.perf_counter()
         self._frame_times: list[float] = []
+        self._render_ms: list[float] = []
+        self._ages_ms: list[float] = []
+        self._period_ns = 0
         image = None
         try:
             self._create_instance()
@@ -363,6 +408,17 @@ class XrSession:
         if len(iv):
             self.report.frame_interval_ms_median = round(float(np.median(iv)), 2)
             self.report.frame_interval_ms_p99 = round(float(np.percentile(iv, 99)), 2)
+            if self._period_ns > 0:
+                period = self._period_ns / 1e6
+                self.report.display_period_ms = round(period, 3)
+                self.report.missed_frames = int(np.maximum(np.round(iv / period) - 1, 0).sum())
+        if self._render_ms:
+            self.report.render_ms_median = round(float(np.median(self._render_ms)), 2)
+            self.report.render_ms_p99 = round(float(np.percentile(self._render_ms, 99)), 2)
+        if self._ages_ms:
+            self.report.snapshot_age_ms_median = round(float(np.median(self._ages_ms)), 2)
+        if self.controllers is not None:
+            self.report.controllers = self.controllers.report()
         self.report.wall_s = round(time.perf_counter() - t0, 2)
         return self.report, image
 
@@ -379,6 +435,8 @@ class XrSession:
                     self.monitor.release()
             for sc, *_ in self.swapchains:
                 xr.destroy_swapchain(sc)
+            if self.controllers is not None and self.session is not None:
+                self.controllers.destroy()
             if self.space is not None:
                 xr.destroy_space(self.space)
             if self.session is not None:
@@ -418,14 +476,42 @@ def run_xr_live(args) -> int:
     process only reads snapshots."""
     from sim.render.window import run_display_session
 
-    probe_runtime()  # fail fast (XrUnavailable) before starting the session
+    headset_available()  # fail fast (XrUnavailable) before starting the session
     return run_display_session(args, "xr", "script,script")
+
+
+def headset_available() -> str:
+    """Where a session's headset display will run: "host" (this host's OpenXR runtime) or "root"
+    (the Monado root, `sim.render.xr_root`; not when XR_RUNTIME_JSON names a runtime). Raises
+    XrUnavailable with both reasons when neither can."""
+    import os
+
+    try:
+        probe_runtime()
+        return "host"
+    except XrUnavailable as exc:
+        host = str(exc)
+    if os.environ.get("XR_RUNTIME_JSON"):
+        raise XrUnavailable(host)
+    from sim.render.xr_root import unavailable_reason
+
+    root = unavailable_reason()
+    if root:
+        raise XrUnavailable(f"{host}; Monado root: {root}")
+    return "root"
 
 
 def probe_runtime() -> None:
     """Raise XrUnavailable (one line) unless pyopenxr imports and an OpenXR runtime with
     XR_KHR_opengl_enable answers (no instance is created)."""
+    import os
+
     xr = _xr()
+    if not os.environ.get("XR_RUNTIME_JSON") and not any(
+            os.path.isfile(os.path.join(d, "openxr", "1", "active_runtime.json"))
+            for d in [os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"),
+                      *(os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")]):
+        raise XrUnavailable("no OpenXR runtime (no active_runtime.json, XR_RUNTIME_JSON unset)")
     try:
         exts = [e.extension_name.decode() if isinstance(e.extension_name, bytes) else e.extension_name
                 for e in xr.enumerate_instance_extension_properties()]
@@ -433,45 +519,3 @@ def probe_runtime() -> None:
         raise XrUnavailable(f"no OpenXR runtime ({type(exc).__name__}: {exc})") from exc
     if xr.KHR_OPENGL_ENABLE_EXTENSION_NAME not in exts:
         raise XrUnavailable("the OpenXR runtime has no XR_KHR_opengl_enable")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Replay recorded snapshots in an OpenXR session and write a JSON report (the Monado test)."""
-    p = argparse.ArgumentParser(prog="python -m sim.render.xr")
-    p.add_argument("--replay", required=True, help="pickle of {'description', 'snapshots'}")
-    p.add_argument("--frames", type=int, default=120, help="frames to submit while FOCUSED")
-    p.add_argument("--readback-at", type=int, default=100, help="read back the left eye at this frame")
-    p.add_argument("--report", required=True, help="JSON report path")
-    p.add_argument("--image", help="save the read-back eye image here (.npy)")
-    p.add_argument("--timeout", type=float, default=300.0)
-    args = p.parse_args(argv)
-    with open(args.replay, "rb") as fh:
-        data = pickle.load(fh)
-    snaps = data["snapshots"]
-    counter = {"i": 0}
-
-    def get_snapshot() -> dict:
-        snap = snaps[counter["i"] % len(snaps)]
-        counter["i"] += 1
-        return snap
-
-    try:
-        report, image = XrSession(data["description"], get_snapshot).run(
-            frames=args.frames, readback_at=args.readback_at, timeout_s=args.timeout)
-    except XrUnavailable as exc:
-        print(f"xr: OpenXR unavailable: {exc}", file=sys.stderr)
-        with open(args.report, "w") as fh:
-            json.dump({"unavailable": str(exc)}, fh)
-        return 3
-    if image is not None:
-        report.readback_centre_tissue_fraction = round(centre_tissue_fraction(image), 4)
-        if args.image:
-            np.save(args.image, image)
-    with open(args.report, "w") as fh:
-        json.dump(asdict(report), fh, indent=1)
-    print(json.dumps(asdict(report)))
-    return 0 if report.clean_exit and not report.errors else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

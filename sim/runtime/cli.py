@@ -111,7 +111,7 @@ def _cmd_run_procedure(args: argparse.Namespace) -> int:
     from sim.runtime.procedure_session import run_procedure_session
 
     result = run_procedure_session(args.scene, args.policy, seed=args.seed, record=args.record,
-                                   seconds=args.seconds, realtime=not args.lockstep)
+                                   seconds=args.seconds, realtime=not args.lockstep, display=args.display)
     return 0 if result.status in ("success", "failure", "timeout") else 1
 
 
@@ -184,9 +184,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not is_recording(args.file):
         raise UserError(f"{args.file}: not a trocar session recording")
     _scenes()
-    from sim.runtime.lockstep import replay
+    from sim.runtime.lockstep import find_procedure, replay
+    from sim.runtime.recording import read_recording
 
-    r = replay(args.file)
+    procedure = find_procedure(read_recording(args.file).meta.get("scene", ""))
+    r = replay(args.file, procedure=procedure)
     if r.mismatch is not None:
         k, want, got = r.mismatch
         print(f"replay: MISMATCH after tick {k}: recorded {want[:16]}, replayed {got[:16]}")
@@ -195,6 +197,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: MISMATCH: events differ over ticks 0..{r.last_tick}")
         return 1
     print(f"replay: {r.ticks} ticks, {r.checked} checksums equal")
+    if procedure is not None and r.complete and not r.damage:
+        from sim.runtime.procedure_session import print_result, replayed_result
+
+        result, same = replayed_result(procedure, args.file)
+        print_result(result)
+        if same is False:
+            print("replay: MISMATCH: the replayed result differs from the recorded "
+                  f"{os.path.basename(args.file)}.result.json")
+            return 1
+        if same:
+            print("replay: result equals the recorded one")
     if r.damage:
         print(f"replay: damaged recording: {r.damage}; replayed up to tick {r.last_tick}")
         return 3

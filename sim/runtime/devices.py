@@ -14,6 +14,8 @@ Device strings:
   recording (one sample per tick).
 - ``null``: `NullDevice` (a handle at the workspace centre).
 - ``script``: the renderer's tool script played through the device path (`sim.render.script.ScriptHand`).
+- ``xr``: a VR controller of the headset (`sim.runtime.xr_device`; hand 0 the left controller,
+  hand 1 the right); needs `--display xr`.
 
 Workspace map (device frame -> world, at the runtime boundary): hand h drives tool h; tools
 without a hand hold their start pose. For the driven tool,
@@ -28,6 +30,9 @@ pad from the left port). The device force is the negative coupling force on the 
 proxy, in world axes = device axes, not scaled (with scale s the hand feels the coupling
 stiffness times s: 500 N/m x 1.5 = 750 N/m, under the emulator's 2000 N/m stable limit).
 Until the first STATE arrives (or while the link is down) the driven tool holds its last target.
+When the link comes up (`WorkspaceMap.connect`) the target glides from where it held to the hand
+over GLIDE_S along a minimum-jerk path instead of jumping: a 45 mm jump in one 1 ms tick would put
+hundreds of newtons of coupling damping on the tool, into the hand and into the force metrics.
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ import os
 import select
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from haptics.serial_device import stop_process
 from sim.errors import UserError
 
-DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null", "script")
+DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null", "script", "xr")
 MAX_HANDS = 2
 DEFAULT_SCALE = 1.5
 #: Emulator hand used by `--device emu`: circles (radius 2 cm, 4 s) 2 cm below the workspace
@@ -53,6 +58,8 @@ EMU_DEFAULT_ARGS = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period"
 #: The same for the second hand, mirrored in x (the right tool comes from the right port).
 EMU_DEFAULT_ARGS_RIGHT = ("--hand", "circle", "--hand-radius", "0.02", "--hand-period", "4",
                           "--hand-at=-0.03,0.06,-0.02")  # '=': argparse takes a leading '-' for an option
+GLIDE_S = 1.0  # [s] the tool's glide to the hand when a device link comes up (45 mm: peak 0.08 m/s)
+GLIDE_MIN_GAP = 1e-3  # [m] a smaller gap between the held target and the hand is taken at once
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class DeviceChoice:
 def parse_device(text: str) -> DeviceChoice:
     """Parse `--device`; UserError (one line) on anything else."""
     kind, sep, arg = text.partition(":")
-    if kind in ("emu", "keyboard", "null", "script") and not sep:
+    if kind in ("emu", "keyboard", "null", "script", "xr") and not sep:
         return DeviceChoice(kind)
     if kind in ("serial", "replay") and sep and arg:
         if kind == "replay" and not os.path.isfile(arg):
@@ -211,6 +218,12 @@ def open_device(choice: DeviceChoice, *, soft_start_s: float = 2.0, state_timeou
             dev = WindowKeyboardDevice(inputs, hand, keyboard_hands=keyboard_hands)
         elif choice.kind == "keyboard":
             dev = KeyboardMouseDevice()
+        elif choice.kind == "xr":
+            if inputs is None:
+                raise UserError("--device xr needs the session's input mailbox (trocar run --display xr)")
+            from sim.runtime.xr_device import XrControllerDevice
+
+            dev = XrControllerDevice(inputs, hand)
         elif choice.kind == "replay":
             dev = replay_device_from(choice.arg, hand)
         elif choice.kind == "null":
@@ -239,6 +252,10 @@ class WorkspaceMap:
     jaw_max: np.ndarray
     tool: int = 0
     scale: float = DEFAULT_SCALE
+    # the glide after `connect` (device-side state, not the scene's: the targets it writes are recorded)
+    _glide_from: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
+    _glide_ticks: int = field(default=0, repr=False)
+    _glide_left: int = field(default=0, repr=False)
 
     @classmethod
     def for_scene(cls, scene, *, tool: int = 0, scale: float = DEFAULT_SCALE) -> WorkspaceMap:
@@ -252,6 +269,19 @@ class WorkspaceMap:
         h = self.home[self.tool]
         return (np.asarray(target_xyz, dtype=float)[:3] - h[:3]) / self.scale
 
+    def connect(self, position: np.ndarray, targets: np.ndarray, dt: float) -> None:
+        """The device link came up (first sample, or a reconnect) with the handle at position [m]:
+        the next apply() calls glide the driven tool's target from where it holds (targets[tool],
+        (n_tools, 4)) to the hand over GLIDE_S (ticks of dt [s]), unless it is within GLIDE_MIN_GAP."""
+        i = self.tool
+        h = self.home[i]
+        hand = h[:3] + self.scale * np.asarray(position, dtype=float)
+        gap = np.asarray(targets[i, :3], dtype=float) - hand
+        self._glide_left = 0
+        if float(np.linalg.norm(gap)) > GLIDE_MIN_GAP:
+            self._glide_from[:] = targets[i, :3]
+            self._glide_ticks = self._glide_left = max(1, int(round(GLIDE_S / dt)))
+
     def apply(self, position: np.ndarray, gripper: float, targets: np.ndarray,
               jaws: np.ndarray) -> None:
         """Write the driven tool's target and jaw from a device position [m] and gripper [rad]."""
@@ -263,6 +293,13 @@ class WorkspaceMap:
         targets[i, 2] = h[2] + s * position[2]
         targets[i, 3] = h[3]
         jaws[i] = min(max(gripper, 0.0), self.jaw_max[i])
+        if self._glide_left > 0:  # minimum-jerk blend from the held target to the hand
+            self._glide_left -= 1
+            u = 1.0 - self._glide_left / self._glide_ticks
+            b = u * u * u * (10.0 - 15.0 * u + 6.0 * u * u)
+            g = self._glide_from
+            for k in range(3):
+                targets[i, k] = g[k] + b * (targets[i, k] - g[k])
 
     def describe(self) -> dict:
         return {"tool": self.tool, "scale": self.scale, "home": self.home.tolist(),

@@ -306,6 +306,7 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
         f = np.zeros(3)
         v = sample_out["sample"]
         devs = [h.device for h in hands]
+        link_up = [False] * len(devs)  # per hand: the last sample was applied (glide on link-up)
 
         def tick(start: int, lateness: int) -> None:
             seq = model.read_into(fresh_model)
@@ -329,6 +330,9 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
                 if have_model and s.connected:
                     w = wmaps[h]
                     port = ports[h]
+                    if not link_up[h]:  # the same glide as the physics process's step
+                        w.connect(s.position, targets, PERIOD_NS * 1e-9)
+                        link_up[h] = True
                     w.apply(s.position, s.gripper, targets, jaws)
                     x_t, _, _ = project_tip_target(port["point"], targets[w.tool, :3],
                                                    max_angle=port["max_angle"],
@@ -341,6 +345,7 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
                         if depth > 0.0:
                             f[:] += ks * depth * nrm
                 else:
+                    link_up[h] = False
                     f[:] = 0.0
                 dev.write_force(f)
             inbox.write(sample_out)

@@ -8,7 +8,8 @@ recorded attempt and its replay give the same metrics).
 
 Glue for issue 12 part 6 that belongs with the runtime: the devices are `procedures.policies`
 hands (HapticDevices with `observe`) rather than `--device` strings, and the loop is lockstep or
-paced to the wall clock by sleeping (no servo process, no window).
+paced to the wall clock by sleeping (no servo process); a real-time session opens the runtime's
+display process (a window if there is a display, headless otherwise) fed by the snapshot mailbox.
 """
 
 from __future__ import annotations
@@ -191,13 +192,19 @@ def trace_from_recording(rec, dt: float, tick0: int = 0) -> Trace:
                  force=rows["force"], scope_pose=rows["scope_pose"], events=events, tick0=tick0)
 
 
-def finish_procedure(procedure, record: str, *, log=print) -> ProcedureResult:
-    """After a session with `procedure` recorded to `record`: its result from the recording's rows,
-    written as `<record>.result.json`, and the table printed."""
+def result_from_recording(procedure, record: str) -> ProcedureResult:
+    """`procedure`'s result over the rows of the recording `record` (after the session or a replay
+    with that procedure object)."""
     from sim.runtime.recording import read_recording
 
     rec = read_recording(record)
-    result = procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
+    return procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
+
+
+def finish_procedure(procedure, record: str, *, log=print) -> ProcedureResult:
+    """After a session with `procedure` recorded to `record`: its result from the recording's rows,
+    written as `<record>.result.json`, and the table printed."""
+    result = result_from_recording(procedure, record)
     with open(result_path(record), "w") as fh:
         fh.write(result.to_json(indent=1))
     print_result(result)
@@ -219,6 +226,21 @@ def score_recording(record: str, *, log=print) -> ProcedureResult | None:
     return finish_procedure(proc, record, log=log)
 
 
+def replayed_result(procedure, record: str) -> tuple[ProcedureResult, bool | None]:
+    """After `replay(record, procedure=procedure)`: the attempt's result computed again from the
+    recording, and whether it equals the `<record>.result.json` the session wrote (None when that
+    file is missing or unreadable). Writes nothing."""
+    result = result_from_recording(procedure, record)
+    try:
+        with open(result_path(record)) as fh:
+            stored = ProcedureResult.from_json(fh.read())
+    except (OSError, ValueError, KeyError, TypeError):
+        return result, None
+    same = (stored.status, stored.passed, stored.score, stored.duration_s) == (
+        result.status, result.passed, result.score, result.duration_s)
+    return result, same
+
+
 def print_result(result: ProcedureResult, *, file=None) -> None:
     """The end-of-attempt summary as a rich table (status, score, pass/fail, metrics, errors)."""
     from rich.console import Console
@@ -237,12 +259,49 @@ def print_result(result: ProcedureResult, *, file=None) -> None:
         console.print(f"  {e.t:7.2f} s  tick {e.tick}: {e.kind}: {e.message}")
 
 
+class _Display:
+    """A display process watching a `--policy` session: the session publishes snapshots to a
+    mailbox every `publish_every` ticks and the runtime's render process (`realtime.render_entry`)
+    shows them (window or headset), as for any `trocar run` session. Start/stop around the loop."""
+
+    def __init__(self, session, display: str) -> None:
+        import multiprocessing as mp
+
+        from sim.runtime.keyboard import input_layout
+        from sim.runtime.mailbox import SnapshotMailbox, layout_of
+        from sim.runtime.realtime import render_entry
+        from sim.runtime.scheduler import SharedStop
+
+        self.box = SnapshotMailbox.create(layout_of(session.snapshot()))
+        self.inputs = SnapshotMailbox.create(input_layout())  # the window's keys go nowhere: policies drive
+        session.mailbox = self.box
+        session.publish()
+        ctx = mp.get_context("spawn")
+        self.stop = SharedStop(ctx)
+        self.proc = ctx.Process(target=render_entry, name="trocar-render", daemon=True,
+                                args=(self.box.name, self.box.layout, session.scene.describe(), display,
+                                      self.stop, None, None, self.inputs.name))
+        self.proc.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        for box in (self.box, self.inputs):
+            box.close()
+            box.unlink()
+
+
 def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record: str | None = None,
-                          seconds: float | None = None, realtime: bool = False,
+                          seconds: float | None = None, realtime: bool = False, display: str = "headless",
                           log=print) -> ProcedureResult:
     """Play `procedure` with scripted hands `policy`: record the session (`trocar replay` reproduces
     it), compute the result from the recording's rows, write it as `<recording>.result.json` and
-    print the table. realtime: pace the ticks to the wall clock (else lockstep, as fast as possible)."""
+    print the table. realtime: pace the ticks to the wall clock (else lockstep, as fast as possible).
+    display: window | xr | headless | auto (a window if $DISPLAY is set): a real-time session is
+    shown there while it plays (the display only reads snapshots; the recording is the same)."""
     from procedures.policies import make_hands
     from sim.runtime.config import default_record_path, session_meta
     from sim.runtime.recording import RecordingWriter, read_recording
@@ -261,6 +320,14 @@ def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record:
     att.session.t0_ns = t0
     finished_at = None
     dt, tick0 = att.scene.dt, att.procedure.tick0
+    watcher = None
+    if realtime:
+        from sim.runtime.realtime import choose_display
+
+        shown = choose_display(display)
+        if shown != "headless":
+            watcher = _Display(att.session, shown)
+            log(f"display: {shown} (render pid {watcher.proc.pid})")
     try:
         while not att.procedure.done and att.n < min(limit, att.cap - 1):
             if realtime:
@@ -280,6 +347,8 @@ def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record:
         rec.close({"reason": proc.status, "ticks": att.scene.tick_count})
         result = proc.result(trace_from_recording(read_recording(record), dt, tick0))
     finally:
+        if watcher is not None:
+            watcher.close()
         att.close()
     with open(result_path(record), "w") as fh:
         fh.write(result.to_json(indent=1))

@@ -41,6 +41,7 @@ from sim.runtime.timing import TickTimer, format_link, format_report
 AUTO_MEASURE_TICKS = 200  # `--rate-mode auto`: warm-up ticks timed to choose
 AUTO_LIMIT_NS = 800_000  # p90 tick compute above this -> multirate [ns]
 EMU_WATCHDOG_GRACE_S = 0.3  # after a servo crash: the device watchdog (50 ms) + ramp, with margin
+RENDER_STOP_S = {"xr": 30.0, "other": 5.0}  # how long the renderer may take to close after the stop [s]
 
 
 # ------------------------------------------------------------------------------ scheduling
@@ -452,7 +453,9 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
                 servo.kill()
                 servo.join()
         if render is not None:
-            render.join(5)
+            # A headset display ends its XR session cleanly (STOPPING -> EXITING) and stops the
+            # Monado root: give it that long before terminating it.
+            render.join(RENDER_STOP_S["xr"] if "xr" in display.split("?")[0] else RENDER_STOP_S["other"])
             if render.is_alive():
                 render.terminate()
                 render.join(5)

@@ -10,7 +10,8 @@ belongs to the caller's scheduler), in this order:
 
 1. per hand: `device.observe(scene, wmap)` if the device has it (scripted policies look at the world
    here and act only through their next sample), `sample = device.read()`, and if the sample is
-   connected `wmap.apply(...)` writes that hand's tool target and jaw;
+   connected `wmap.apply(...)` writes that hand's tool target and jaw (after `wmap.connect(...)`
+   when the link has just come up: the tool glides to the hand);
    (replay and the scripted render pass the control instead: `step(..., control=...)`)
 2. `scene.tick(control)`; the new scene events of this tick;
 3. `procedure.update(scene, tick, new_events)` if a procedure is given (duck-typed);
@@ -19,8 +20,13 @@ belongs to the caller's scheduler), in this order:
    events, a checksum every `checksum_every` ticks;
 6. a snapshot to the mailbox every `publish_every` ticks: `scene.snapshot()` plus `hud`, the
    procedure's hud() as UTF-8 JSON in a fixed-size uint8 array (zero padded; `decode_hud`), with
-   the instructor's message and mark under "instructor" when the session is shared (`guide`), and
-   `pub_ns`, the publish time (perf_counter_ns: displays measure their latency from it).
+   the instructor's message and mark under "instructor" when the session is shared (`guide`),
+   `pub_ns`, the publish time (perf_counter_ns: displays measure their latency from it),
+   `jaws` (n_tools,) the commanded jaw angles [rad] (the HUD shows open/closed), `force_env`
+   (n_tools,) the force envelope [N]: max(|F|, previous * exp(-dt / FORCE_ENV_TAU_S)) per tick,
+   so a display sampling at frame rate still sees a brief contact (the headset's vibration), and
+   `version` (1,) = SNAPSHOT_VERSION (bump it when these keys or their shapes change: displays
+   run in other processes, the headset's in another root, from the same checkout).
 
 `hold()` is the tick of a paused session (`trocar run --share`, the console's pause): devices are
 read and sent zero force, the scene and the procedure do not advance, snapshots go on.
@@ -41,6 +47,8 @@ from sim.runtime.devices import WorkspaceMap, open_device
 from sim.scene import SceneControl
 
 _NO_EVENTS: tuple = ()
+SNAPSHOT_VERSION = 2  # 1: scene.snapshot + hud + pub_ns; 2: + jaws, force_env, version
+FORCE_ENV_TAU_S = 0.1  # decay time of the force envelope [s]
 
 
 @dataclass
@@ -126,6 +134,9 @@ class SessionStep:
         self.guide = None  # sim.runtime.share.GuideChannel of a shared session, else None
         self._held = 0
         self._zero = np.zeros(3)
+        self._link_up = [False] * len(self.hands)  # per hand: last sample connected (glide on link-up)
+        self.force_env = np.zeros(scene.n_tools)
+        self._env_decay = float(np.exp(-scene.dt / FORCE_ENV_TAU_S))
 
     # -- the tick ------------------------------------------------------------------------------------
 
@@ -148,8 +159,12 @@ class SessionStep:
                     observe(scene, hand.wmap)
                 s = dev.read()
                 samples[h] = s
-                if s is not None and s.connected:
+                up = s is not None and s.connected
+                if up:
+                    if not self._link_up[h]:
+                        hand.wmap.connect(s.position, ctl.targets, scene.dt)
                     hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws)
+                self._link_up[h] = up
         else:
             ctl.targets[:] = control.targets
             ctl.jaws[:] = control.jaws
@@ -160,6 +175,12 @@ class SessionStep:
         new_events = events[self._n_events:] if len(events) != self._n_events else _NO_EVENTS
         if self.procedure is not None:
             self.procedure.update(scene, tick, new_events)
+        env = self.force_env
+        decay = self._env_decay
+        for i in range(len(env)):
+            c = coupling[i]
+            mag = (c[0] * c[0] + c[1] * c[1] + c[2] * c[2]) ** 0.5
+            env[i] = max(mag, env[i] * decay)
         f = self.force
         for h, hand in enumerate(self.hands):
             c = coupling[hand.wmap.tool]
@@ -210,7 +231,7 @@ class SessionStep:
     # -- around the tick -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """`scene.snapshot()` plus `hud` (the procedure's hud() as JSON bytes, see encode_hud)."""
+        """`scene.snapshot()` plus hud, pub_ns, jaws, force_env and version (module docstring, 6)."""
         snap = self.scene.snapshot()
         hud = getattr(self.procedure, "hud", None)
         state = hud() if hud is not None else None
@@ -219,12 +240,17 @@ class SessionStep:
         encode_hud(state, self.hud)
         snap["hud"] = self.hud.copy()
         snap["pub_ns"] = np.array([time.perf_counter_ns()], np.int64)
+        snap["jaws"] = self.control.jaws.copy()
+        snap["force_env"] = self.force_env.copy()
+        snap["version"] = np.array([SNAPSHOT_VERSION], np.int32)
         return snap
 
     def hold(self) -> None:
         """The tick of a paused session: read every device (drains its link), command zero force
-        (keeps its watchdog fed), publish a snapshot every `publish_every` calls; no scene tick."""
-        for hand in self.hands:
+        (keeps its watchdog fed), publish a snapshot every `publish_every` calls; no scene tick.
+        On resume each tool glides to where its hand has moved meanwhile (as on a link coming up)."""
+        for h, hand in enumerate(self.hands):
+            self._link_up[h] = False
             dev = hand.device
             if dev is not None:
                 dev.read()

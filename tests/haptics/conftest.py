@@ -78,8 +78,10 @@ def first_event(path, name: str, after: float = 0.0) -> float | None:
 def make_device(tmp_path):
     """Factory: an opened EmulatedDevice (emulator args..., driver kwargs); closed at teardown.
 
-    Defaults are generous for a loaded 2-core CI machine: host STATE timeout 200 ms, a 50 ms soft
-    start ramp. Each device's event log path is in `dev.event_log`.
+    Defaults are generous for a loaded 2-core CI machine: host STATE timeout 200 ms, device
+    watchdog 250 ms (a test process descheduled for 50 ms must not trip it: tests of the watchdog
+    itself ask for 50 ms), a 50 ms soft start ramp. Each device's event log path is in
+    `dev.event_log`.
     """
     devices: list[EmulatedDevice] = []
 
@@ -87,6 +89,7 @@ def make_device(tmp_path):
         log = tmp_path / f"events{len(devices)}.log"
         kw.setdefault("state_timeout_s", 0.2)
         kw.setdefault("ramp_s", 0.05)
+        kw.setdefault("watchdog_ms", 250)
         dev = EmulatedDevice("--event-log", str(log), *args, **kw)
         dev.event_log = log
         devices.append(dev)

@@ -137,7 +137,7 @@ def _info():
 
 
 def test_wizard_fit_of_a_recorded_jig_cycle_recovers_the_encoder_and_the_sweep():
-    from haptics.calibrate_cli import fit_position
+    from haptics.calibration_steps import fit_position
 
     sign, gain, offset = np.array([-1.0, 1.0, -1.0]), np.array([0.04, -0.01, 0.0]), np.array([900, -30, 5])
     position, workspace = fit_position(_recording(sign, gain, offset), _info())
@@ -148,7 +148,7 @@ def test_wizard_fit_of_a_recorded_jig_cycle_recovers_the_encoder_and_the_sweep()
 
 
 def test_wizard_fails_the_jig_step_naming_the_hole_the_tip_missed():
-    from haptics.calibrate_cli import CalibrationFailed, fit_position
+    from haptics.calibration_steps import CalibrationFailed, fit_position
 
     rec = _recording(np.ones(3), np.zeros(3), np.zeros(3), bad_hole=4)
     with pytest.raises(CalibrationFailed, match="worst at hole 4"):
@@ -159,7 +159,7 @@ def test_stability_step_refuses_a_window_where_the_host_was_late_for_the_device(
     # The refusal for real overload stays: a window in which the device applied, at more than
     # WALL_UNSTEADY_FRACTION of its ticks, a force answering another STATE than usual is not
     # the device's own loop (calibrate_cli.steady_loop); a steady one is.
-    from haptics.calibrate_cli import WALL_UNSTEADY_FRACTION, steady_loop
+    from haptics.calibration_stability import WALL_UNSTEADY_FRACTION, steady_loop
 
     rng = np.random.default_rng(0)
     steady = np.full(300, 7)

@@ -27,7 +27,8 @@ from haptics import calibration as C
 from haptics import protocol as P
 from haptics.device import NullDevice
 from haptics.emulated_device import EmulatedDevice
-from haptics.emulator import EMU_SET_HAND, HANDS
+from haptics.emulator import EMU_SET_HAND
+from haptics.emulator_config import HANDS
 from haptics.profile import (
     UNCALIBRATED_MAX_FORCE,
     CalibratedDevice,
@@ -55,7 +56,7 @@ GRIP_MASS, GRIP_DAMPING, GRIP_STIFFNESS = 0.1, 3.0, 200.0  # [kg], [N s/m], [N/m
 GRAVITY_MASS, ARM_MASS = 0.05, 0.3  # [kg]
 SHOULDER = (0.0, -0.15, -0.10)  # [m]
 TILT = (0.03, -0.02)  # [rad] about x, then y
-WALL_DAMPING = 1.0  # the wizard's wall damping [N s/m] (calibrate_cli.WALL_DAMPING)
+WALL_DAMPING = 1.0  # the wizard's wall damping [N s/m] (calibration_stability.WALL_DAMPING)
 SUBSTEPS = 10  # the emulator's mechanics sub-steps per tick
 
 

@@ -28,6 +28,13 @@ def test_run_writes_the_result_next_to_a_recording_that_replays(tmp_path):
     assert grasps and all(len(e) == 6 and 0 <= e[5] < 6 for e in grasps)  # typed body index
     r = trocar("replay", str(rec))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "path length, left hand" in r.stdout  # the attempt's table, scored again from the replay
+    assert "result equals the recorded one" in r.stdout
+    # a result file that no longer matches what the recording replays to is reported
+    result["score"] = result["score"] + 10.0
+    (tmp_path / "attempt.trec.result.json").write_text(json.dumps(result))
+    r = trocar("replay", str(rec))
+    assert r.returncode == 1 and "MISMATCH: the replayed result differs" in r.stdout
 
 
 def test_bad_procedure_input_is_one_error_line():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from haptics.device import NullDevice
-from sim.runtime.devices import WorkspaceMap
+from sim.runtime.devices import GLIDE_S, WorkspaceMap
 from sim.runtime.mailbox import SnapshotMailbox, layout_of
 from sim.runtime.recording import RecordingWriter, read_recording
 from sim.runtime.step import Hand, SessionStep, decode_hud
@@ -43,8 +43,11 @@ def test_each_hand_drives_its_own_tool_and_gets_its_own_force(scene, tmp_path):
     rec = RecordingWriter(str(tmp_path / "s.trec"), {"mode": "test"}, scene.n_tools, n_hands=2)
     step = SessionStep(scene, hands, recorder=rec, checksum_every=10)
     home = [h.wmap.home.copy() for h in hands]
-    for k in range(20):
+    n = int(round(GLIDE_S / scene.dt)) + 20  # the link-up glide, then 20 ticks at the hand
+    for k in range(n):
         step.step(k * 1_000_000)
+        if k == 0:  # the first sample starts the glide: the targets have barely left home
+            assert np.linalg.norm(step.control.targets[0, :3] - home[0][0, :3]) < 1e-6
     rec.close()
     assert np.allclose(step.control.targets[0, :3], home[0][0, :3] + 1.5 * np.array([0, 0, -0.01]))
     assert np.allclose(step.control.targets[1, :3], home[1][1, :3] + 1.5 * np.array([0, 0, 0.01]))
@@ -52,13 +55,44 @@ def test_each_hand_drives_its_own_tool_and_gets_its_own_force(scene, tmp_path):
     assert np.allclose(left.last_force, -step.coupling[0])
     assert np.allclose(right.last_force, -step.coupling[1])
     r = read_recording(str(tmp_path / "s.trec"))
-    assert r.ticks["force"].shape == (20, 2, 3) and r.ticks["dev_pos"].shape == (20, 2, 3)
+    assert r.ticks["force"].shape == (n, 2, 3) and r.ticks["dev_pos"].shape == (n, 2, 3)
     assert np.allclose(r.ticks["dev_pos"][-1], [[0, 0, -0.01], [0, 0, 0.01]])
-    assert r.ticks["tool_pose"].shape == (20, 2, 7)
+    assert r.ticks["tool_pose"].shape == (n, 2, 7)
     # the recorded tool pose is where the tool tip is after the tick
     assert np.allclose(r.ticks["tool_pose"][-1, :, :3], [t.tip() for t in scene.tools], atol=1e-9)
     assert np.allclose(r.ticks["scope_pose"][-1], scene.scope.pose)
-    assert len(r.checksums) == 2
+    assert len(r.checksums) == n // 10
+
+
+def test_a_device_link_coming_up_glides_the_tool_to_the_hand_without_a_force_kick(scene):
+    # The handle is 45 mm from where the tool holds when its link comes up. Taken in one tick, the
+    # target's 45 m/s finite-difference velocity put 800 N of coupling damping on the tool (seen in
+    # a two-device session). Gliding, the target follows a minimum-jerk path and the force stays at
+    # what accelerating the tool costs: peak acceleration 5.77 * 45 mm / GLIDE_S^2 on ~0.2 kg.
+    dev = NullDevice((0.0, 0.0, 0.03))
+    dev.open()
+    hand = Hand(dev, WorkspaceMap.for_scene(scene, tool=0))
+    step = SessionStep(scene, [hand])
+    home = hand.wmap.home[0, :3].copy()
+    goal = home + 1.5 * np.array([0.0, 0.0, 0.03])
+    n = int(round(GLIDE_S / scene.dt))
+    peak, mid = 0.0, None
+    for k in range(n + 200):
+        step.step(k * 1_000_000)
+        peak = max(peak, float(np.linalg.norm(step.coupling[0])))
+        if k == n // 2 - 1:
+            mid = step.control.targets[0, :3].copy()
+    np.testing.assert_allclose(mid, 0.5 * (home + goal), atol=1e-6)  # min-jerk: halfway at half time
+    np.testing.assert_allclose(step.control.targets[0, :3], goal, atol=1e-12)
+    np.testing.assert_allclose(scene.tools[0].tip(), goal, atol=1e-3)  # the tool got there
+    assert peak < 0.5, peak
+    # a link that drops and comes back glides again (from the held target, to the hand's new place)
+    dev.close()
+    step.step(0)
+    hand.device = NullDevice((0.0, 0.0, 0.0))
+    hand.device.open()
+    step.step(0)
+    assert np.linalg.norm(step.control.targets[0, :3] - goal) < 1e-6
 
 
 def test_the_procedure_sees_every_tick_and_event_and_its_hud_reaches_the_snapshot(scene):
