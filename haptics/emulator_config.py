@@ -109,41 +109,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = EmulatorConfig()
     p.add_argument("--link", help="also create this symlink to the pty (stable path)")
     p.add_argument("--serial", default=d.serial, help="serial number in INFO")
-    p.add_argument("--rate", type=int, default=d.rate_hz, help="STATE rate [Hz] (default 1000)")
+    p.add_argument("--rate", type=int, default=d.rate_hz, help="STATE rate [Hz] (default %(default)s)")
     p.add_argument("--watchdog-ms", type=int, default=d.watchdog_ms,
-                   help="device watchdog until the host sets one [ms] (default 100)")
+                   help="device watchdog until the host sets one [ms] (default %(default)s)")
     p.add_argument("--max-force", type=float, default=d.max_force, help="motor limit [N]")
     p.add_argument("--protocol-version", type=_version, default=d.protocol,
                    help="protocol version to announce in INFO (tests of negotiation)")
     p.add_argument("--unhomed", action="store_true", help="start not homed (ENABLE refused)")
     p.add_argument("--hand", default=d.hand,
-                   help="hand model: spring, still, circle, free, grip, or script:FILE (default spring)")
+                   help="hand model: spring, still, circle, free, grip, or script:FILE (default %(default)s)")
     p.add_argument("--hand-at", type=_floats(3), default=d.hand_at,
                    help="where the hand holds the handle x,y,z [m]")
     p.add_argument("--hand-stiffness", type=float, default=d.hand_stiffness,
-                   help="hand spring [N/m] (default 200)")
+                   help="hand spring [N/m] (default %(default)s)")
     p.add_argument("--hand-radius", type=float, default=d.hand_radius, help="circle radius [m]")
     p.add_argument("--hand-period", type=float, default=d.hand_period, help="circle period [s]")
     h = p.add_argument_group("physical hands (free, grip) and gravity")
     h.add_argument("--handle-mass", type=float, default=d.handle_mass,
-                   help="moving mass of the mechanism [kg] (default 0.08)")
+                   help="moving mass of the mechanism [kg] (default %(default)s)")
     h.add_argument("--device-damping", type=float, default=d.device_damping,
-                   help="viscous friction of the mechanism [N s/m] (default 2)")
-    h.add_argument("--grip-mass", type=float, default=d.grip_mass, help="hand mass [kg] (0.1)")
+                   help="viscous friction of the mechanism [N s/m] (default %(default)s)")
+    h.add_argument("--grip-mass", type=float, default=d.grip_mass, help="hand mass [kg] (default %(default)s)")
     h.add_argument("--grip-damping", type=float, default=d.grip_damping,
-                   help="hand damping [N s/m] (default 3)")
+                   help="hand damping [N s/m] (default %(default)s)")
     h.add_argument("--grip-stiffness", type=float, default=d.grip_stiffness,
-                   help="hand stiffness [N/m] (default 200)")
+                   help="hand stiffness [N/m] (default %(default)s)")
     h.add_argument("--grip-at", type=_floats(3), default=d.grip_at,
-                   help="where the gripping hand pushes to x,y,z [m] (default 0.01,0,0)")
+                   help="where the gripping hand pushes to x,y,z [m] (default %(default)s)")
     h.add_argument("--gravity-mass", type=float, default=d.gravity_mass,
-                   help="handle mass at the tip for gravity [kg] (default 0: no gravity)")
+                   help="handle mass at the tip for gravity [kg] (default %(default)s)")
     h.add_argument("--arm-mass", type=float, default=d.arm_mass,
-                   help="arm (uniform rod) mass for gravity [kg] (default 0)")
+                   help="arm (uniform rod) mass for gravity [kg] (default %(default)s)")
     h.add_argument("--arm-shoulder", type=_floats(3), default=d.arm_shoulder,
-                   help="arm pivot x,y,z [m] (default 0,-0.15,-0.1)")
+                   help="arm pivot x,y,z [m] (default %(default)s)")
     h.add_argument("--tilt", type=_floats(2), default=d.tilt,
-                   help="base tilt about x, then y [rad] (default 0,0)")
+                   help="base tilt about x, then y [rad] (default %(default)s)")
     h.add_argument("--sync-wait-ms", type=float, default=d.sync_wait_ms,
                    help="with --sync-ticks: hold each tick up to this long until the host has "
                    "answered the STATE before it (0: never)")
