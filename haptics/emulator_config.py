@@ -129,7 +129,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="moving mass of the mechanism [kg] (default %(default)s)")
     h.add_argument("--device-damping", type=float, default=d.device_damping,
                    help="viscous friction of the mechanism [N s/m] (default %(default)s)")
-    h.add_argument("--grip-mass", type=float, default=d.grip_mass, help="hand mass [kg] (default %(default)s)")
+    h.add_argument("--grip-mass", type=float, default=d.grip_mass,
+                   help="hand mass [kg] (default %(default)s)")
     h.add_argument("--grip-damping", type=float, default=d.grip_damping,
                    help="hand damping [N s/m] (default %(default)s)")
     h.add_argument("--grip-stiffness", type=float, default=d.grip_stiffness,
