@@ -187,8 +187,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from sim.runtime.lockstep import find_procedure, replay
     from sim.runtime.recording import read_recording
 
-    procedure = find_procedure(read_recording(args.file).meta.get("scene", ""))
-    r = replay(args.file, procedure=procedure)
+    rec = read_recording(args.file)  # once: replay and the re-scoring read the same rows
+    procedure = find_procedure(rec.meta.get("scene", ""))
+    r = replay(args.file, procedure=procedure, recording=rec)
     if r.mismatch is not None:
         k, want, got = r.mismatch
         print(f"replay: MISMATCH after tick {k}: recorded {want[:16]}, replayed {got[:16]}")
@@ -200,7 +201,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if procedure is not None and r.complete and not r.damage:
         from sim.runtime.procedure_session import print_result, replayed_result
 
-        result, same = replayed_result(procedure, args.file)
+        result, same = replayed_result(procedure, args.file, rec)
         print_result(result)
         if same is False:
             print("replay: MISMATCH: the replayed result differs from the recorded "

@@ -150,13 +150,14 @@ class ReplayResult:
         return self.mismatch is None and self.events_equal
 
 
-def replay(path: str, *, progress=None, threads: int = 1, procedure=None) -> ReplayResult:
+def replay(path: str, *, progress=None, threads: int = 1, procedure=None, recording=None) -> ReplayResult:
     """Re-run a recording in lockstep through `SessionStep` and compare checksums (see the module
     docstring). The procedure (if META names one) is rebuilt and updated as in the session;
-    `procedure` overrides it (e.g. to read its result afterwards)."""
+    `procedure` overrides it (e.g. to read its result afterwards). `recording`: the file at `path`
+    already read (`read_recording`), so a caller that needs it too reads it once."""
     from sim.scene import SceneControl
 
-    rec = read_recording(path)
+    rec = recording if recording is not None else read_recording(path)
     if not rec.meta:  # nothing to replay: bad input, not a damaged session (UserError: exit 2)
         raise UserError(rec.damage or f"{path}: no META")
     meta = rec.meta

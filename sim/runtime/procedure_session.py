@@ -192,12 +192,12 @@ def trace_from_recording(rec, dt: float, tick0: int = 0) -> Trace:
                  force=rows["force"], scope_pose=rows["scope_pose"], events=events, tick0=tick0)
 
 
-def result_from_recording(procedure, record: str) -> ProcedureResult:
+def result_from_recording(procedure, record: str, recording=None) -> ProcedureResult:
     """`procedure`'s result over the rows of the recording `record` (after the session or a replay
-    with that procedure object)."""
+    with that procedure object); `recording`: that file already read (`read_recording`)."""
     from sim.runtime.recording import read_recording
 
-    rec = read_recording(record)
+    rec = recording if recording is not None else read_recording(record)
     return procedure.result(trace_from_recording(rec, float(rec.meta.get("dt", 1e-3)), procedure.tick0))
 
 
@@ -226,11 +226,12 @@ def score_recording(record: str, *, log=print) -> ProcedureResult | None:
     return finish_procedure(proc, record, log=log)
 
 
-def replayed_result(procedure, record: str) -> tuple[ProcedureResult, bool | None]:
+def replayed_result(procedure, record: str, recording=None) -> tuple[ProcedureResult, bool | None]:
     """After `replay(record, procedure=procedure)`: the attempt's result computed again from the
-    recording, and whether it equals the `<record>.result.json` the session wrote (None when that
-    file is missing or unreadable). Writes nothing."""
-    result = result_from_recording(procedure, record)
+    recording (`recording`: the file already read), and whether it equals the
+    `<record>.result.json` the session wrote (None when that file is missing or unreadable).
+    Writes nothing."""
+    result = result_from_recording(procedure, record, recording)
     try:
         with open(result_path(record)) as fh:
             stored = ProcedureResult.from_json(fh.read())
