@@ -250,8 +250,9 @@ class Scene:
         if self.tissue is None:
             return None
         change = tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
-        if change is None or (change.faces.size == 0 and change.killed.size == 0):
-            return None
+        if change is None or (change.model.node_count == self.tissue.node_count
+                              and change.killed.size == 0):
+            return None  # nothing came apart (a snip shorter than about one element)
         who = f"tool {tool}" if tool >= 0 else "a scripted blade"
         ok = self.apply_topology(change, "cut", tool, change.length,
                                  f"{who} cut {change.length * 1e3:.1f} mm of tissue")

@@ -441,10 +441,11 @@ class FactorRebuild:
 
 
 @nb.njit(nogil=True, cache=True)
-def move_ends(ends, t, pick, unclamps, order, x, rest, moved):
+def move_ends(ends, t, pick, forbidden, order, x, rest, moved):
     """Resolve crossing edges in `order`: an edge (a, b) crossing the blade at a + t (b - a) whose
     ends are both unmoved gets end pick (0: a, 1: b) moved onto the crossing, in x and rest (n, 3)
-    [m] alike; unless that move would unclamp a node. Marks moved nodes in `moved` (n,)."""
+    [m] alike, unless that move is forbidden (e, 2) (it would unclamp a node). Marks moved nodes
+    in `moved` (n,)."""
     for j in order:
         a = ends[j, 0]
         b = ends[j, 1]
@@ -452,7 +453,7 @@ def move_ends(ends, t, pick, unclamps, order, x, rest, moved):
         if moved[a] or moved[b] or tj <= END_TOL or tj >= 1.0 - END_TOL:
             continue
         k = pick[j]
-        if unclamps[j, k]:
+        if forbidden[j, k]:
             continue
         node, other, f = (a, b, tj) if k == 0 else (b, a, 1.0 - tj)
         for c in range(3):
@@ -513,9 +514,10 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     on_surface[model.surface.reshape(-1)] = True
     sk = np.sort(model.surface[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).astype(np.int64), axis=1)
     surf_edge = np.isin(edges[hit, 0] * n + edges[hit, 1], sk[:, 0] * n + sk[:, 1])
-    # Each crossing edge offers two moves (either end onto the crossing point). Rank them: no end
-    # moved more than 0.6 of the edge, a surface node stays on the surface (volume), shortest
-    # move first; take the edges in the order of their best move (greedy), so
+    # Each crossing edge offers two moves (either end onto the crossing point). Rank them: a
+    # clamped node stays clamped; a surface node leaves the surface only as a last resort (it
+    # dents the surface: the volume changes); no end moved more than 0.75, then 0.6, of the edge;
+    # shortest move first; take the edges in the order of their best move (greedy), so
     # that a crossing is usually already resolved before it would need a bad move.
     ends = edges[hit]
     t = s[hit]
@@ -524,7 +526,7 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     leaves = on_surface[ends] & ~surf_edge[:, None]
     # A clamped node may only slide toward another clamped one (the clamp stays where it was).
     unclamps = model.fixed[ends] & ~model.fixed[ends[:, ::-1]]
-    score = (unclamps * 16.0 + (frac > 0.6) * 8.0 + leaves * 4.0
+    score = (unclamps * 32.0 + leaves * 16.0 + (frac > 0.75) * 8.0 + (frac > 0.6) * 2.0
              + frac * length[:, None] / max(float(length.max(initial=0.0)), 1e-12))
     pick = np.argmin(score, axis=1)
     moved_mask = np.zeros(n, dtype=np.bool_)
