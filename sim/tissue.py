@@ -457,6 +457,8 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         f_ext.fill(0.0)
     fac = system.factor
     s = state
+    if s.rhs.shape[0] != fac.d_inv.shape[0]:  # a topology change swapped the factor (docs/cutting.md)
+        s.rhs = np.zeros((fac.d_inv.shape[0], 3))
     inverted, vmax, bad, iters, evals = step_kernel(
         model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity,
         model.mass, model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos,
