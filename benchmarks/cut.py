@@ -2,9 +2,9 @@
 
 Each run ticks the default scene (lockstep, tools held above the pad) through the same script twice:
 once with `SNIPS` snips of a vertical blade that extend one continuous cut across the pad (one
-every `--every` ticks, each 11 mm long and overlapping the last by 1 mm, down to 4 mm above the
-floor: the pad's bottom 2 mm is clamped), and once without cutting. It prints one JSON line per
-run and a summary:
+every `--every` ticks, each 13 mm long and overlapping the last by 1 mm, through the whole
+thickness: the pad ends in two bodies, each clamped at the bottom), and once without cutting. It
+prints one JSON line per run and a summary:
 
 - tick median / p99 / max [us] over the ticks from the first snip to the end, with and without
   cutting, their ratio (target: p99 <= 1.5x, no tick over 5 ms), and each snip tick's time;
@@ -28,16 +28,16 @@ import numpy as np
 from sim.errors import UserError
 
 SNIPS = 6
-SNIP_LENGTH = 0.011  # [m] along y
+SNIP_LENGTH = 0.013  # [m] along y, each snip 1 mm into the last
 CUT_X = 0.0013  # [m]: the cut plane x = 1.3 mm (between node planes of the 5k pad)
 
 
 def _blade(k: int):
     from sim.cutting import quad_blade
 
-    y0 = -0.031 + k * (SNIP_LENGTH - 0.001)
+    y0 = -0.035 + k * (SNIP_LENGTH - 0.001)
     y1 = y0 + SNIP_LENGTH
-    return quad_blade((CUT_X, y0, 0.004), (CUT_X, y1, 0.004), (CUT_X, y1, 0.03), (CUT_X, y0, 0.03),
+    return quad_blade((CUT_X, y0, -0.01), (CUT_X, y1, -0.01), (CUT_X, y1, 0.03), (CUT_X, y0, 0.03),
                       direction=(0.0, 1.0, 0.0))
 
 

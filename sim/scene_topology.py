@@ -15,8 +15,8 @@ import numpy as np
 from sim import instruments as inst
 from sim.cutting import Blade, scissors_blade
 from sim.tissue import TissueModel, TissueState
-from sim.tissue_topology import REFACTOR_TICKS, FactorRebuild
 from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
+from sim.topology_solver import REFACTOR_TICKS, FactorRebuild
 
 #: Snapshot capacities relative to the start mesh: nodes, surface triangles.
 NODE_CAPACITY = 2

@@ -15,7 +15,7 @@ from sim.instruments import SCISSORS
 from sim.mesh_generators import block
 from sim.scene import build_scene
 from sim.tissue import TissueMaterial, TissueModelBuilder, linear_static, make_state, step
-from sim.tissue_topology import FactorRebuild
+from sim.topology_solver import FactorRebuild
 
 DT = 1e-3
 SIZE = (0.04, 0.02, 0.01)
