@@ -73,25 +73,37 @@ class Refactor:
     def __init__(self, dt: float) -> None:
         self.dt = dt
         self.job: FactorRebuild | None = None
+        self.pending: TissueModel | None = None
         self.swap_tick = -1
 
     def start(self, model: TissueModel, tick: int) -> None:
-        """Factor `model` in a worker thread; swap it in at tick + REFACTOR_TICKS."""
-        self.job = FactorRebuild(model, self.dt)
+        """Factor `model` in a worker thread (started by `launch`, after this tick's step, so it
+        does not compete with the tick that cut); swap it in at tick + REFACTOR_TICKS."""
+        self.job = None
+        self.pending = model
         self.swap_tick = tick + REFACTOR_TICKS
+
+    def launch(self) -> None:
+        """Start the pending rebuild, if any (end of a tick)."""
+        if self.pending is not None:
+            self.job = FactorRebuild(self.pending, self.dt)
+            self.pending = None
 
     def due(self, model: TissueModel, tick: int) -> None:
         """At the swap tick, make the rebuilt factor `model`'s (waits for the worker if late)."""
-        if tick == self.swap_tick and self.job is not None:
+        if tick == self.swap_tick:
+            self.launch()
             model.use_system(self.job.result())
             self.swap_tick = -1
 
     def get_state(self, model: TissueModel | None) -> dict:
+        self.launch()  # a saved state refers to a running (or finished) rebuild
         return {"job": self.job, "swap_tick": self.swap_tick,
                 "system": model.system(self.dt) if model is not None else None}
 
     def set_state(self, state: dict, model: TissueModel | None) -> None:
         self.job, self.swap_tick = state["job"], state["swap_tick"]
+        self.pending = None
         if model is not None and state["system"] is not None:
             model.use_system(state["system"])
 
