@@ -39,18 +39,18 @@ class ScissorsWatch:
         self.open = np.zeros(len(tools))
         self.last = np.full(len(tools), np.inf)
 
-    def closing(self, jaws: np.ndarray, link_pose: np.ndarray) -> list[tuple[int, Blade]]:
+    def closing(self, jaws: np.ndarray, link_pose: np.ndarray) -> tuple[tuple[int, Blade], ...]:
         """Update from this tick's jaw commands (n_tools,) [rad]; for every cutter whose command
         crosses below GRASP_CLOSE after opening past GRASP_OPEN, (tool, the blade surface its jaws
         sweep closing from the widest opening), the shaft pose taken from link_pose (n_tools, 3, 7)."""
-        out = []
+        out = ()  # no allocation on the ticks that do not cut
         for i in self.cutters:
             spec = self.tools[i].spec
             cmd = float(jaws[i])
             self.open[i] = max(self.open[i], min(cmd, spec.jaw_open_max))
             if cmd < GRASP_CLOSE <= self.last[i]:
                 if self.open[i] > GRASP_OPEN:
-                    out.append((i, scissors_blade(link_pose[i, 0], spec, self.open[i])))
+                    out += ((i, scissors_blade(link_pose[i, 0], spec, self.open[i])),)
                 self.open[i] = max(cmd, 0.0)
             self.last[i] = cmd
         return out
