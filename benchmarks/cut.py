@@ -8,8 +8,8 @@ prints one JSON line per run and a summary:
 
 - tick median / p99 / max [us] over the ticks from the first snip to the end, with and without
   cutting, their ratio (target: p99 <= 1.5x, no tick over 5 ms), and each snip tick's time;
-- the new boundary's distance to the blade surface [mm] (max, mean over the nodes of the separated
-  faces, at the snip tick);
+- the new boundary's distance to the swept blade surface [mm] (max, mean over the nodes of each
+  snip's separated faces, at the snip tick, to the union of the snips so far);
 - mass and volume change of the pad [%];
 - the sag error after the cut [%]: the settled pad's displacement against the converged linear FEM
   of the cut mesh (`sim.tissue.linear_static`), max |u - u_ref| / max |u_ref|;
@@ -42,6 +42,7 @@ def _blade(k: int):
 
 
 def _session(tets: int, every: int, settle: int, cutting: bool) -> dict:
+    from sim.cutting import Blade
     from sim.runtime.step import SessionStep
     from sim.scene import build_scene
 
@@ -59,8 +60,12 @@ def _session(tets: int, every: int, settle: int, cutting: bool) -> dict:
             if cutting and i % every == 0 and i // every < SNIPS:
                 change = scene.cut(_blade(i // every))
                 if change is not None:
+                    # Against the surface the blade swept so far (all snips): a face joining the
+                    # last snip's crack front lies on the earlier snip, off this one's edge.
+                    swept = Blade(np.concatenate([_blade(k).triangles for k in range(i // every + 1)]),
+                                  (0.0, 1.0, 0.0))
                     pts = change.state.x[np.unique(change.faces.reshape(-1))]
-                    out["dist_mm"].extend((_blade(i // every).distances(pts) * 1e3).tolist())
+                    out["dist_mm"].extend((swept.distances(pts) * 1e3).tolist())
             step.step(t0, control=control)
             t1 = time.perf_counter_ns()
             times[i] = (t1 - t0) * 1e-3
