@@ -272,7 +272,7 @@ class Renderer:
     def _dynamic_items(self, snap: dict) -> list[Item]:
         items = []
         if self.tissue is not None and len(snap["tissue_x"]) and "tissue" not in self.hidden:
-            self.upload_tissue(np.asarray(snap["tissue_x"], float))
+            self.upload_tissue(self._live_tissue(snap))
             items.append(Item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08, "tissue"))
         links = np.asarray(snap["tool_links"], float).reshape(-1, 3, 7)
         for i, tool in enumerate(self.description["tools"]):
@@ -309,6 +309,23 @@ class Renderer:
         return [it for it in out if it.layer not in hidden] if hidden else out
 
     # -- drawing -----------------------------------------------------------------------------------
+
+    def _live_tissue(self, snap: dict) -> np.ndarray:
+        """The snapshot's live tissue nodes; after a cut or tear (layout version 2: a new
+        `tissue_topo` version) the tissue mesh is rebuilt from the live surface `tissue_tris`,
+        which includes the new cut faces (docs/cutting.md)."""
+        x = np.asarray(snap["tissue_x"], float)
+        topo = snap.get("tissue_topo")
+        if topo is None:
+            return x
+        version, n, k = (int(v) for v in np.asarray(topo)[:3])
+        x = x[:n]
+        if version != getattr(self, "_topo_version", 0):
+            self._topo_version = version
+            self.tris = np.asarray(snap["tissue_tris"], dtype=np.int64)[:k].astype(np.int32)
+            self.tissue.release()
+            self.tissue = Mesh(x, geo.vertex_normals(x, self.tris), self.tris, dynamic=True)
+        return x
 
     def upload_tissue(self, x: np.ndarray) -> None:
         if self.tissue is None or len(x) != self.tissue.n_verts:
