@@ -156,7 +156,7 @@ class ToolTissueContact:
         self.caps_prev[:] = self.caps
         self._read_links()
         for i, tool in enumerate(self.tools):
-            if not tool.spec.has_jaws:
+            if not (tool.spec.has_jaws and tool.spec.grasps_tissue):
                 continue
             jaw = float(jaws[i])
             if self.grasping[i] and jaw > GRASP_OPEN:

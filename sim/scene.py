@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim import clips as clp
 from sim import instruments as inst
+from sim.bleeding import MAX_DROPS
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.mesh_generators import block, block_cells_for
@@ -51,6 +53,7 @@ from sim.tissue import (
     make_state,
     step,
 )
+from sim.tissue_injury import SNAPSHOT_VERSION, TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
@@ -84,6 +87,8 @@ class SceneConfig:
         scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
         scope_angle: the scope's optics angle [rad] (0 or 30 deg).
         dt: fixed step [s].
+        body: a tissue body spec from `sim.tissue_bodies` (strip, tube, gauze) instead of the pad
+            (tissue_size, tissue_centre, material are then the body's own; tissue_tets must be > 0).
     """
 
     name: str = "default"
@@ -98,6 +103,7 @@ class SceneConfig:
     scope_port: Port = SCOPE_PORT
     scope_angle: float = 0.0
     dt: float = 1e-3
+    body: object | None = None
 
 
 def scene_config(name: str = "default", **overrides) -> SceneConfig:
@@ -149,6 +155,19 @@ class SceneEvent:
 
 def make_tissue(cfg: SceneConfig) -> TissueModel:
     """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor)."""
+    return make_body(cfg)[0]
+
+
+def make_body(cfg: SceneConfig):
+    """(TissueModel, sim.tissue_bodies.BodyInfo) of the scene's tissue: cfg.body's, or the pad."""
+    from sim.tissue_bodies import BodyInfo
+
+    if cfg.body is not None:
+        return cfg.body.build(cfg.dt)
+    return _pad(cfg), BodyInfo(name="pad")
+
+
+def _pad(cfg: SceneConfig) -> TissueModel:
     size = cfg.tissue_size
     origin = (cfg.tissue_centre[0] - size[0] / 2, cfg.tissue_centre[1] - size[1] / 2, 0.0)
     mesh = block(size, block_cells_for(cfg.tissue_tets, size), origin=origin)
@@ -178,10 +197,15 @@ class Scene:
         self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
         self.tools = self.rigid.tools
         self.n_tools = len(self.tools)
-        self.tissue: TissueModel | None = make_tissue(cfg) if cfg.tissue_tets > 0 else None
+        self.tissue: TissueModel | None = None
+        self.body_info = None
+        if cfg.tissue_tets > 0:
+            self.tissue, self.body_info = make_body(cfg)
         self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
         self.contact = ToolTissueContact(self.tissue, self.tools, cfg.dt) if self.tissue else None
         self._contacts = TissueContacts.zeros(self.tissue) if self.tissue else None
+        self.injury = (TissueInjury(self.tissue, self.body_info, self.tools, cfg.dt, self.contact)
+                       if self.tissue else None)
         self.events: list[SceneEvent] = []
         self.tick_count = 0
         self.part_ns = np.zeros(3, dtype=np.int64)
@@ -209,15 +233,17 @@ class Scene:
         t1 = time.perf_counter_ns()
         if self.contact is not None:
             self.contact.before_step(self.tissue_state, control.jaws)
+            self.injury.before_step(self.tissue_state, control.jaws)
             t2 = time.perf_counter_ns()
             try:
                 step(self.tissue, self.tissue_state, None, self._contacts, dt)
                 t3 = time.perf_counter_ns()
                 self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
+                self.injury.after_step(self.tissue_state, self._contacts.force, self.reaction)
             except TissueDivergedError as exc:
                 t3 = time.perf_counter_ns()
                 self._reset_tissue(str(exc))
-            for kind, tool, value, message in self.contact.drain_events():
+            for kind, tool, value, message in self.contact.drain_events() + self.injury.drain_events():
                 self.events.append(SceneEvent(self.tick_count, kind, tool, value, message))
             t4 = time.perf_counter_ns()
             self.part_ns[:] = (t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2)
@@ -237,6 +263,7 @@ class Scene:
         self._contacts.force[:] = 0.0
         self.reaction[:] = 0.0
         self.contact.reset()
+        self.injury.after_reset()
         self.events.append(SceneEvent(self.tick_count, "tissue_reset", -1, 0.0,
                                       f"{why}; tissue reset to rest"))
 
@@ -302,7 +329,11 @@ class Scene:
         tissue_x (n_nodes, 3) [m] (0 rows without tissue), tool_links (n_tools, 3, 7),
         tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
         tick (1,) (tick index as float64), scope_pose (7,) (`scope.pose`), scope (6,) (the scope's
-        `params()`: the renderer draws through this camera)."""
+        `params()`: the renderer draws through this camera); clips (MAX_CLIPS, 8): position [m],
+        quaternion (x, y, z, w), 1 if the clip is on (`sim.clips`); blood (1 + MAX_DROPS, 4):
+        pool then drops, (x, y, z, radius [m]), radius 0 = none (`sim.bleeding`)."""
+        clips, blood = (self.injury.snapshot_rows() if self.injury is not None else
+                        (np.zeros((clp.MAX_CLIPS, 8)), np.zeros((1 + MAX_DROPS, 4))))
         return {
             "tissue_x": (self.tissue_state.x.copy() if self.tissue_state is not None else np.zeros((0, 3))),
             "tool_links": self.tool_link_poses(),
@@ -311,6 +342,8 @@ class Scene:
             "tick": np.array([float(self.tick_count)]),
             "scope_pose": self.scope.pose,
             "scope": self.scope.params(),
+            "clips": clips,
+            "blood": blood,
         }
 
     def describe(self) -> dict:
@@ -323,7 +356,9 @@ class Scene:
         start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
-        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
+        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; snapshot_version (2: the
+        snapshot has `clips` and `blood`); clip_size (3,) [m]: a closed clip's box (across the jaw
+        plane, closing direction, along the jaws); tissue_body: the tissue body's name.
         """
         pegboard = None
         if self.rigid.pegboard is not None:
@@ -355,6 +390,9 @@ class Scene:
             "trainer_top": 0.25,
             "pegboard": pegboard,
             "bodies": bodies,
+            "snapshot_version": SNAPSHOT_VERSION,
+            "clip_size": np.array([clp.CLIP_WIDTH, 1.0e-3, 0.009]),
+            "tissue_body": self.body_info.name if self.body_info is not None else None,
         }
 
     # -- state ---------------------------------------------------------------------------------------
@@ -370,6 +408,8 @@ class Scene:
                "seed": self.seed}
         if self._contacts is not None:
             own["contacts_force"] = self._contacts.force.copy()
+        if self.injury is not None:
+            own["injury"] = self.injury.get_state()
         tissue = tissue_state_dict(self.tissue_state) if self.tissue_state is not None else None
         return SceneState(rigid=self.rigid.get_state(),
                           contact=self.contact.get_state() if self.contact is not None else None,
@@ -395,6 +435,8 @@ class Scene:
         self.rng.bit_generator.state = copy.deepcopy(own["rng"])
         if "contacts_force" in own:
             self._contacts.force[:] = own["contacts_force"]
+        if "injury" in own:
+            self.injury.set_state(own["injury"])
         self._link_tick = -1
 
     def reset(self, seed: int | None = None) -> None:
@@ -419,6 +461,8 @@ class Scene:
             h.update(self._contacts.force.tobytes())
         if self.contact is not None:
             self.contact.hash_into(h)
+        if self.injury is not None:
+            self.injury.hash_into(h)
         h.update(self.reaction.tobytes())
         h.update(repr(self._grasped_obj).encode())
         h.update(self.scope.params().tobytes())
