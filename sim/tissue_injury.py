@@ -122,6 +122,12 @@ class TissueInjury:
         if self.bleeding is not None:
             self.bleeding.open_wound(failed, state.x)
 
+    def opened(self, elements: np.ndarray, state) -> None:
+        """Elements were cut or torn open (a wound there if the body is a vessel): the cutting
+        stage calls this with the elements its blade went through; tearing does it itself."""
+        if self.bleeding is not None and len(elements):
+            self.bleeding.open_wound(np.asarray(elements, dtype=np.int64), state.x)
+
     def after_reset(self) -> None:
         """After the tissue was reset to rest (a blow-up): clipped nodes stay out of contact."""
         self.contact.skip[self.clips.clipped_nodes()] = True
