@@ -87,7 +87,7 @@ MARYLAND = InstrumentSpec(
 )
 SCISSORS = InstrumentSpec(
     "curved_scissors", jaw_length=0.015, jaw_width=2.5e-3, jaw_thickness=0.8e-3,
-    jaw_curve=np.radians(20.0), jaw_open_max=0.8, jaw_max_torque=0.15,
+    jaw_curve=np.radians(20.0), jaw_open_max=0.8, jaw_max_torque=0.15, grasps_tissue=False,
 )
 CLIP_APPLIER = InstrumentSpec(
     "clip_applier", shaft_radius=5.0e-3, jaw_length=0.012, jaw_width=4.0e-3, jaw_thickness=1.5e-3,

@@ -19,6 +19,9 @@ Scenes (`build_scene(name)`):
   origin, an atraumatic grasper through the left port and curved scissors through the right one.
 - ``peg_transfer``: the FLS peg board (12 pegs, six rings) and two graspers, tool 0 through the
   left port (left hand), tool 1 through the right one (no tissue).
+- ``pattern_cut``: the FLS pattern-cut gauze (10 x 10 cm, rim clamped in its frame 3 cm above the
+  floor, `sim.tissue_bodies.GauzeBody`), a grasper through the left port (tool 0, traction) and
+  the curved scissors through the right one (tool 1).
 The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
 in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
 
@@ -114,12 +117,18 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
         cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
                           tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
                                  ToolSetup(inst.GRASPER, PEG_RIGHT_PORT, depth=0.2)))
+    elif name == "pattern_cut":
+        from sim.tissue_bodies import GauzeBody
+
+        cfg = SceneConfig(name="pattern_cut", tissue_tets=1, body=GauzeBody(),
+                          tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
+                                 ToolSetup(inst.SCISSORS, PEG_RIGHT_PORT, depth=0.2)))
     else:
         raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
     return SceneConfig(**{**cfg.__dict__, **overrides})
 
 
-SCENES = ("default", "peg_transfer")
+SCENES = ("default", "peg_transfer", "pattern_cut")
 
 
 @dataclass(eq=False)

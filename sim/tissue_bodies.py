@@ -135,7 +135,7 @@ class GauzeBody:
 
     size: float = 0.10
     thickness: float = 0.002
-    cells: tuple[int, int, int] = (25, 25, 1)
+    cells: tuple[int, int, int] = (20, 20, 1)
     centre: tuple[float, float] = (0.0, 0.0)
     z: float = 0.03
     rim: float = 0.002

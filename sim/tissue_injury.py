@@ -10,9 +10,10 @@ One stage of the scene's tick (`sim.scene.Scene.tick`), around the tissue step:
   that tick); vessel failures open wounds, which bleed unless clipped on both sides
   (`sim.bleeding`).
 
-Events (kind, tool, value, message): 'clip_applied' (value = clip index), 'clip_missed' (-1: the
-jaws closed on nothing; -2: no clip left), 'tear' (value = force [N]), 'bleed_start' /
-'bleed_stop' (value = blood lost [mL]).
+Events (kind, tool, value, message): 'snip' (scissors blades closed past GRASP_CLOSE; value = the
+widest jaw command since the last snip [rad]: what the blades swept), 'clip_applied' (value = clip
+index), 'clip_missed' (-1: the jaws closed on nothing; -2: no clip left), 'tear' (value = force
+[N]), 'bleed_start' / 'bleed_stop' (value = blood lost [mL]).
 
 Snapshot rows (fixed sizes for the mailbox): `clips` (MAX_CLIPS, 8) and `blood` (1 + MAX_DROPS, 4).
 """
@@ -24,8 +25,15 @@ import numpy as np
 from sim import clips as clp
 from sim.bleeding import MAX_DROPS, Bleeding
 from sim.damage import TEAR_GAP_S, DamageField
+from sim.tool_scene import GRASP_CLOSE
 
+SCISSORS_NAME = "curved_scissors"  # sim.instruments.SCISSORS
 SNAPSHOT_VERSION = 2  # describe()['snapshot_version']: 2 = snapshot has `clips` and `blood`
+
+
+def is_scissors(spec) -> bool:
+    """True for an instrument with blades: closing them is a snip ('snip' event)."""
+    return spec.name == SCISSORS_NAME
 
 
 def is_clip_applier(spec) -> bool:
@@ -47,6 +55,9 @@ class TissueInjury:
                        if info.tear_stress is not None else None)
         self.bleeding = Bleeding(model, info, dt, self.clips) if info.vessel else None
         self.appliers = [i for i, t in enumerate(tools) if is_clip_applier(t.spec)]
+        self.cutters = [i for i, t in enumerate(tools) if is_scissors(t.spec)]
+        self.jaw_prev = np.zeros(len(tools))  # last jaw command [rad] (closed at the start: no snip)
+        self.widest = np.zeros(len(tools))  # widest jaw command since the last snip [rad]
         self.tick = 0
         self.last_tear = -(10**9)
         self.probe = np.zeros(0, dtype=np.int64)
@@ -57,7 +68,16 @@ class TissueInjury:
     # -- per tick ------------------------------------------------------------------------------------
 
     def before_step(self, state, jaws: np.ndarray) -> None:
-        """Fire or re-arm clip appliers from the jaw commands [rad] (n_tools,)."""
+        """Fire or re-arm clip appliers and report scissors snips from the jaw commands [rad]
+        (n_tools,)."""
+        for i in self.cutters:
+            jaw = float(jaws[i])
+            self.widest[i] = max(self.widest[i], jaw)
+            if jaw < GRASP_CLOSE <= self.jaw_prev[i]:
+                self._events.append(("snip", i, round(float(self.widest[i]), 6),
+                                     f"tool {i} closed its blades (opened {self.widest[i]:.2f} rad)"))
+                self.widest[i] = jaw
+            self.jaw_prev[i] = jaw
         clips = self.clips
         for i in self.appliers:
             jaw = float(jaws[i])
@@ -156,12 +176,15 @@ class TissueInjury:
     # -- state ---------------------------------------------------------------------------------------
 
     def get_state(self) -> dict:
-        return {"tick": self.tick, "last_tear": self.last_tear, "clips": self.clips.get_state(),
+        return {"tick": self.tick, "last_tear": self.last_tear, "jaw_prev": self.jaw_prev.copy(),
+                "widest": self.widest.copy(), "clips": self.clips.get_state(),
                 "damage": self.damage.get_state() if self.damage else None,
                 "bleeding": self.bleeding.get_state() if self.bleeding else None}
 
     def set_state(self, saved: dict) -> None:
         self.tick, self.last_tear = saved["tick"], saved["last_tear"]
+        self.jaw_prev[:] = saved["jaw_prev"]
+        self.widest[:] = saved["widest"]
         self.clips.set_state(saved["clips"])
         if self.damage is not None:
             self.damage.set_state(saved["damage"])
@@ -172,6 +195,8 @@ class TissueInjury:
     def hash_into(self, h) -> None:
         h.update(np.int64(self.tick).tobytes())
         h.update(np.int64(self.last_tear).tobytes())
+        h.update(self.jaw_prev.tobytes())
+        h.update(self.widest.tobytes())
         self.clips.hash_into(h)
         if self.damage is not None:
             self.damage.hash_into(h)
