@@ -207,7 +207,6 @@ class ClipSet:
 
     def __init__(self, model, info, dt: float, n_tools: int) -> None:
         self.model, self.info, self.dt = model, info, float(dt)
-        self.dm0 = model.dm_inv_rows.copy()  # the unclipped rest shapes
         self.inv_mass = np.where(model.fixed, 0.0, 1.0 / model.mass)
         self.n_clips = 0
         self.node = np.full((MAX_CLIPS, MAX_NODES), -1, dtype=np.int64)
@@ -217,6 +216,7 @@ class ClipSet:
         self.n_elems = np.zeros(MAX_CLIPS, dtype=np.int64)
         self.p0 = np.zeros((MAX_CLIPS, MAX_ELEMS, 4, 3))
         self.p1 = np.zeros((MAX_CLIPS, MAX_ELEMS, 4, 3))
+        self.dm_e0 = np.zeros((MAX_CLIPS, MAX_ELEMS, 9))  # the elements' unclipped rest shapes
         self.crimp = np.zeros(MAX_CLIPS)
         self.pos = np.zeros((MAX_CLIPS, 3))
         self.quat = np.zeros((MAX_CLIPS, 4))
@@ -281,6 +281,7 @@ class ClipSet:
         self.n_elems[c] = elems.size
         self.p0[c, :elems.size] = p0
         self.p1[c, :elems.size] = p1
+        self.dm_e0[c, :elems.size] = self.model.dm_inv_rows[:, elems].T
         self.crimp[c] = 0.0
         self.pos[c] = frame_p
         self.quat[c] = _mat_to_quat(frame_r)
@@ -324,11 +325,24 @@ class ClipSet:
                       self.inv_mass, PULL, self.crimp)
 
     def _apply(self) -> None:
-        """Rest shapes of every clipped element at its clip's ramp (after a restore)."""
+        """Rest shapes of every clipped element at its clip's ramp (after a restore or a new model)."""
         dm = self.model.dm_inv_rows
-        dm[...] = self.dm0
         for c in range(self.n_clips):
             crimp_elements(self.elems[c], self.n_elems[c], self.p0[c], self.p1[c], self.crimp[c], dm)
+
+    def _undo(self) -> None:
+        """Give the clipped elements back their unclipped rest shapes (before a restore)."""
+        dm = self.model.dm_inv_rows
+        for c in range(self.n_clips):
+            k = self.n_elems[c]
+            dm[:, self.elems[c, :k]] = self.dm_e0[c, :k].T
+
+    def retopologize(self, model) -> None:
+        """The tissue has a new model (a cut; node and element ids are stable): crimp its elements."""
+        self.model = model
+        with np.errstate(divide="ignore"):
+            self.inv_mass = np.where(model.fixed | (model.mass <= 0), 0.0, 1.0 / model.mass)
+        self._apply()
 
     def clipped_nodes(self) -> np.ndarray:
         """Every node held by a clip (sorted, unique)."""
@@ -354,12 +368,13 @@ class ClipSet:
 
     # -- state ---------------------------------------------------------------------------------------
 
-    _NOT_STATE = frozenset({"model", "info", "dt", "dm0", "inv_mass"})
+    _NOT_STATE = frozenset({"model", "info", "dt", "inv_mass"})
 
     def get_state(self) -> dict:
         return copy_attrs(self, self._NOT_STATE)
 
     def set_state(self, saved: dict) -> None:
+        self._undo()
         restore_attrs(self, saved)
         self._apply()
 

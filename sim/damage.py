@@ -278,6 +278,7 @@ class DamageField:
         self.newly = np.zeros(m, dtype=np.int64)
         self.damage = np.zeros(m)
         self.failed = np.zeros(m, dtype=np.bool_)
+        self.off = np.zeros(m, dtype=np.bool_)  # failed or dead (removed by a cut): no strain, no say
         self.ticks = 0
 
     def update(self, state) -> np.ndarray:
@@ -286,9 +287,9 @@ class DamageField:
         self.ticks += 1
         if self.ticks % self.every or state.max_speed > TRANSIENT_SPEED:
             return self.newly[:0]
-        element_world_strain(self.model.tets_u, self.model.dm_inv_rows, state.q, state.x, self.failed,
+        element_world_strain(self.model.tets_u, self.model.dm_inv_rows, state.q, state.x, self.off,
                              self.sig)
-        k = damage_update(self.sig, self.nl_ptr, self.nl_idx, self.nl_w, self.failed, self.tear_strain,
+        k = damage_update(self.sig, self.nl_ptr, self.nl_idx, self.nl_w, self.off, self.tear_strain,
                           self.onset, self.damage, self.s1, self.newly)
         if k:
             # The crack starts where the strain is highest: only the elements within CRACK_BAND of
@@ -310,9 +311,16 @@ class DamageField:
         self._apply_failed()
 
     def _apply_failed(self) -> None:
-        scale = np.where(self.failed, RESIDUAL, 1.0)
+        live = self.model.volume > 0.0
+        np.logical_or(self.failed, ~live, out=self.off)
+        scale = np.where(self.failed, RESIDUAL, 1.0) * live
         np.multiply(self.mu0, scale, out=self.model.mu)
         np.multiply(self.lam0, scale, out=self.model.lam)
+
+    def retopologize(self, model) -> None:
+        """The tissue has a new model (element ids are stable; dead elements have volume 0)."""
+        self.model = model
+        self._apply_failed()
 
     # -- metrics -------------------------------------------------------------------------------------
 
@@ -332,7 +340,7 @@ class DamageField:
     # -- state ---------------------------------------------------------------------------------------
 
     _NOT_STATE = frozenset({"model", "tear_stress", "tear_strain", "onset", "every", "nl_ptr", "nl_idx",
-                            "nl_w", "mu0", "lam0", "sig", "s1", "newly"})
+                            "nl_w", "mu0", "lam0", "sig", "s1", "newly", "off"})
 
     def get_state(self) -> dict:
         return copy_attrs(self, self._NOT_STATE)

@@ -40,9 +40,12 @@ import numpy as np
 
 from sim import clips as clp
 from sim import instruments as inst
+from sim import scene_topology as topo
+from sim import tissue_topology
 from sim.bleeding import MAX_DROPS
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
+from sim.cutting import Blade
 from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
 from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue_state_dict
@@ -148,7 +151,9 @@ class SceneControl:
 class SceneEvent:
     """Something a procedure or a recording cares about.
 
-    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset';
+    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset' |
+    'cut' (value: the new cut's length [m], docs/cutting.md) | 'cut_refused' (the changed mesh
+    would not fit the snapshot capacity) | a topology change kind of `Scene.apply_topology`;
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
     force at a slip [N]); message: one line for people; body: the rigid object concerned, as an
     index into `rigid.graspable` (= the row of the snapshot's `bodies`), -1 if none.
@@ -211,7 +216,9 @@ class Scene:
         if cfg.tissue_tets > 0:
             self.tissue, self.body_info = make_body(cfg)
         self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
-        self.contact = ToolTissueContact(self.tissue, self.tools, cfg.dt) if self.tissue else None
+        self.cutters = topo.cutter_tools(self.tools)
+        self.contact = (ToolTissueContact(self.tissue, self.tools, cfg.dt, cutters=self.cutters)
+                        if self.tissue else None)
         self._contacts = TissueContacts.zeros(self.tissue) if self.tissue else None
         self.injury = (TissueInjury(self.tissue, self.body_info, self.tools, cfg.dt, self.contact)
                        if self.tissue else None)
@@ -223,6 +230,13 @@ class Scene:
         self._link_pose = np.zeros((self.n_tools, 3, 7))  # link poses of tick _link_tick
         self._link_tick = -1
         self.scope = self._make_scope()
+        self.topology_version = 0  # +1 per applied topology change (cut, tear, removal)
+        self.topology_listeners: list = []  # f(change) after each applied change
+        if self.injury is not None:
+            self.topology_listeners.append(self.injury.on_topology)
+        self._scissors = topo.ScissorsWatch(self.tools, self.cutters)
+        self._refactor = topo.Refactor(cfg.dt)
+        self._caps = topo.capacities(self.tissue)
         self._start = self.get_state()  # what reset() returns to
 
     # -- the tick ------------------------------------------------------------------------------------
@@ -242,6 +256,9 @@ class Scene:
         t1 = time.perf_counter_ns()
         if self.contact is not None:
             self.contact.before_step(self.tissue_state, control.jaws)
+            self._refactor.due(self.tissue, self.tick_count)
+            for tool, blade in self._scissors.closing(control.jaws, self.contact.link_pose):
+                self.cut(blade, tool=tool)
             self.injury.before_step(self.tissue_state, control.jaws)
             t2 = time.perf_counter_ns()
             try:
@@ -260,6 +277,53 @@ class Scene:
             self.part_ns[:] = (t1 - t0, 0, 0)
         self.tick_count += 1
         return force
+
+    # -- topology ------------------------------------------------------------------------------------
+
+    def cut(self, blade: Blade, *, tool: int = -1) -> tissue_topology.TopologyChange | None:
+        """Cut the tissue along `blade` now (what the scissors do when their jaws close); appends a
+        'cut' event (value: the cut's length [m]) and returns the change, or None if nothing
+        separated."""
+        if self.tissue is None:
+            return None
+        change = tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
+        if change is None or (change.model.node_count == self.tissue.node_count
+                              and change.killed.size == 0):
+            return None  # nothing came apart (a snip shorter than about one element)
+        who = f"tool {tool}" if tool >= 0 else "a scripted blade"
+        ok = self.apply_topology(change, "cut", tool, change.length,
+                                 f"{who} cut {change.length * 1e3:.1f} mm of tissue")
+        return change if ok else None
+
+    def apply_topology(self, change: tissue_topology.TopologyChange, kind: str, tool: int, value: float,
+                       message: str) -> bool:
+        """Swap in a topology change (`sim.tissue_topology`: cut, separate_faces, remove_elements)
+        at this tick boundary: the model and state, the contact layer (surface, node arrays), the
+        factor rebuild; appends SceneEvent(kind, tool, value, message) and calls the listeners.
+        False (and a 'cut_refused' event) if the mesh would exceed the snapshot capacity."""
+        if not topo.fits(change.model, self._caps):
+            self.events.append(SceneEvent(self.tick_count, "cut_refused", tool, value,
+                                          f"{message}: refused, the tissue mesh would exceed its "
+                                          f"capacity ({self._caps[0]} nodes, {self._caps[1]} faces)"))
+            return False
+        n_old = self.tissue.node_count
+        self._install(change.model, change.state)
+        self._contacts.force[:n_old] = self._carried[:n_old]
+        self.contact.retopologize(change.model, change.node_source)
+        self._refactor.start(change.model, self.tick_count)
+        self.topology_version += 1
+        self.events.append(SceneEvent(self.tick_count, kind, tool, float(value), message))
+        for listener in self.topology_listeners:
+            listener(change)
+        return True
+
+    def _install(self, model: TissueModel, state: TissueState) -> None:
+        """Make model/state the scene's tissue; contact forces carried into the next step are
+        kept in `_carried` (by node id) for the caller."""
+        self._carried = self._contacts.force
+        self.tissue = model
+        self.tissue_state = state
+        self._contacts = TissueContacts.zeros(model)
 
     def _reset_tissue(self, why: str) -> None:
         """Recover from a tissue blow-up: back to rest, grasps released, no contact forces left.
@@ -335,7 +399,9 @@ class Scene:
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """What a renderer or recorder needs of this tick, as fixed-shape float64 arrays:
-        tissue_x (n_nodes, 3) [m] (0 rows without tissue), tool_links (n_tools, 3, 7),
+        tissue_x (max_nodes, 3) [m], tissue_tris (max_triangles, 3), tissue_topo (3,) (layout
+        version 2, fixed capacities for a surface that changes: `sim.scene_topology.tissue_snapshot`;
+        0 rows without tissue), tool_links (n_tools, 3, 7),
         tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
         tick (1,) (tick index as float64), scope_pose (7,) (`scope.pose`), scope (6,) (the scope's
         `params()`: the renderer draws through this camera); clips (MAX_CLIPS, 8): position [m],
@@ -344,7 +410,7 @@ class Scene:
         clips, blood = (self.injury.snapshot_rows() if self.injury is not None else
                         (np.zeros((clp.MAX_CLIPS, 8)), np.zeros((1 + MAX_DROPS, 4))))
         return {
-            "tissue_x": (self.tissue_state.x.copy() if self.tissue_state is not None else np.zeros((0, 3))),
+            **topo.tissue_snapshot(self.tissue, self.tissue_state, self.topology_version, self._caps),
             "tool_links": self.tool_link_poses(),
             "tool_force": self.rigid.last_force.copy(),
             "bodies": self.body_poses(),
@@ -358,8 +424,10 @@ class Scene:
     def describe(self) -> dict:
         """Static description for renderers (picklable plain data, fixed for the scene's life).
 
-        Keys: name; dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
-        surface; empty without tissue); tools: list of dicts (name, port (3,) [m], shaft_length,
+        Keys: name; layout_version (2); tissue_max_nodes, tissue_max_triangles (snapshot
+        capacities); dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
+        surface at the start, see snapshot's tissue_tris for the live one; empty without tissue);
+        tools: list of dicts (name, port (3,) [m], shaft_length,
         shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
         [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
         start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
@@ -388,6 +456,9 @@ class Scene:
                           "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
         return {
             "name": self.config.name,
+            "layout_version": topo.LAYOUT_VERSION,
+            "tissue_max_nodes": self._caps[0],
+            "tissue_max_triangles": self._caps[1],
             "dt": self.dt,
             "tissue_rest": self.tissue.rest.copy() if self.tissue else np.zeros((0, 3)),
             "tissue_triangles": (self.tissue.surface.astype(np.int32) if self.tissue
@@ -414,7 +485,9 @@ class Scene:
         own = {"tick_count": self.tick_count, "reaction": self.reaction.copy(),
                "grasped_obj": list(self._grasped_obj), "n_events": len(self.events),
                "scope": self.scope.params(), "rng": copy.deepcopy(self.rng.bit_generator.state),
-               "seed": self.seed}
+               "seed": self.seed, "topology_version": self.topology_version,
+               "tissue_model": self.tissue, "scissors": self._scissors.get_state(),
+               "refactor": self._refactor.get_state(self.tissue)}
         if self._contacts is not None:
             own["contacts_force"] = self._contacts.force.copy()
         if self.injury is not None:
@@ -430,11 +503,20 @@ class Scene:
         if state.released:
             raise ValueError("this SceneState was released")
         self.rigid.set_state(state.rigid)
+        own = state.scene
+        model = own["tissue_model"]
+        if model is not self.tissue:
+            self._install(model, TissueState(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                                for k, v in state.tissue.items()}))
+            self.contact.retopologize(model)
+            self.injury.retopologize(model)
+        self._refactor.set_state(own["refactor"], model)
+        self._scissors.set_state(own["scissors"])
+        self.topology_version = own["topology_version"]
         if state.contact is not None:
             self.contact.set_state(state.contact)
         if state.tissue is not None:
             restore_attrs(self.tissue_state, state.tissue)
-        own = state.scene
         self.tick_count = own["tick_count"]
         self.reaction[:] = own["reaction"]
         self._grasped_obj = list(own["grasped_obj"])
@@ -464,7 +546,13 @@ class Scene:
         the same run."""
         h = hashlib.sha256()
         h.update(np.int64(self.tick_count).tobytes())
+        h.update(np.int64(self.topology_version).tobytes())
+        self._scissors.hash_into(h)
+        self._refactor.hash_into(h)
         self.rigid.hash_into(h)
+        if self.tissue is not None:
+            h.update(self.tissue.tets.tobytes())
+            h.update(self.tissue.rest.tobytes())
         if self.tissue_state is not None:
             hash_tissue_state(h, self.tissue_state)
             h.update(self._contacts.force.tobytes())

@@ -61,6 +61,8 @@ class TissueInjury:
         self.tick = 0
         self.last_tear = -(10**9)
         self.probe = np.zeros(0, dtype=np.int64)
+        self._node_full = {name: getattr(info, name) for name in ("axial", "sector", "inner")
+                           if getattr(info, name) is not None}
         self._events: list[tuple[str, int, float, str]] = []
         self._clip_rows = np.zeros((clp.MAX_CLIPS, 8))
         self._blood_rows = np.zeros((1 + MAX_DROPS, 4))
@@ -141,6 +143,36 @@ class TissueInjury:
         self.last_tear = self.tick
         if self.bleeding is not None:
             self.bleeding.open_wound(failed, state.x)
+
+    def retopologize(self, model, node_source: np.ndarray | None = None) -> None:
+        """The tissue has a new model (a cut or a restored state; node ids only ever appended,
+        element ids stable): per-node body arrays grow by their sources, every stage rebinds."""
+        self.model = model
+        info = self.info
+        n = model.node_count
+        for name in ("axial", "sector", "inner"):
+            full = self._node_full.get(name)
+            if full is None:
+                continue
+            if len(full) < n:
+                src = node_source if node_source is not None else np.arange(n)
+                full = self._node_full[name] = np.concatenate([full, full[src[len(full):n]]])
+            setattr(info, name, full[:n])
+        self.clips.retopologize(model)
+        if self.damage is not None:
+            self.damage.retopologize(model)
+        if self.bleeding is not None:
+            self.bleeding.model = model
+
+    def on_topology(self, change) -> None:
+        """Scene topology listener: rebind to the new model; a cut through a vessel opens a wound
+        (the live elements around the separated faces)."""
+        self.retopologize(change.model, change.node_source)
+        if self.bleeding is not None and len(change.faces):
+            nodes = np.zeros(change.model.node_count, dtype=bool)
+            nodes[change.faces.reshape(-1)] = True
+            elems = np.flatnonzero(nodes[change.model.tets].any(axis=1) & (change.model.volume > 0))
+            self.opened(np.r_[elems, change.killed], change.state)
 
     def opened(self, elements: np.ndarray, state) -> None:
         """Elements were cut or torn open (a wound there if the body is a vessel): the cutting

@@ -347,6 +347,23 @@ class Renderer:
 
     # -- drawing -----------------------------------------------------------------------------------
 
+    def _live_tissue(self, snap: dict) -> np.ndarray:
+        """The snapshot's live tissue nodes; after a cut or tear (layout version 2: a new
+        `tissue_topo` version) the tissue mesh is rebuilt from the live surface `tissue_tris`,
+        which includes the new cut faces (docs/cutting.md)."""
+        x = np.asarray(snap["tissue_x"], float)
+        topo = snap.get("tissue_topo")
+        if topo is None:
+            return x
+        version, n, k = (int(v) for v in np.asarray(topo)[:3])
+        x = x[:n]
+        if version != getattr(self, "_topo_version", 0):
+            self._topo_version = version
+            self.tris = np.asarray(snap["tissue_tris"], dtype=np.int64)[:k].astype(np.int32)
+            self.tissue.release()
+            self.tissue = _Mesh(x, geo.vertex_normals(x, self.tris), self.tris, dynamic=True)
+        return x
+
     def upload_tissue(self, x: np.ndarray) -> None:
         if self.tissue is None or len(x) != self.tissue.n_verts:
             return
@@ -386,7 +403,7 @@ class Renderer:
         GL.glUniform3f(loc["u_room_dir"], 0.3, -0.4, 0.866)
         GL.glUniform1f(loc["u_room"], room)
         if self.tissue is not None and len(snap["tissue_x"]):
-            self.upload_tissue(np.asarray(snap["tissue_x"], float))
+            self.upload_tissue(self._live_tissue(snap))
             self._draw_item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08)
         for mesh, model, colour, shin, spec, sheen, wall in self._static + self._dynamic_items(snap):
             if wall and not walls:
