@@ -59,7 +59,7 @@ from sim.tissue import (
     make_state,
     step,
 )
-from sim.tissue_injury import SNAPSHOT_VERSION, TissueInjury
+from sim.tissue_injury import TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
@@ -433,8 +433,8 @@ class Scene:
         start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
-        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; snapshot_version (2: the
-        snapshot has `clips` and `blood`); clip_size (3,) [m]: a closed clip's box (across the jaw
+        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; (layout 2 snapshots also
+        carry `clips` and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw
         plane, closing direction, along the jaws); tissue_body: the tissue body's name.
         """
         pegboard = None
@@ -470,7 +470,6 @@ class Scene:
             "trainer_top": 0.25,
             "pegboard": pegboard,
             "bodies": bodies,
-            "snapshot_version": SNAPSHOT_VERSION,
             "clip_size": np.array([clp.CLIP_WIDTH, 1.0e-3, 0.009]),
             "tissue_body": self.body_info.name if self.body_info is not None else None,
         }

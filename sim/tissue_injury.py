@@ -28,7 +28,6 @@ from sim.damage import TEAR_GAP_S, DamageField
 from sim.tool_scene import GRASP_CLOSE
 
 SCISSORS_NAME = "curved_scissors"  # sim.instruments.SCISSORS
-SNAPSHOT_VERSION = 2  # describe()['snapshot_version']: 2 = snapshot has `clips` and `blood`
 
 
 def is_scissors(spec) -> bool:
