@@ -62,7 +62,7 @@ class Style:
 EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=1.5e-4,
                drift_sd=0.0, correct=1.0, opening=0.6, spacing=0.0045, depth=0.0015, press=0.0005,
                close_s=0.07, aim_checks=2)
-NOVICE = Style("novice", speed=0.06, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
+NOVICE = Style("novice", speed=0.08, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
                drift_sd=1.2e-3, correct=0.5, opening=0.8, spacing=0.006, depth=0.0025, press=0.0015,
                close_s=0.2, aim_checks=1)
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
