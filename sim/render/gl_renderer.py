@@ -37,6 +37,7 @@ JAW_RGB = (0.55, 0.56, 0.58)
 BOARD_RGB = (0.60, 0.62, 0.64)
 PEG_RGB = (0.85, 0.85, 0.80)
 RING_RGB = (0.85, 0.55, 0.05)
+BLOOD_RGB = (0.42, 0.02, 0.03)
 CLIP_RGB = (0.70, 0.70, 0.75)
 CLEAR_RGB = (0.02, 0.02, 0.025)
 
@@ -343,6 +344,24 @@ class Renderer:
                     leg = (m @ geo.translate(0, np.sin(ang) * 4.5e-3, np.cos(ang) * 4.5e-3)
                            @ geo.rot_axis((1, 0, 0), -ang) @ geo.scale(1e-3, 1e-3, 9e-3))
                     items.append((self.box, leg, CLIP_RGB, 80.0, 0.9, 0.1, False))
+        return items + self._injury_items(snap)
+
+    def _injury_items(self, snap: dict) -> list[tuple]:
+        """Clips on tissue (a box per `clips` row that is on: clip_size, across the jaw plane x
+        closing direction x along the jaws) and blood (`blood`: row 0 the pool, a flat disc; the
+        others falling drops) from the snapshot (sim.clips, sim.bleeding); none in older layouts."""
+        items = []
+        size = np.asarray(self.description.get("clip_size", (4e-3, 1e-3, 9e-3)), float)
+        for row in np.asarray(snap.get("clips", np.zeros((0, 8))), float).reshape(-1, 8):
+            if row[7] > 0.0:
+                items.append((self.box, geo.pose_matrix(row[:7]) @ geo.scale(*size), CLIP_RGB, 80.0, 0.9,
+                              0.1, False))
+        blood = np.asarray(snap.get("blood", np.zeros((0, 4))), float).reshape(-1, 4)
+        for k, (x, y, z, r) in enumerate(blood):
+            if r > 0.0:
+                h, z0 = (1e-3, z) if k == 0 else (2 * r, z - r)  # the pool is a 1 mm film
+                items.append((self.cylinder, geo.translate(x, y, z0) @ geo.scale(r, r, h), BLOOD_RGB, 120.0,
+                              0.8, 0.0, False))
         return items
 
     # -- drawing -----------------------------------------------------------------------------------
