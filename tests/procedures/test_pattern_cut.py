@@ -98,3 +98,33 @@ def test_result_of_a_known_trace():
     proc.time_s = 120.0
     slow = proc.result(snip_trace(np.zeros(28)))
     assert not slow.passed  # all within the line, over 98 s
+
+
+def test_expert_starts_the_pattern_cut_on_the_real_scene():
+    """Through the device path on the pattern_cut scene: the left hand takes the gauze, the
+    scissors snip along the circle, within the line; the HUD follows."""
+    from procedures.policies import make_hands
+    from sim.runtime.procedure_session import ProcedureAttempt
+
+    hands = make_hands("expert", 0, "pattern_cut")
+    att = ProcedureAttempt("pattern_cut", hands, seed=0, max_s=7.0)
+    try:
+        proc = att.procedure
+        assert proc.hud()["instruction"] == pc.PHASE_INSTRUCTIONS[0]
+        while att.n < 6500:
+            att.step()
+        kinds = [e.kind for e in att.scene.events]
+        assert "grasp" in kinds and proc.phase == 1
+        assert proc.hud()["instruction"] == pc.PHASE_INSTRUCTIONS[1]
+        assert proc.book.cutting_snips >= 3
+        assert proc.book.area == 0.0 and proc.book.dev_max < 0.5 * pc.LINE_W  # on the line
+        assert 0.0 < proc.book.coverage < 1.0
+        hud = proc.hud()
+        assert "% of the circle cut" in hud["progress"] and hud["deviation_mm"] < 1.0
+        assert hud["line"] == {"centre": [0.0, 0.0], "radius": pc.RADIUS, "width": pc.LINE_W}
+        res = att.result()  # the same cut, recomputed from the trace
+        assert res.metrics["snips"].value == proc.book.snips
+        assert res.metrics["circle_cut"].value == pytest.approx(proc.book.coverage, abs=1e-4)  # rounded
+        assert res.status == "incomplete" and not res.passed
+    finally:
+        att.close()
