@@ -156,3 +156,31 @@ def test_opened_vessel_bleeds_unless_clipped_on_both_sides(clipped):
         move(scene, control, (0.0, 0.0, 0.05), 0.7, 0.1)
         assert kinds(scene, "bleed_stop") and scene.injury.bleeding.rate == 0.0
     scene.close()
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_cutting_a_vessel_bleeds_unless_it_is_clipped_on_both_sides(sealed):
+    """Scissors-style cut across a vessel (the cutting core's Scene.cut with a blade through its
+    middle): a wound opens there; unclipped it bleeds, clipped on both sides it does not."""
+    from sim.cutting import quad_blade
+
+    scene = tube_scene(vessel=True, bleed_rate=0.5)
+    control = SceneControl(np.array([[0.0, 0.0, 0.05, 0.0]]), np.array([0.7]))
+    if sealed:
+        fire_clip(scene, -0.005)
+        fire_clip(scene, 0.005)
+    move(scene, control, (0.0, 0.0, 0.05), 0.7, 0.1)
+    x = 0.0003  # between two sections of the 1 mm axial mesh
+    change = scene.cut(quad_blade([x, -0.004, 0.015], [x, 0.004, 0.015], [x, 0.004, 0.025],
+                                  [x, -0.004, 0.025]))
+    assert change is not None and kinds(scene, "cut")
+    assert scene.injury.bleeding.n_wounds == 1
+    assert scene.injury.bleeding.wound_s[0] == pytest.approx(0.01, abs=1.5e-3)
+    move(scene, control, (0.0, 0.0, 0.05), 0.7, 0.4)
+    if sealed:
+        assert not kinds(scene, "bleed_start") and scene.injury.bleeding.volume == 0.0
+        assert scene.injury.clips.n_clips == 2  # the clips are still on the divided vessel
+    else:
+        assert kinds(scene, "bleed_start") and scene.injury.bleeding.volume > 0.3
+    assert not kinds(scene, "tissue_reset")
+    scene.close()
