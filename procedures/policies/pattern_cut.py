@@ -13,8 +13,11 @@ Styles (seeded per episode):
 - expert: quick direct moves, no tremor, the blades on the line (aim error 0.15 mm), a narrow
   blade opening (short, accurate cuts), no pauses;
 - novice: slower moves with pauses, tremor, an aim that drifts off the line (a random walk of
-  ~1.2 mm per snip, pulled back when the novice notices), wide blade openings (longer straight
-  cuts that leave the curve), presses the grasper deeper into the gauze.
+  ~1.2 mm per snip, half pulled back when the novice notices), many short hesitant snips with
+  wide-ish blade openings (straight cuts that leave the curve), presses the grasper deeper into
+  the gauze, and its left hand only holds (no traction that follows the cut).
+- expert's left hand follows the cut: after each snip it shifts the traction point 3 mm away from
+  where the scissors cut, while they move to the next snip (both hands work).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ OPEN_GRASPER, CLOSED = 0.6, 0.0  # [rad]
 GRASP_AT = np.array([-0.030, -0.020])  # on a node of the 5 mm gauze grid
 LIFT = 0.002  # [m] traction: the grasped gauze is lifted this much
 MAX_EXTRA = 40  # extra snips to close gaps before giving up
+TRACTION_SHIFT = 0.003  # [m] how far the expert's traction point moves away from the cut
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class Style:
     of the aim per snip [m] (pulled back to the line by `correct` each snip); opening: blade
     opening per snip [rad]; spacing: arc between snips [m]; depth: tip below the gauze [m];
     press: how far below the gauze surface the grasper closes [m]; close_s: blade closing [s];
-    aim_checks: how often the hand looks where its blades cross the gauze and corrects."""
+    aim_checks: how often the hand looks where its blades cross the gauze and corrects;
+    traction: the left hand follows the cut round (shifts its traction while the scissors move)."""
 
     name: str
     speed: float
@@ -57,14 +62,15 @@ class Style:
     press: float
     close_s: float
     aim_checks: int
+    traction: bool
 
 
 EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=1.5e-4,
                drift_sd=0.0, correct=1.0, opening=0.6, spacing=0.0045, depth=0.0015, press=0.0005,
-               close_s=0.07, aim_checks=2)
+               close_s=0.07, aim_checks=2, traction=True)
 NOVICE = Style("novice", speed=0.08, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
-               drift_sd=1.2e-3, correct=0.5, opening=0.8, spacing=0.006, depth=0.0025, press=0.0015,
-               close_s=0.2, aim_checks=1)
+               drift_sd=1.2e-3, correct=0.5, opening=0.7, spacing=0.0035, depth=0.0025, press=0.0015,
+               close_s=0.2, aim_checks=1, traction=False)
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
 
@@ -84,6 +90,8 @@ class PatternCutPolicy(ScriptedPolicy):
     def __init__(self, style: Style, seed: int = 0) -> None:
         super().__init__(style, seed)
         self.book = pc.CutBook()
+        self.snips_done = 0
+        self.phi_now = 0.0
 
     def _setup(self, scene) -> None:
         self.plane_z = float(scene.tissue.rest[:, 2].max())
@@ -112,8 +120,17 @@ class PatternCutPolicy(ScriptedPolicy):
             yield ("move", self.movers[0].tip + [0.0, 0.0, -0.0015], OPEN_GRASPER, 0.15)
             yield ("move", self.movers[0].tip, CLOSED, 0.1)
         yield ("move", self.movers[0].tip + [0.0, 0.0, LIFT], CLOSED, 0.3)
+        held = self.movers[0].tip.copy()
         while not self.finished:
-            yield ("hold", 0.5)
+            if not s.traction:  # the novice's left hand just holds
+                yield ("hold", 0.5)
+                continue
+            # The expert keeps the gauze taut across the blades: as the cut goes round, the
+            # traction point shifts a few mm away from where the scissors cut, while they move.
+            n = self.snips_done
+            yield ("until", lambda n=n: self.snips_done > n or self.finished)
+            away = -np.array([np.cos(self.phi_now), np.sin(self.phi_now), 0.0]) * TRACTION_SHIFT
+            yield ("move", held + away, CLOSED, 0.2)
 
     # -- the scissors --------------------------------------------------------------------------------
 
@@ -167,3 +184,5 @@ class PatternCutPolicy(ScriptedPolicy):
         yield ("move", tip, CLOSED, s.close_s)
         pose = self.scene.tool_link_poses()[1, 0]
         self.book.add(pc.snip_points(pose, s.opening, self.plane_z))
+        self.phi_now = phi
+        self.snips_done += 1

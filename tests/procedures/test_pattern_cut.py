@@ -90,7 +90,7 @@ def test_result_of_a_known_trace():
     proc.status, proc.time_s, proc.plane_z = "success", 40.0, PLANE_Z
     good = proc.result(snip_trace(np.zeros(28)))
     assert good.passed and good.score == fls_score(40.0, 0.0, pc.CUTOFF_S)
-    assert good.metrics["area_outside_line"].value == 0.0 and good.metrics["circle_cut"].value == 1.0
+    assert good.metrics["area_outside_line"].value == 0.0 and good.metrics["cut_within_line"].value == 1.0
     off = np.zeros(28)
     off[3] = 0.0025
     bad = proc.result(snip_trace(off))
@@ -124,7 +124,7 @@ def test_expert_starts_the_pattern_cut_on_the_real_scene():
         assert hud["line"] == {"centre": [0.0, 0.0], "radius": pc.RADIUS, "width": pc.LINE_W}
         res = att.result()  # the same cut, recomputed from the trace
         assert res.metrics["snips"].value == proc.book.snips
-        assert res.metrics["circle_cut"].value == pytest.approx(proc.book.coverage, abs=1e-4)  # rounded
+        assert res.metrics["area_outside_line"].value == 0.0
         assert res.status == "incomplete" and not res.passed
     finally:
         att.close()
