@@ -273,6 +273,7 @@ class Scene:
                 self.events.append(SceneEvent(self.tick_count, kind, tool, value, message))
             t4 = time.perf_counter_ns()
             self.part_ns[:] = (t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2)
+            self._refactor.launch()
         else:
             self.part_ns[:] = (t1 - t0, 0, 0)
         self.tick_count += 1

@@ -15,8 +15,8 @@ import numpy as np
 from sim import instruments as inst
 from sim.cutting import Blade, scissors_blade
 from sim.tissue import TissueModel, TissueState
-from sim.tissue_topology import REFACTOR_TICKS, FactorRebuild
 from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
+from sim.topology_solver import REFACTOR_TICKS, FactorRebuild
 
 #: Snapshot capacities relative to the start mesh: nodes, surface triangles.
 NODE_CAPACITY = 2
@@ -39,18 +39,18 @@ class ScissorsWatch:
         self.open = np.zeros(len(tools))
         self.last = np.full(len(tools), np.inf)
 
-    def closing(self, jaws: np.ndarray, link_pose: np.ndarray) -> list[tuple[int, Blade]]:
+    def closing(self, jaws: np.ndarray, link_pose: np.ndarray) -> tuple[tuple[int, Blade], ...]:
         """Update from this tick's jaw commands (n_tools,) [rad]; for every cutter whose command
         crosses below GRASP_CLOSE after opening past GRASP_OPEN, (tool, the blade surface its jaws
         sweep closing from the widest opening), the shaft pose taken from link_pose (n_tools, 3, 7)."""
-        out = []
+        out = ()  # no allocation on the ticks that do not cut
         for i in self.cutters:
             spec = self.tools[i].spec
             cmd = float(jaws[i])
             self.open[i] = max(self.open[i], min(cmd, spec.jaw_open_max))
             if cmd < GRASP_CLOSE <= self.last[i]:
                 if self.open[i] > GRASP_OPEN:
-                    out.append((i, scissors_blade(link_pose[i, 0], spec, self.open[i])))
+                    out += ((i, scissors_blade(link_pose[i, 0], spec, self.open[i])),)
                 self.open[i] = max(cmd, 0.0)
             self.last[i] = cmd
         return out
@@ -73,25 +73,37 @@ class Refactor:
     def __init__(self, dt: float) -> None:
         self.dt = dt
         self.job: FactorRebuild | None = None
+        self.pending: TissueModel | None = None
         self.swap_tick = -1
 
     def start(self, model: TissueModel, tick: int) -> None:
-        """Factor `model` in a worker thread; swap it in at tick + REFACTOR_TICKS."""
-        self.job = FactorRebuild(model, self.dt)
+        """Factor `model` in a worker thread (started by `launch`, after this tick's step, so it
+        does not compete with the tick that cut); swap it in at tick + REFACTOR_TICKS."""
+        self.job = None
+        self.pending = model
         self.swap_tick = tick + REFACTOR_TICKS
+
+    def launch(self) -> None:
+        """Start the pending rebuild, if any (end of a tick)."""
+        if self.pending is not None:
+            self.job = FactorRebuild(self.pending, self.dt)
+            self.pending = None
 
     def due(self, model: TissueModel, tick: int) -> None:
         """At the swap tick, make the rebuilt factor `model`'s (waits for the worker if late)."""
-        if tick == self.swap_tick and self.job is not None:
+        if tick == self.swap_tick:
+            self.launch()
             model.use_system(self.job.result())
             self.swap_tick = -1
 
     def get_state(self, model: TissueModel | None) -> dict:
+        self.launch()  # a saved state refers to a running (or finished) rebuild
         return {"job": self.job, "swap_tick": self.swap_tick,
                 "system": model.system(self.dt) if model is not None else None}
 
     def set_state(self, state: dict, model: TissueModel | None) -> None:
         self.job, self.swap_tick = state["job"], state["swap_tick"]
+        self.pending = None
         if model is not None and state["system"] is not None:
             model.use_system(state["system"])
 

@@ -102,6 +102,9 @@ class TissueModel:
             this is taken without a trial evaluation and ends the step: the velocity error left
             in the step (the quadratic model is exact to far below that).
         max_speed: node speed [m/s] above which a step is declared diverged.
+        cut_front: after a cut, the nodes on the cut surface that were not split (the crack
+            tip), shape (n,), bool; the next snip continues the cut from them
+            (`sim.tissue_topology`). None before any cut.
     """
 
     rest: np.ndarray
@@ -125,6 +128,7 @@ class TissueModel:
     newton_iters: int = 3
     newton_tol: float = 1e-4
     max_speed: float = 20.0
+    cut_front: np.ndarray | None = None
     _systems: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -157,7 +161,7 @@ class TissueModel:
 
     def with_topology(self, **arrays) -> TissueModel:
         """A new model with the given array fields replaced (rest, tets, surface, mass, fixed, mu,
-        lam, dm_inv, dm_inv_rows, volume, node_ptr, node_inc, node_rep, tets_u) and no factored
+        lam, dm_inv, dm_inv_rows, volume, node_ptr, node_inc, node_rep, tets_u, cut_front) and no factored
         system yet; this model is not changed (`sim.tissue_topology` builds them)."""
         fields_ = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "_systems"}
         unknown = set(arrays) - set(fields_)
@@ -457,6 +461,8 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         f_ext.fill(0.0)
     fac = system.factor
     s = state
+    if s.rhs.shape[0] != fac.d_inv.shape[0]:  # a topology change swapped the factor (docs/cutting.md)
+        s.rhs = np.zeros((fac.d_inv.shape[0], 3))
     inverted, vmax, bad, iters, evals = step_kernel(
         model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity,
         model.mass, model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos,

@@ -16,29 +16,21 @@ corners on the blade, so it follows the blade to within the sagitta of a face on
 whatever the element size, and no element smaller than the mesh's own is created (elements
 flattened onto the blade have zero volume and die: they carried no volume).
 
-The solver (`extend_system`, `FactorRebuild`): the model after a change starts with the old
-factor, its new nodes given their own diagonal blocks; it is only the preconditioner of the
-solver's line-searched iterations (docs/tissue-solver.md), so steps stay energy-decreasing. A
-worker thread factors the new matrix; the caller swaps it in at a fixed tick (`REFACTOR_TICKS`
-after the change), waiting if needed, so replays are bit-identical.
+The solver after a change (`sim.topology_solver`): the new model starts with the old factor
+extended to its new nodes; a worker thread factors the new matrix for a deterministic swap.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, fields
 
 import numba as nb
 import numpy as np
 
-from sim import fem
 from sim.cutting import END_TOL, Blade, edge_hits, point_distances
-from sim.sparse_factor import BlockLDLFactor
 from sim.tissue import TissueModel, TissueState, TissueSystem
+from sim.topology_solver import extend_system
 
-#: Ticks between a topology change and the swap of the rebuilt factor (~0.2 s of factoring at 5k
-#: tets on one core; the swap waits for the worker if it is late, so this only decides speed).
-REFACTOR_TICKS = 400
 #: A node within this distance [m] of the blade counts as lying on it.
 ON_BLADE_TOL = 1e-7
 #: Faces of tet (0, 1, 2, 3), normals away from the opposite corner for a positive tet.
@@ -237,14 +229,15 @@ def _incident_elements(model: TissueModel, nodes: np.ndarray) -> np.ndarray:
 def _rebuild(model: TissueModel, state: TissueState, rest: np.ndarray, x: np.ndarray,
              dead: np.ndarray, sep_keys: np.ndarray, affected: np.ndarray,
              shape: tuple[np.ndarray, np.ndarray, np.ndarray] | None, moved: np.ndarray, dt: float,
-             blade: Blade | None) -> TopologyChange | None:
+             blade: Blade | None, on_cut: np.ndarray | None = None) -> TopologyChange | None:
     """Split the affected nodes along sep_keys (elements `dead` die first), then build the new
     model, state and system. shape: (elements, dm_inv, volume) of elements whose rest shape
-    changed (moved corners). Work is local to the elements around the affected nodes, except
-    for a few O(n + m) copies and the incidence's counting sort."""
+    changed (moved corners). on_cut (n_old,) bool: nodes now on a cut surface; those not split
+    become the crack front (`TissueModel.cut_front`). Work is local to the elements around the
+    affected nodes, except for a few O(n + m) copies and the incidence's counting sort."""
     n_old, m = model.node_count, model.tet_count
     live = (model.volume > 0.0) & ~dead
-    old_tets = model.tets.astype(np.int64)
+    old_tets = model.tets
     sep_keys = np.sort(sep_keys)
     affected = np.unique(affected)
     deg = np.diff(model.node_ptr.astype(np.int64))
@@ -261,7 +254,7 @@ def _rebuild(model: TissueModel, state: TissueState, rest: np.ndarray, x: np.nda
     pairs = np.unique(inc[extra, 0] * 64 + cp[extra])
     node_source = np.concatenate([np.arange(n_old), pairs // 64])
     n = node_source.size
-    tets = old_tets.copy()
+    tets = old_tets.copy()  # int32
     tets[inc[extra, 1], inc[extra, 2]] = n_old + np.searchsorted(pairs, inc[extra, 0] * 64 + cp[extra])
 
     # Element arrays: copies; rest shape redone where a corner moved; dead ones zeroed.
@@ -302,8 +295,12 @@ def _rebuild(model: TissueModel, state: TissueState, rest: np.ndarray, x: np.nda
     surface = np.concatenate([old_surf[keep], faces_new[boundary][np.argsort(keys_new[boundary],
                                                                                kind="stable")]])
 
-    tets32 = tets.astype(np.int32)
-    new_model = model.with_topology(
+    tets32 = tets
+    front = np.zeros(n, dtype=bool)
+    old_front = model.cut_front if model.cut_front is not None else np.zeros(n_old, dtype=bool)
+    front[:n_old] = old_front | (on_cut if on_cut is not None else False)
+    front[pairs // 64] = False  # split nodes are lips now, not the tip
+    new_model = model.with_topology(cut_front=front,
         rest=rest[node_source], tets=tets32, surface=surface.astype(np.int32), mass=mass,
         fixed=fixed, mu=mu, lam=lam, dm_inv=dm_inv,
         dm_inv_rows=np.ascontiguousarray(dm_inv.reshape(m, 9).T), volume=volume,
@@ -316,7 +313,7 @@ def _rebuild(model: TissueModel, state: TissueState, rest: np.ndarray, x: np.nda
     # The separated faces, seen from both sides (outward faces of the two elements).
     hit = np.isin(face_keys(faces_old, n_old), sep_keys)
     order = np.argsort(face_keys(faces_old[hit], n_old), kind="stable")
-    two = faces_new[hit][order]
+    two = faces_new[hit][order].astype(np.int64)
     two = two.reshape(-1, 2, 3) if len(two) % 2 == 0 else np.zeros((0, 2, 3), np.int64)
     length = area = 0.0
     if two.size:
@@ -348,93 +345,6 @@ def _resize_state(state: TissueState, x: np.ndarray, node_source: np.ndarray) ->
         else:
             out[f.name] = v
     return TissueState(**out)
-
-
-# -- the solver after a change ---------------------------------------------------------------------
-
-
-def node_diagonal_blocks(model: TissueModel, nodes: np.ndarray, dt: float) -> np.ndarray:
-    """The step matrix's diagonal 3x3 blocks (1 + h' alpha) m_i I + h' (h' + beta) K_ii of
-    `nodes` (j,), shape (j, 3, 3) (h' = 2 dt / 3)."""
-    mat = model.material
-    hb = 2.0 * dt / 3.0
-    out = np.zeros((nodes.size, 3, 3))
-    out += ((1.0 + hb * mat.mass_damping) * model.mass[nodes])[:, None, None] * np.eye(3)
-    ptr = model.node_ptr.astype(np.int64)
-    lo, hi = ptr[nodes], ptr[nodes + 1]
-    start = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
-    codes = model.node_inc[np.repeat(lo - start, hi - lo) + np.arange(int((hi - lo).sum()))]
-    codes = codes.astype(np.int64)
-    owner = np.repeat(np.arange(nodes.size), hi - lo)
-    e, a = codes >> 2, codes & 3
-    g = fem.shape_gradients(model.dm_inv[e])[np.arange(e.size), a]  # (k, 3) [1/m]
-    w = model.volume[e]
-    gg = g[:, :, None] * g[:, None, :]
-    kk = (w * model.mu[e])[:, None, None] * (np.einsum("ki,ki->k", g, g)[:, None, None] * np.eye(3) + gg)
-    kk += (w * model.lam[e])[:, None, None] * gg
-    np.add.at(out, owner, hb * (hb + mat.damping) * kk)
-    return out
-
-
-def extend_system(old: TissueSystem, model: TissueModel, node_source: np.ndarray, dt: float) -> TissueSystem:
-    """The old factor as the new model's preconditioner: old free nodes keep their factor rows,
-    new free nodes get new rows with no coupling and their own diagonal block; rows of nodes that
-    became fixed are cut off from the others (their L entries zeroed), so their stale values never
-    reach a free node."""
-    fac = old.factor
-    k_old = fac.d_inv.shape[0]
-    n_old = old.fpos.shape[0]
-    fpos = np.full(model.node_count, -1, dtype=np.int32)
-    fpos[:n_old] = old.fpos
-    gone = np.flatnonzero(model.fixed[:n_old] & (old.fpos >= 0))
-    l_val = fac.l_val
-    if gone.size:
-        slots = old.fpos[gone]
-        fpos[gone] = -1
-        rows = np.repeat(np.arange(k_old), np.diff(fac.l_ptr.astype(np.int64)))
-        cut = np.isin(fac.l_col, slots) | np.isin(rows, slots)
-        if cut.any():
-            l_val = l_val.copy()
-            l_val[cut] = 0.0
-    new = np.flatnonzero(~model.fixed[n_old:]) + n_old
-    fpos[new] = k_old + np.arange(new.size, dtype=np.int32)
-    d_new = np.linalg.inv(node_diagonal_blocks(model, new, dt)) if new.size else np.zeros((0, 3, 3))
-    factor = BlockLDLFactor(
-        order=np.concatenate([fac.order, new.astype(np.int32)]),
-        l_ptr=np.concatenate([fac.l_ptr, np.full(new.size, fac.l_ptr[-1], dtype=np.uint32)]),
-        l_col=fac.l_col, l_val=l_val,
-        d_inv=np.ascontiguousarray(np.concatenate([fac.d_inv, d_new])),
-    )
-    return TissueSystem(dt=old.dt, factor=factor, fpos=fpos)
-
-
-class FactorRebuild:
-    """Factors a model's exact step matrix in a worker thread (SciPy's SuperLU and NumPy release
-    the GIL for the heavy parts); `result()` waits for it. One per model (`for_model`), so a saved
-    state restored later finds the factor already built."""
-
-    def __init__(self, model: TissueModel, dt: float) -> None:
-        self.model, self.dt = model, dt
-        self._result: TissueSystem | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="tissue-refactor", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._result = TissueSystem.build(self.model, self.dt)
-        except BaseException as exc:  # re-raised in the caller's thread by result()
-            self._error = exc
-
-    def ready(self) -> bool:
-        return not self._thread.is_alive()
-
-    def result(self) -> TissueSystem:
-        """The factored system; blocks until the worker is done."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 # -- operations --------------------------------------------------------------------------------------
@@ -512,7 +422,10 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     xn = x.copy()
     on_surface = np.zeros(n, dtype=bool)
     on_surface[model.surface.reshape(-1)] = True
-    sk = np.sort(model.surface[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).astype(np.int64), axis=1)
+    near_node = np.zeros(n, dtype=bool)
+    near_node[edges[hit].reshape(-1)] = True
+    tri = model.surface[near_node[model.surface].all(axis=1)]
+    sk = np.sort(tri[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).astype(np.int64), axis=1)
     surf_edge = np.isin(edges[hit, 0] * n + edges[hit, 1], sk[:, 0] * n + sk[:, 1])
     # Each crossing edge offers two moves (either end onto the crossing point). Rank them: a
     # clamped node stays clamped; a surface node leaves the surface only as a last resort (it
@@ -545,6 +458,9 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     on_blade |= moved_mask
     if not on_blade.any():
         return None
+    # The crack front of earlier snips continues the cut: faces between it and this blade part too.
+    front = model.cut_front if model.cut_front is not None else np.zeros(n, dtype=bool)
+    on_cut = on_blade | front
     # Elements with all four corners on the blade are flat: they die (they hold no volume); so
     # does one a move turned inside out (none in the tests and benchmark: counted in `killed`).
     flat = np.zeros(model.tet_count, dtype=bool)
@@ -561,7 +477,7 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     # Faces of the candidate elements lying on the blade, shared by two elements that stay alive.
     alive_c = cand[~flat[cand]]
     faces = model.tets[alive_c][:, TET_FACES].reshape(-1, 3)
-    onf = on_blade[faces].all(axis=1)
+    onf = on_cut[faces].all(axis=1) & on_blade[faces].any(axis=1)
     keys = face_keys(faces[onf], n)
     uk, cnt = np.unique(keys, return_counts=True)
     sep = uk[cnt == 2]
@@ -569,7 +485,7 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     affected = np.concatenate([sep_nodes, np.unique(model.tets[flat])]).astype(np.int64)
     if sep.size == 0 and not flat.any() and moved.size == 0:
         return None
-    return _rebuild(model, state, rest, xn, flat, sep, affected, shape, moved, dt, blade)
+    return _rebuild(model, state, rest, xn, flat, sep, affected, shape, moved, dt, blade, on_blade)
 
 
 def separate_faces(model: TissueModel, state: TissueState, faces: np.ndarray, *,

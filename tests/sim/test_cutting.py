@@ -15,7 +15,7 @@ from sim.instruments import SCISSORS
 from sim.mesh_generators import block
 from sim.scene import build_scene
 from sim.tissue import TissueMaterial, TissueModelBuilder, linear_static, make_state, step
-from sim.tissue_topology import FactorRebuild
+from sim.topology_solver import FactorRebuild
 
 DT = 1e-3
 SIZE = (0.04, 0.02, 0.01)
@@ -66,6 +66,24 @@ def test_straight_cut_splits_a_block_into_two_bodies_with_the_right_volumes():
     # Each side keeps its own copy of the cut nodes: the two bodies share no node.
     assert not np.intersect1d(bodies[0][1], bodies[1][1]).size
     assert change.length == pytest.approx(SIZE[1], rel=1e-6)  # the blade runs along y
+
+
+def test_successive_snips_extend_one_continuous_cut():
+    """Two snips overlapping by 1 mm (less than the 5 mm elements): the second continues the
+    first's crack front, and together they cut the block in two."""
+    model, state = _block()
+    x0 = 0.0123
+
+    def snip(y0, y1):
+        return quad_blade((x0, y0, -0.01), (x0, y1, -0.01), (x0, y1, 0.03), (x0, y0, 0.03))
+
+    first = tt.cut(model, state, snip(-0.01, 0.009), dt=DT)
+    assert len(_bodies(first.model)) == 1 and first.model.cut_front.any()
+    second = tt.cut(first.model, first.state, snip(0.008, 0.03), dt=DT)
+    bodies = sorted(_bodies(second.model), key=lambda b: b[0])
+    assert len(bodies) == 2
+    assert bodies[0][0] == pytest.approx(x0 * SIZE[1] * SIZE[2], rel=5e-3)
+    assert first.faces.shape[0] + second.faces.shape[0] == 2 * 4 * 2  # the whole plane, once
 
 
 def test_cut_flaps_stay_stable_and_the_sag_matches_linear_fem_on_the_cut_mesh():
