@@ -77,7 +77,11 @@ def _local_segments(spec: inst.InstrumentSpec) -> tuple[np.ndarray, np.ndarray]:
     jl = spec.jaw_length
     seg = np.zeros((3, 6))
     seg[0] = (0.0, 0.0, jl, 0.0, 0.0, jl + SHAFT_CONTACT_LENGTH)
-    rad = np.array([spec.shaft_radius, 0.5 * spec.jaw_width, 0.5 * spec.jaw_width])
+    # A grasper's jaw is a capsule of half its width; a blade (scissors, clip applier: tools that
+    # do not grasp tissue) one of half its thickness: a fat capsule round a thin blade squeezed
+    # the tissue between the closing blades from both sides (gauze and duct blew up).
+    jaw_r = 0.5 * (spec.jaw_width if spec.grasps_tissue else spec.jaw_thickness)
+    rad = np.array([spec.shaft_radius, jaw_r, jaw_r])
     if spec.has_jaws:
         l1, l2, c = 0.6 * jl, 0.4 * jl, spec.jaw_curve
         for k, side in ((1, 1.0), (2, -1.0)):
@@ -177,7 +181,7 @@ class ToolTissueContact:
         self.caps_prev[:] = self.caps
         self._read_links()
         for i, tool in enumerate(self.tools):
-            if not tool.spec.has_jaws or i in self.cutters:
+            if not (tool.spec.has_jaws and tool.spec.grasps_tissue) or i in self.cutters:
                 continue
             jaw = float(jaws[i])
             prev = self._jaw_prev[i]

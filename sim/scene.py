@@ -19,6 +19,9 @@ Scenes (`build_scene(name)`):
   origin, an atraumatic grasper through the left port and curved scissors through the right one.
 - ``peg_transfer``: the FLS peg board (12 pegs, six rings) and two graspers, tool 0 through the
   left port (left hand), tool 1 through the right one (no tissue).
+- ``pattern_cut``: the FLS pattern-cut gauze (10 x 10 cm, rim clamped in its frame 3 cm above the
+  floor, `sim.tissue_bodies.GauzeBody`), a grasper through the left port (tool 0, traction) and
+  the curved scissors through the right one (tool 1).
 The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
 in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
 
@@ -35,9 +38,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim import clips as clp
 from sim import instruments as inst
 from sim import scene_topology as topo
 from sim import tissue_topology
+from sim.bleeding import MAX_DROPS
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.cutting import Blade
@@ -54,6 +59,7 @@ from sim.tissue import (
     make_state,
     step,
 )
+from sim.tissue_injury import TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
@@ -87,6 +93,8 @@ class SceneConfig:
         scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
         scope_angle: the scope's optics angle [rad] (0 or 30 deg).
         dt: fixed step [s].
+        body: a tissue body spec from `sim.tissue_bodies` (strip, tube, gauze) instead of the pad
+            (tissue_size, tissue_centre, material are then the body's own; tissue_tets must be > 0).
     """
 
     name: str = "default"
@@ -101,6 +109,7 @@ class SceneConfig:
     scope_port: Port = SCOPE_PORT
     scope_angle: float = 0.0
     dt: float = 1e-3
+    body: object | None = None
 
 
 def scene_config(name: str = "default", **overrides) -> SceneConfig:
@@ -111,12 +120,18 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
         cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
                           tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
                                  ToolSetup(inst.GRASPER, PEG_RIGHT_PORT, depth=0.2)))
+    elif name == "pattern_cut":
+        from sim.tissue_bodies import GauzeBody
+
+        cfg = SceneConfig(name="pattern_cut", tissue_tets=1, body=GauzeBody(),
+                          tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
+                                 ToolSetup(inst.SCISSORS, PEG_RIGHT_PORT, depth=0.2)))
     else:
         raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
     return SceneConfig(**{**cfg.__dict__, **overrides})
 
 
-SCENES = ("default", "peg_transfer")
+SCENES = ("default", "peg_transfer", "pattern_cut")
 
 
 @dataclass(eq=False)
@@ -154,6 +169,19 @@ class SceneEvent:
 
 def make_tissue(cfg: SceneConfig) -> TissueModel:
     """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor)."""
+    return make_body(cfg)[0]
+
+
+def make_body(cfg: SceneConfig):
+    """(TissueModel, sim.tissue_bodies.BodyInfo) of the scene's tissue: cfg.body's, or the pad."""
+    from sim.tissue_bodies import BodyInfo
+
+    if cfg.body is not None:
+        return cfg.body.build(cfg.dt)
+    return _pad(cfg), BodyInfo(name="pad")
+
+
+def _pad(cfg: SceneConfig) -> TissueModel:
     size = cfg.tissue_size
     origin = (cfg.tissue_centre[0] - size[0] / 2, cfg.tissue_centre[1] - size[1] / 2, 0.0)
     mesh = block(size, block_cells_for(cfg.tissue_tets, size), origin=origin)
@@ -183,12 +211,17 @@ class Scene:
         self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
         self.tools = self.rigid.tools
         self.n_tools = len(self.tools)
-        self.tissue: TissueModel | None = make_tissue(cfg) if cfg.tissue_tets > 0 else None
+        self.tissue: TissueModel | None = None
+        self.body_info = None
+        if cfg.tissue_tets > 0:
+            self.tissue, self.body_info = make_body(cfg)
         self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
         self.cutters = topo.cutter_tools(self.tools)
         self.contact = (ToolTissueContact(self.tissue, self.tools, cfg.dt, cutters=self.cutters)
                         if self.tissue else None)
         self._contacts = TissueContacts.zeros(self.tissue) if self.tissue else None
+        self.injury = (TissueInjury(self.tissue, self.body_info, self.tools, cfg.dt, self.contact)
+                       if self.tissue else None)
         self.events: list[SceneEvent] = []
         self.tick_count = 0
         self.part_ns = np.zeros(3, dtype=np.int64)
@@ -199,6 +232,8 @@ class Scene:
         self.scope = self._make_scope()
         self.topology_version = 0  # +1 per applied topology change (cut, tear, removal)
         self.topology_listeners: list = []  # f(change) after each applied change
+        if self.injury is not None:
+            self.topology_listeners.append(self.injury.on_topology)
         self._scissors = topo.ScissorsWatch(self.tools, self.cutters)
         self._refactor = topo.Refactor(cfg.dt)
         self._caps = topo.capacities(self.tissue)
@@ -224,15 +259,17 @@ class Scene:
             self._refactor.due(self.tissue, self.tick_count)
             for tool, blade in self._scissors.closing(control.jaws, self.contact.link_pose):
                 self.cut(blade, tool=tool)
+            self.injury.before_step(self.tissue_state, control.jaws)
             t2 = time.perf_counter_ns()
             try:
                 step(self.tissue, self.tissue_state, None, self._contacts, dt)
                 t3 = time.perf_counter_ns()
                 self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
+                self.injury.after_step(self.tissue_state, self._contacts.force, self.reaction)
             except TissueDivergedError as exc:
                 t3 = time.perf_counter_ns()
                 self._reset_tissue(str(exc))
-            for kind, tool, value, message in self.contact.drain_events():
+            for kind, tool, value, message in self.contact.drain_events() + self.injury.drain_events():
                 self.events.append(SceneEvent(self.tick_count, kind, tool, value, message))
             t4 = time.perf_counter_ns()
             self.part_ns[:] = (t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2)
@@ -301,6 +338,7 @@ class Scene:
         self._contacts.force[:] = 0.0
         self.reaction[:] = 0.0
         self.contact.reset()
+        self.injury.after_reset()
         self.events.append(SceneEvent(self.tick_count, "tissue_reset", -1, 0.0,
                                       f"{why}; tissue reset to rest"))
 
@@ -363,12 +401,16 @@ class Scene:
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """What a renderer or recorder needs of this tick, as fixed-shape float64 arrays:
-        tissue_x (max_nodes, 3) [m], tissue_tris (max_triangles, 3), tissue_topo (3,) (layout
-        version 2, fixed capacities for a surface that changes: `sim.scene_topology.tissue_snapshot`;
+        tissue_x (max_nodes, 3) [m], tissue_tris (max_triangles, 3), tissue_topo (3,) (snapshot
+        version 3, fixed capacities for a surface that changes: `sim.scene_topology.tissue_snapshot`;
         0 rows without tissue), tool_links (n_tools, 3, 7),
         tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
         tick (1,) (tick index as float64), scope_pose (7,) (`scope.pose`), scope (6,) (the scope's
-        `params()`: the renderer draws through this camera)."""
+        `params()`: the renderer draws through this camera); clips (MAX_CLIPS, 8): position [m],
+        quaternion (x, y, z, w), 1 if the clip is on (`sim.clips`); blood (1 + MAX_DROPS, 4):
+        pool then drops, (x, y, z, radius [m]), radius 0 = none (`sim.bleeding`)."""
+        clips, blood = (self.injury.snapshot_rows() if self.injury is not None else
+                        (np.zeros((clp.MAX_CLIPS, 8)), np.zeros((1 + MAX_DROPS, 4))))
         return {
             **topo.tissue_snapshot(self.tissue, self.tissue_state, self.topology_version, self._caps),
             "tool_links": self.tool_link_poses(),
@@ -377,12 +419,14 @@ class Scene:
             "tick": np.array([float(self.tick_count)]),
             "scope_pose": self.scope.pose,
             "scope": self.scope.params(),
+            "clips": clips,
+            "blood": blood,
         }
 
     def describe(self) -> dict:
         """Static description for renderers (picklable plain data, fixed for the scene's life).
 
-        Keys: name; layout_version (2); tissue_max_nodes, tissue_max_triangles (snapshot
+        Keys: name; snapshot_version (`sim.scene_topology.SNAPSHOT_VERSION`); tissue_max_nodes, tissue_max_triangles (snapshot
         capacities); dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
         surface at the start, see snapshot's tissue_tris for the live one; empty without tissue);
         tools: list of dicts (name, port (3,) [m], shaft_length,
@@ -391,7 +435,9 @@ class Scene:
         start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
-        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
+        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also
+        carry `clips` and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw
+        plane, closing direction, along the jaws); tissue_body: the tissue body's name.
         """
         pegboard = None
         if self.rigid.pegboard is not None:
@@ -412,7 +458,7 @@ class Scene:
                           "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
         return {
             "name": self.config.name,
-            "layout_version": topo.LAYOUT_VERSION,
+            "snapshot_version": topo.SNAPSHOT_VERSION,
             "tissue_max_nodes": self._caps[0],
             "tissue_max_triangles": self._caps[1],
             "dt": self.dt,
@@ -426,6 +472,8 @@ class Scene:
             "trainer_top": 0.25,
             "pegboard": pegboard,
             "bodies": bodies,
+            "clip_size": np.array([clp.CLIP_WIDTH, 1.0e-3, 0.009]),
+            "tissue_body": self.body_info.name if self.body_info is not None else None,
         }
 
     # -- state ---------------------------------------------------------------------------------------
@@ -443,6 +491,8 @@ class Scene:
                "refactor": self._refactor.get_state(self.tissue)}
         if self._contacts is not None:
             own["contacts_force"] = self._contacts.force.copy()
+        if self.injury is not None:
+            own["injury"] = self.injury.get_state()
         tissue = tissue_state_dict(self.tissue_state) if self.tissue_state is not None else None
         return SceneState(rigid=self.rigid.get_state(),
                           contact=self.contact.get_state() if self.contact is not None else None,
@@ -460,6 +510,7 @@ class Scene:
             self._install(model, TissueState(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
                                                 for k, v in state.tissue.items()}))
             self.contact.retopologize(model)
+            self.injury.retopologize(model)
         self._refactor.set_state(own["refactor"], model)
         self._scissors.set_state(own["scissors"])
         self.topology_version = own["topology_version"]
@@ -476,6 +527,8 @@ class Scene:
         self.rng.bit_generator.state = copy.deepcopy(own["rng"])
         if "contacts_force" in own:
             self._contacts.force[:] = own["contacts_force"]
+        if "injury" in own:
+            self.injury.set_state(own["injury"])
         self._link_tick = -1
 
     def reset(self, seed: int | None = None) -> None:
@@ -506,6 +559,8 @@ class Scene:
             h.update(self._contacts.force.tobytes())
         if self.contact is not None:
             self.contact.hash_into(h)
+        if self.injury is not None:
+            self.injury.hash_into(h)
         h.update(self.reaction.tobytes())
         h.update(repr(self._grasped_obj).encode())
         h.update(self.scope.params().tobytes())

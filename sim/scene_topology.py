@@ -21,8 +21,12 @@ from sim.topology_solver import REFACTOR_TICKS, FactorRebuild
 #: Snapshot capacities relative to the start mesh: nodes, surface triangles.
 NODE_CAPACITY = 2
 TRIANGLE_CAPACITY = 3
-#: Snapshot/describe layout version (2: fixed-capacity tissue arrays + tissue_tris/tissue_topo).
-LAYOUT_VERSION = 2
+#: The one version of the snapshot layout (scene.snapshot() plus what `sim.runtime.step` adds; the
+#: session step publishes it as `version`, describe() as `snapshot_version`). Bump it when a key or
+#: a shape changes: displays run in other processes. 1: scene.snapshot + hud + pub_ns; 2: + jaws,
+#: force_env, version; 3: tissue_x at a fixed node capacity, tissue_tris + tissue_topo (the live
+#: surface after cuts and tears), clips, blood.
+SNAPSHOT_VERSION = 3
 
 
 def cutter_tools(tools: list[inst.Instrument]) -> tuple[int, ...]:
@@ -125,7 +129,7 @@ def fits(model: TissueModel, caps: tuple[int, int]) -> bool:
 
 def tissue_snapshot(model: TissueModel | None, state: TissueState | None, version: int,
                     caps: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Fixed-shape tissue arrays of a snapshot (layout version 2): tissue_x (max_nodes, 3) [m]
+    """Fixed-shape tissue arrays of a snapshot (snapshot version 3): tissue_x (max_nodes, 3) [m]
     (live rows first, the rest 0), tissue_tris (max_triangles, 3) float64 node ids of the live
     outward surface (rest 0), tissue_topo (3,) = (topology version, node count, triangle count)."""
     x = np.zeros((caps[0], 3))

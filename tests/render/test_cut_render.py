@@ -1,4 +1,4 @@
-"""The renderer draws the live tissue surface after a cut (snapshot layout version 2): a pad cut
+"""The renderer draws the live tissue surface after a cut (snapshot version 3): a pad cut
 in two and pulled 6 mm apart shows the floor through the gap; the same pull without the cut only
 stretches the tissue over it."""
 
