@@ -152,8 +152,10 @@ class SceneEvent:
     """Something a procedure or a recording cares about.
 
     kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset' |
-    'cut' (value: the new cut's length [m], docs/cutting.md) | 'cut_refused' (the changed mesh
-    would not fit the snapshot capacity) | a topology change kind of `Scene.apply_topology`;
+    'cut' (value: the new cut's length [m], docs/cutting.md) | 'cut_started' (a snip moved nodes
+    onto its blade but split none: the crack the next snip continues) | 'cut_refused' (the changed
+    mesh would not fit the snapshot capacity) | 'tear' (value: the pulling force [N]) | 'tear_grows'
+    (value: the crack's new length [m]) | a topology change kind of `Scene.apply_topology`;
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
     force at a slip [N]); message: one line for people; body: the rigid object concerned, as an
     index into `rigid.graspable` (= the row of the snapshot's `bodies`), -1 if none.
@@ -294,10 +296,18 @@ class Scene:
         if self.tissue is None:
             return None
         change = tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
-        if change is None or (change.model.node_count == self.tissue.node_count
-                              and change.killed.size == 0):
-            return None  # nothing came apart (a snip shorter than about one element)
+        if change is None:
+            return None
         who = f"tool {tool}" if tool >= 0 else "a scripted blade"
+        if change.model.node_count == self.tissue.node_count and change.killed.size == 0:
+            # Nothing came apart (a snip shorter than about one element), but nodes were moved
+            # onto the blade: they start the crack (the model's cut_front), so that the next snip
+            # continues it instead of starting over (a thin gauze cut in element-long snips).
+            if change.moved.size == 0:
+                return None
+            ok = self.apply_topology(change, "cut_started", tool, 0.0,
+                                     f"{who} notched the tissue (the next snip continues the cut)")
+            return change if ok else None
         ok = self.apply_topology(change, "cut", tool, change.length,
                                  f"{who} cut {change.length * 1e3:.1f} mm of tissue")
         return change if ok else None

@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields
 
 import numba as nb
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from sim.cutting import END_TOL, Blade, edge_hits, point_distances
 from sim.tissue import TissueModel, TissueState, TissueSystem
@@ -489,6 +491,17 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     if sep.size == 0 and not flat.any() and moved.size == 0:
         return None
     return _rebuild(model, state, rest, xn, flat, sep, affected, shape, moved, dt, blade, on_blade)
+
+
+def components(model: TissueModel) -> np.ndarray:
+    """Connected pieces of the tissue: a label (n,) int per node; nodes share a label when live
+    elements join them (after a cut or tear, a piece that came off has its own label)."""
+    n = model.node_count
+    tets = model.tets[model.volume > 0.0].astype(np.int64)
+    a = np.repeat(tets[:, :1], 3, axis=1).reshape(-1)
+    b = tets[:, 1:].reshape(-1)
+    graph = sp.coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def separate_faces(model: TissueModel, state: TissueState, faces: np.ndarray, *,
