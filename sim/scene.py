@@ -458,16 +458,16 @@ class Scene:
 
         Keys: name; snapshot_version (`sim.scene_topology.SNAPSHOT_VERSION`); tissue_max_nodes,
         tissue_max_triangles (snapshot capacities); dt [s]; tissue_rest (n, 3) [m] and
-        tissue_triangles (k, 3) int32 (outward surface at the start, see snapshot's tissue_tris for the live one; empty without tissue);
-        tools: list of dicts (name, port (3,) [m], shaft_length,
-        shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
-        [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
-        start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
-        (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
-        pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
-        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also
-        carry `clips` and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw
-        plane, closing direction, along the jaws); tissue_body: the tissue body's name.
+        tissue_triangles (k, 3) int32 (outward surface at the start, see snapshot's tissue_tris for
+        the live one; empty without tissue); tools: list of dicts (name, port (3,) [m],
+        shaft_length, shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap,
+        jaw_open_max [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,):
+        the scope's start pose, `sim.camera.PARAMS` order); floor_half_extent [m] (floor top at z =
+        0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,), pegs (k, 3) peg base
+        centres on the board top [m], peg_radius, peg_height); bodies: one dict per snapshot
+        `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also carry `clips`
+        and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw plane,
+        closing direction, along the jaws); tissue_body: the tissue body's name.
         """
         pegboard = None
         if self.rigid.pegboard is not None:
