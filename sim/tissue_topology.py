@@ -35,6 +35,8 @@ from sim.topology_solver import extend_system
 
 #: A node within this distance [m] of the blade counts as lying on it.
 ON_BLADE_TOL = 1e-7
+#: An element a cut's node moves shrink below this fraction of its volume dies (`cut`).
+SLIVER = 0.05
 #: Faces of tet (0, 1, 2, 3), normals away from the opposite corner for a positive tet.
 TET_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
 TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]], dtype=np.int64)
@@ -476,7 +478,9 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
         p = rest[model.tets[touched]]
         dm = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1)
         vol = np.linalg.det(dm) / 6.0
-        ok = vol > 0.0
+        # A move that leaves a sliver (under SLIVER of its old volume) kills it like a flat one:
+        # a sliver's stiffness over its mass blows the one-pass step up (tissue_reset).
+        ok = vol > SLIVER * model.volume[touched]
         flat[touched[~ok]] = True
         shape = (touched[ok], np.linalg.inv(dm[ok]), vol[ok])
     # Faces of the candidate elements lying on the blade, shared by two elements that stay alive.
