@@ -58,7 +58,9 @@ class DeviceSample:
     position_counts: raw encoder counts, shape (3,); gripper: jaw angle [rad]; buttons: bitfield;
     status: protocol STATUS_* bits; force_applied: force the device reports applying [N],
     shape (3,); connected: link healthy (STATE frames arriving); fresh: a new STATE arrived since
-    the previous read(); error: the newest problem message, or None.
+    the previous read(); error: the newest problem message, or None; roll: handle roll about the
+    instrument axis relative to its start [rad], None for devices that do not sense it (the tool
+    then keeps its home roll).
     """
 
     t: float = 0.0
@@ -73,6 +75,7 @@ class DeviceSample:
     connected: bool = False
     fresh: bool = False
     error: str | None = None
+    roll: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,8 @@ class ScriptedHand(HapticDevice):
     """A device whose handle is moved by a program (a scripted policy, a gymnasium action, a
     random walk) instead of a hand: the base of every scripted hand.
 
-    A subclass sets `position` (device frame [m], (3,)) and `gripper` [rad], either in
+    A subclass sets `position` (device frame [m], (3,)), `gripper` [rad] and, if the program turns
+    the instrument, `roll` [rad] (relative to home; None: the hand keeps the home roll), either in
     `observe(scene, wmap)` (the session step calls it before `read()`, so the program may look at
     the world) or in `advance()` (called by every `read()`). `read()` reports them as a fresh,
     connected sample; `write_force` keeps the commanded force in `last_force` [N] (3,), which is
@@ -174,6 +178,7 @@ class ScriptedHand(HapticDevice):
         self._spec = DeviceSpec(name=name, max_force=max_force, max_stiffness=max_stiffness)
         self.position = np.zeros(3)
         self.gripper = 0.0
+        self.roll: float | None = None
         self.last_force = np.zeros(3)
         self._seq = 0
 
@@ -194,7 +199,7 @@ class ScriptedHand(HapticDevice):
         self.advance()
         self._seq += 1
         return DeviceSample(t=time.perf_counter(), seq=self._seq, position=self.position.copy(),
-                            gripper=float(self.gripper), connected=True, fresh=True)
+                            gripper=float(self.gripper), connected=True, fresh=True, roll=self.roll)
 
     def write_force(self, force: Sequence[float] | np.ndarray, gripper: float = 0.0) -> None:
         self.last_force[:] = np.asarray(force, dtype=float).reshape(3)

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Each subsystem adds its own subcommands (run/replay/bench loop, render, bench scene).
     import importlib
 
-    for module in ("sim.runtime.cli", "sim.render.cli", "benchmarks.scene_cli", "benchmarks.procedure_cli",
+    for module in ("sim.runtime.cli", "sim.render.cli", "benchmarks.scene_cli", "benchmarks.cut",
+                   "benchmarks.procedure_cli", "benchmarks.tear_cli",
                    "trainees.cli", "console.cli", "benchmarks.batch"):
         try:
             mod = importlib.import_module(module)

@@ -108,6 +108,9 @@ class TissueModel:
             iterates again (a fast spin; at 2 rad/s one iteration keeps a spinning block's
             angular momentum as well as three).
         max_speed: node speed [m/s] above which a step is declared diverged.
+        cut_front: after a cut, the nodes on the cut surface that were not split (the crack
+            tip), shape (n,), bool; the next snip continues the cut from them
+            (`sim.tissue_topology`). None before any cut.
     """
 
     rest: np.ndarray
@@ -132,6 +135,7 @@ class TissueModel:
     newton_tol: float = 1e-4
     turn_tol: float = 2.0
     max_speed: float = 20.0
+    cut_front: np.ndarray | None = None
     _systems: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -143,8 +147,13 @@ class TissueModel:
         return int(self.tets.shape[0])
 
     def stiffness(self) -> sp.csr_matrix:
-        """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis."""
-        return fem.stiffness_matrix(self.rest, self.tets, self.mu, self.lam)
+        """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis, of the live elements
+        (a cut or tear leaves dead ones with volume 0: docs/cutting.md), from the elements' rest
+        shapes `dm_inv_rows` (a clip's crimp changes those: `sim.clips`)."""
+        live = np.flatnonzero(self.volume > 0.0)
+        dm = np.ascontiguousarray(self.dm_inv_rows[:, live].T).reshape(-1, 3, 3)
+        return fem.stiffness_from_shapes(dm, self.volume[live], self.tets[live], self.node_count,
+                                         self.mu[live], self.lam[live])
 
     def system(self, dt: float) -> TissueSystem:
         """The factored step matrix for time step dt [s]; factored on first use, then cached."""
@@ -152,6 +161,22 @@ class TissueModel:
         if sys_ is None:
             sys_ = self._systems[dt] = TissueSystem.build(self, dt)
         return sys_
+
+    def use_system(self, system: TissueSystem) -> None:
+        """Make `system` the step matrix for its dt (after a topology change: a stale factor
+        extended to new nodes, then the rebuilt one; `sim.tissue_topology`)."""
+        self._systems[system.dt] = system
+
+    def with_topology(self, **arrays) -> TissueModel:
+        """A new model with the given array fields replaced (rest, tets, surface, mass, fixed, mu,
+        lam, dm_inv, dm_inv_rows, volume, node_ptr, node_inc, node_rep, tets_u, cut_front) and no factored
+        system yet; this model is not changed (`sim.tissue_topology` builds them)."""
+        fields_ = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "_systems"}
+        unknown = set(arrays) - set(fields_)
+        if unknown:
+            raise ValueError(f"unknown model fields {sorted(unknown)}")
+        fields_.update(arrays)
+        return TissueModel(**fields_)
 
 
 @dataclass(frozen=True)
@@ -194,6 +219,18 @@ class TissueSystem:
         return TissueSystem(dt=dt, factor=factor, fpos=fpos)
 
 
+def node_incidence(tets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Node -> element incidence of tets (m, 4) over n nodes, for the kernels: node_ptr (n + 1,),
+    node_inc (4m,) flat corner indices element*4 + local corner in element order, node_rep (n,)
+    each node's first element (0 for a node with none); all uint32."""
+    corners = tets.reshape(-1).astype(np.int64)
+    order = np.argsort(corners, kind="stable")
+    node_ptr = np.zeros(n + 1, dtype=np.uint32)
+    np.cumsum(np.bincount(corners, minlength=n), out=node_ptr[1:])
+    first = np.minimum(node_ptr[:-1].astype(np.int64), max(order.size - 1, 0))
+    return node_ptr, order.astype(np.uint32), (order[first] // 4).astype(np.uint32)
+
+
 class TissueModelBuilder:
     """Collects a mesh, a material and boundary conditions; `finalize()` makes a `TissueModel`."""
 
@@ -228,10 +265,7 @@ class TissueModelBuilder:
         dm_inv, vol = fem.rest_shape(pts, tets)
         mu, lam = self.material.lame
         m = tets.shape[0]
-        corners = tets.reshape(-1).astype(np.int64)
-        order = np.argsort(corners, kind="stable")
-        node_ptr = np.zeros(pts.shape[0] + 1, dtype=np.uint32)
-        np.cumsum(np.bincount(corners, minlength=pts.shape[0]), out=node_ptr[1:])
+        node_ptr, node_inc, node_rep = node_incidence(tets, pts.shape[0])
         model = TissueModel(
             rest=pts.copy(),
             tets=tets.copy(),
@@ -246,8 +280,8 @@ class TissueModelBuilder:
             volume=vol,
             gravity=self.gravity.astype(np.float64).copy(),
             node_ptr=node_ptr,
-            node_inc=order.astype(np.uint32),  # flat corner index = element*4 + local corner
-            node_rep=(order[node_ptr[:-1].astype(np.int64)] // 4).astype(np.uint32),
+            node_inc=node_inc,
+            node_rep=node_rep,
             tets_u=tets.astype(np.uint32),
             elasticity=ELASTICITY_CODES[self.material.elasticity],
             polar_iters=int(polar_iters),
@@ -465,6 +499,8 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         f_ext.fill(0.0)
     fac = system.factor
     s = state
+    if s.rhs.shape[0] != fac.d_inv.shape[0]:  # a topology change swapped the factor (docs/cutting.md)
+        s.rhs = np.zeros((fac.d_inv.shape[0], 3))
     inverted, vmax, bad, iters, evals, refreshed = step_kernel(
         model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity,
         model.mass, model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos,

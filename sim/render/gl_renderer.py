@@ -52,6 +52,7 @@ JAW_RGB = (0.55, 0.56, 0.58)
 BOARD_RGB = (0.60, 0.62, 0.64)
 PEG_RGB = (0.85, 0.85, 0.80)
 RING_RGB = (0.85, 0.55, 0.05)
+BLOOD_RGB = (0.42, 0.02, 0.03)
 CLIP_RGB = (0.70, 0.70, 0.75)
 CLEAR_RGB = (0.02, 0.02, 0.025)
 
@@ -233,7 +234,7 @@ class Renderer:
         self.shadow_map = ShadowMap()
         self.clip_plane: np.ndarray | None = None
         self.hidden: set[str] = set()
-        self.item_sources: list[Callable[[dict], list[Item]]] = []
+        self.item_sources: list[Callable[[dict], list[Item]]] = [self._injury_items]
         self.tissue_ms = 0.0  # last tissue upload time (normals + buffer) [ms], for the benchmark
         self.shadow_ms = 0.0  # last shadow pass time (CPU side: issuing it) [ms]
 
@@ -272,7 +273,7 @@ class Renderer:
     def _dynamic_items(self, snap: dict) -> list[Item]:
         items = []
         if self.tissue is not None and len(snap["tissue_x"]) and "tissue" not in self.hidden:
-            self.upload_tissue(np.asarray(snap["tissue_x"], float))
+            self.upload_tissue(self._live_tissue(snap))
             items.append(Item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08, "tissue"))
         links = np.asarray(snap["tool_links"], float).reshape(-1, 3, 7)
         for i, tool in enumerate(self.description["tools"]):
@@ -300,6 +301,25 @@ class Renderer:
                     items.append(Item(self.box, leg, CLIP_RGB, 80.0, 0.9, 0.1, "objects"))
         return items
 
+    def _injury_items(self, snap: dict) -> list[Item]:
+        """Clips on tissue (a box per `clips` row that is on: clip_size, across the jaw plane x
+        closing direction x along the jaws; layer "objects") and blood (`blood`: row 0 the pool, a
+        flat disc; the others falling drops; layer "tissue") from the snapshot (sim.clips,
+        sim.bleeding); none in older layouts. The renderer's first `item_sources` entry."""
+        items = []
+        size = np.asarray(self.description.get("clip_size", (4e-3, 1e-3, 9e-3)), float)
+        for row in np.asarray(snap.get("clips", np.zeros((0, 8))), float).reshape(-1, 8):
+            if row[7] > 0.0:
+                items.append(Item(self.box, geo.pose_matrix(row[:7]) @ geo.scale(*size), CLIP_RGB,
+                                  80.0, 0.9, 0.1, "objects"))
+        blood = np.asarray(snap.get("blood", np.zeros((0, 4))), float).reshape(-1, 4)
+        for k, (x, y, z, r) in enumerate(blood):
+            if r > 0.0:
+                h, z0 = (1e-3, z) if k == 0 else (2 * r, z - r)  # the pool is a 1 mm film
+                items.append(Item(self.cylinder, geo.translate(x, y, z0) @ geo.scale(r, r, h),
+                                  BLOOD_RGB, 120.0, 0.8, 0.0, "tissue"))
+        return items
+
     def items(self, snap: dict, *, walls: bool = True) -> list[Item]:
         """Everything to draw for `snap` (uploads the tissue), less the hidden layers."""
         out = self._static + self._dynamic_items(snap)
@@ -309,6 +329,23 @@ class Renderer:
         return [it for it in out if it.layer not in hidden] if hidden else out
 
     # -- drawing -----------------------------------------------------------------------------------
+
+    def _live_tissue(self, snap: dict) -> np.ndarray:
+        """The snapshot's live tissue nodes; after a cut or tear (snapshot version 3: a new
+        `tissue_topo` version) the tissue mesh is rebuilt from the live surface `tissue_tris`,
+        which includes the new cut faces (docs/cutting.md)."""
+        x = np.asarray(snap["tissue_x"], float)
+        topo = snap.get("tissue_topo")
+        if topo is None:
+            return x
+        version, n, k = (int(v) for v in np.asarray(topo)[:3])
+        x = x[:n]
+        if version != getattr(self, "_topo_version", 0):
+            self._topo_version = version
+            self.tris = np.asarray(snap["tissue_tris"], dtype=np.int64)[:k].astype(np.int32)
+            self.tissue.release()
+            self.tissue = Mesh(x, geo.vertex_normals(x, self.tris), self.tris, dynamic=True)
+        return x
 
     def upload_tissue(self, x: np.ndarray) -> None:
         if self.tissue is None or len(x) != self.tissue.n_verts:

@@ -25,8 +25,10 @@ belongs to the caller's scheduler), in this order:
    `jaws` (n_tools,) the commanded jaw angles [rad] (the HUD shows open/closed), `force_env`
    (n_tools,) the force envelope [N]: max(|F|, previous * exp(-dt / FORCE_ENV_TAU_S)) per tick,
    so a display sampling at frame rate still sees a brief contact (the headset's vibration), and
-   `version` (1,) = SNAPSHOT_VERSION (bump it when these keys or their shapes change: displays
-   run in other processes, the headset's in another root, from the same checkout).
+   `version` (1,) = `sim.scene_topology.SNAPSHOT_VERSION`, the one version of the whole layout
+   (bump it when these keys or their shapes change: displays run in other processes, the
+   headset's in another root, from the same checkout; the tissue arrays have fixed capacities
+   so a cut or tear changes no shape).
 
 `hold()` is the tick of a paused session (`trocar run --share`, the console's pause): devices are
 read and sent zero force, the scene and the procedure do not advance, snapshots go on.
@@ -45,9 +47,9 @@ import numpy as np
 from sim.hud_state import HUD_BYTES, decode_hud, encode_hud  # noqa: F401 - re-exported
 from sim.runtime.devices import WorkspaceMap, open_device
 from sim.scene import SceneControl
+from sim.scene_topology import SNAPSHOT_VERSION
 
 _NO_EVENTS: tuple = ()
-SNAPSHOT_VERSION = 2  # 1: scene.snapshot + hud + pub_ns; 2: + jaws, force_env, version
 FORCE_ENV_TAU_S = 0.1  # decay time of the force envelope [s]
 
 
@@ -163,7 +165,7 @@ class SessionStep:
                 if up:
                     if not self._link_up[h]:
                         hand.wmap.connect(s.position, ctl.targets, scene.dt)
-                    hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws)
+                    hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws, s.roll)
                 self._link_up[h] = up
         else:
             ctl.targets[:] = control.targets
