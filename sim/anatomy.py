@@ -44,7 +44,7 @@ BODY_COLOURS = np.array([
     [0.80, 0.76, 0.52],
     [0.75, 0.18, 0.16],
 ])
-RIGID_COLOURS = {"liver": (0.45, 0.12, 0.10), "right_hepatic_artery": (0.70, 0.16, 0.14)}
+RIGID_COLOURS = {"liver": (0.30, 0.07, 0.05), "right_hepatic_artery": (0.70, 0.16, 0.14)}
 
 
 @dataclass(frozen=True)

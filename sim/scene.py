@@ -19,6 +19,12 @@ Scenes (`build_scene(name)`):
   origin, an atraumatic grasper through the left port and curved scissors through the right one.
 - ``peg_transfer``: the FLS peg board (12 pegs, six rings) and two graspers, tool 0 through the
   left port (left hand), tool 1 through the right one (no tissue).
+- ``cholecystectomy``: the hepatobiliary anatomy of `anatomy_seed` (`sim.anatomy`: gallbladder,
+  cystic duct, common duct, cystic artery as one tissue model with per-organ materials,
+  `sim.organs`; liver and right hepatic artery rigid, drawn only), a grasper through the left
+  lateral port (tool 0, left hand: the infundibulum), a clip applier through the right
+  epigastric port (tool 1, right hand) and scissors through a right lateral port (tool 2), the 30
+  deg scope through the umbilical port aimed at Calot's triangle.
 The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
 in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
 
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim import instruments as inst
+from sim.anatomy import BODY_COLOURS, RIGID_COLOURS, Anatomy, anatomy_for_seed
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.mesh_generators import block, block_cells_for
@@ -64,6 +71,12 @@ TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0
 LEFT_PORT = Port((-0.07, -0.11, 0.25))
 RIGHT_PORT = Port((0.07, -0.11, 0.25))
 SCOPE_PORT = Port((0.0, -0.15, 0.25))
+#: Cholecystectomy ports [m]: left lateral (grasper), right epigastric (clip applier), right lateral
+#: (scissors), umbilical (scope).
+CHOLE_LEFT_PORT = Port((-0.09, -0.09, 0.25))
+CHOLE_RIGHT_PORT = Port((0.06, -0.12, 0.25))
+CHOLE_RIGHT2_PORT = Port((0.10, -0.06, 0.25))
+CHOLE_SCOPE_PORT = Port((-0.008, -0.07, 0.25))
 #: Peg transfer ports: one grasper per hand, either side of the scope (tool 0 = left hand).
 PEG_LEFT_PORT = Port((-0.075, -0.11, 0.25))
 PEG_RIGHT_PORT = Port((0.075, -0.11, 0.25))
@@ -84,6 +97,8 @@ class SceneConfig:
         scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
         scope_angle: the scope's optics angle [rad] (0 or 30 deg).
         dt: fixed step [s].
+        anatomy_seed: >= 0: the tissue is the cholecystectomy anatomy of this seed (`sim.anatomy`)
+            instead of the pad (tissue_tets, tissue_size, tissue_centre and material unused).
     """
 
     name: str = "default"
@@ -98,6 +113,7 @@ class SceneConfig:
     scope_port: Port = SCOPE_PORT
     scope_angle: float = 0.0
     dt: float = 1e-3
+    anatomy_seed: int = -1
 
 
 def scene_config(name: str = "default", **overrides) -> SceneConfig:
@@ -108,12 +124,18 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
         cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
                           tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
                                  ToolSetup(inst.GRASPER, PEG_RIGHT_PORT, depth=0.2)))
+    elif name == "cholecystectomy":
+        cfg = SceneConfig(name="cholecystectomy", anatomy_seed=0, scope_port=CHOLE_SCOPE_PORT,
+                          scope_angle=float(np.radians(30.0)),
+                          tools=(ToolSetup(inst.GRASPER, CHOLE_LEFT_PORT, depth=0.2),
+                                 ToolSetup(inst.CLIP_APPLIER, CHOLE_RIGHT_PORT, depth=0.2),
+                                 ToolSetup(inst.SCISSORS, CHOLE_RIGHT2_PORT, depth=0.2)))
     else:
         raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
     return SceneConfig(**{**cfg.__dict__, **overrides})
 
 
-SCENES = ("default", "peg_transfer")
+SCENES = ("default", "peg_transfer", "cholecystectomy")
 
 
 @dataclass(eq=False)
@@ -148,7 +170,12 @@ class SceneEvent:
 
 
 def make_tissue(cfg: SceneConfig) -> TissueModel:
-    """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor)."""
+    """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor);
+    or, with cfg.anatomy_seed >= 0, the anatomy's soft organs (`sim.organs.organ_tissue`)."""
+    if cfg.anatomy_seed >= 0:
+        from sim.organs import organ_tissue
+
+        return organ_tissue(anatomy_for_seed(cfg.anatomy_seed), cfg.dt)
     size = cfg.tissue_size
     origin = (cfg.tissue_centre[0] - size[0] / 2, cfg.tissue_centre[1] - size[1] / 2, 0.0)
     mesh = block(size, block_cells_for(cfg.tissue_tets, size), origin=origin)
@@ -162,6 +189,8 @@ class Scene:
     Attributes (read-only to callers):
         config: what was built. tools: the `sim.instruments.Instrument`s (tool i = control row i).
         tissue: TissueModel or None; tissue_state: TissueState or None.
+        anatomy: the `sim.anatomy.Anatomy` of an organ scene, else None.
+        tissue_body: per element organ label (m,) int8 (`sim.anatomy.BODIES`; all 0 for the pad).
         events: SceneEvents appended by `tick` (callers may clear the list).
         rng: numpy Generator seeded with the session's seed (all randomness of the session).
         tick_count: ticks done. part_ns: last tick's time per part (pybullet, contact, tissue) [ns].
@@ -178,7 +207,12 @@ class Scene:
         self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
         self.tools = self.rigid.tools
         self.n_tools = len(self.tools)
-        self.tissue: TissueModel | None = make_tissue(cfg) if cfg.tissue_tets > 0 else None
+        self.anatomy: Anatomy | None = (anatomy_for_seed(cfg.anatomy_seed) if cfg.anatomy_seed >= 0
+                                        else None)
+        has_tissue = cfg.tissue_tets > 0 or self.anatomy is not None
+        self.tissue: TissueModel | None = make_tissue(cfg) if has_tissue else None
+        self.tissue_body = (self.anatomy.body.copy() if self.anatomy is not None else
+                            np.zeros(self.tissue.tet_count if self.tissue else 0, dtype=np.int8))
         self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
         self.contact = ToolTissueContact(self.tissue, self.tools, cfg.dt) if self.tissue else None
         self._contacts = TissueContacts.zeros(self.tissue) if self.tissue else None
@@ -263,6 +297,22 @@ class Scene:
     def _make_scope(self) -> LaparoscopeCamera:
         """The scope at its start pose: through its port, aimed at the work area."""
         cfg = self.config
+        if self.anatomy is not None:  # the work area: Calot's triangle, centred in the image
+            port, calot = cfg.scope_port.point(), self.anatomy.landmarks["calot"]
+            # Tip ~8 cm from the target: the triangle and both instruments' jaws in the image.
+            insert = float(np.clip(np.linalg.norm(calot - port) - 0.08, 0.02, 0.30))
+            cam = LaparoscopeCamera(port=port, view_angle=float(cfg.scope_angle), insert=insert)
+            d = calot - port
+            cam.yaw = float(np.arctan2(d[1], d[0]))
+            best = np.inf
+            for pitch in np.radians(np.linspace(10.0, 89.0, 317)):  # optics on the target
+                cam.pitch = float(pitch)
+                v = cam.view()
+                off = abs((v[1, :3] @ calot + v[1, 3]) / (v[2, :3] @ calot + v[2, 3]))
+                if off < best:
+                    best, keep = off, cam.pitch
+            cam.pitch = keep
+            return cam
         around: dict = {"tissue_rest": self.tissue.rest if self.tissue is not None else np.zeros((0, 3))}
         if self.rigid.pegboard is not None:
             spec = self.rigid.pegboard.spec
@@ -324,6 +374,9 @@ class Scene:
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
         per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
+        Organ scenes add: tissue_triangle_body (k,) int32 (organ label of each tissue triangle),
+        tissue_body_colours (B, 3) (linear RGB per organ label), rigid_meshes: list of dicts
+        (name, points (p, 3) [m], triangles (t, 3) int32, colour (3,)) for the rigid organs.
         """
         pegboard = None
         if self.rigid.pegboard is not None:
@@ -342,7 +395,7 @@ class Scene:
                           "shaft_radius": s.shaft_radius, "jaw_length": s.jaw_length,
                           "jaw_width": s.jaw_width, "jaw_thickness": s.jaw_thickness,
                           "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
-        return {
+        out = {
             "name": self.config.name,
             "dt": self.dt,
             "tissue_rest": self.tissue.rest.copy() if self.tissue else np.zeros((0, 3)),
@@ -356,6 +409,20 @@ class Scene:
             "pegboard": pegboard,
             "bodies": bodies,
         }
+        if self.anatomy is not None:
+            out.update(self._organ_description())
+        return out
+
+    def _organ_description(self) -> dict:
+        """describe()'s organ keys (see there)."""
+        tris = self.tissue.surface
+        # A surface triangle belongs to one element; its organ = the lowest label of its corners'.
+        label = self.anatomy.node_body[tris].min(axis=1).astype(np.int32)
+        rigid = [{"name": name, "points": pts.copy(), "triangles": tri.astype(np.int32),
+                  "colour": np.array(RIGID_COLOURS[name])}
+                 for name, (pts, tri) in self.anatomy.rigid.items()]
+        return {"tissue_triangle_body": label, "tissue_body_colours": BODY_COLOURS.copy(),
+                "rigid_meshes": rigid}
 
     # -- state ---------------------------------------------------------------------------------------
 

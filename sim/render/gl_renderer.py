@@ -272,6 +272,7 @@ class Renderer:
         rest = np.asarray(description["tissue_rest"], dtype=np.float64).reshape(-1, 3)
         self.tissue = (_Mesh(rest, geo.vertex_normals(rest, self.tris), self.tris, dynamic=True)
                        if len(self.tris) else None)
+        self.organs = self._organ_parts(rest)
         self.tori: dict[tuple[float, float], _Mesh] = {}
         for body in description.get("bodies", []):
             if body["kind"] == "ring":
@@ -294,6 +295,28 @@ class Renderer:
 
     # -- scene items -------------------------------------------------------------------------------
 
+    def _organ_parts(self, rest: np.ndarray) -> list[tuple[_Mesh, tuple]]:
+        """Organ scenes (describe()'s tissue_triangle_body): one tissue mesh per organ, each drawn
+        in its colour; [] for single-colour tissue."""
+        label = self.description.get("tissue_triangle_body")
+        if label is None or self.tissue is None:
+            return []
+        label = np.asarray(label).reshape(-1)
+        colours = np.asarray(self.description["tissue_body_colours"], float)
+        normals = geo.vertex_normals(rest, self.tris)
+        return [(_Mesh(rest, normals, self.tris[label == b], dynamic=True), tuple(colours[b]))
+                for b in np.unique(label)]
+
+    def _rigid_organ_items(self) -> list[tuple]:
+        """Static items for describe()'s rigid_meshes (liver, ...), wet like the tissue."""
+        items = []
+        for part in self.description.get("rigid_meshes", []):
+            pts = np.asarray(part["points"], float)
+            tris = np.asarray(part["triangles"], np.int32)
+            items.append((_Mesh(pts, geo.vertex_normals(pts, tris), tris), np.eye(4),
+                          tuple(np.asarray(part["colour"], float)), 90.0, 0.55, 0.08, False))
+        return items
+
     def _static_items(self) -> list[tuple]:
         """(mesh, model, colour, shininess, specular, sheen, wall) for the unmoving parts."""
         d = self.description
@@ -315,7 +338,7 @@ class Renderer:
             for peg in np.asarray(pb["pegs"], float).reshape(-1, 3):
                 items.append((self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),
                               PEG_RGB, 40.0, 0.2, 0.0, False))
-        return items
+        return items + self._rigid_organ_items()
 
     def _dynamic_items(self, snap: dict) -> list[tuple]:
         items = []
@@ -353,7 +376,12 @@ class Renderer:
         import time
 
         t0 = time.perf_counter()
-        self.tissue.update(x, geo.vertex_normals(x, self.tris))
+        normals = geo.vertex_normals(x, self.tris)
+        if self.organs:
+            for mesh, _ in self.organs:
+                mesh.update(x, normals)
+        else:
+            self.tissue.update(x, normals)
         self.tissue_ms = (time.perf_counter() - t0) * 1e3
 
     def draw_scene(self, snap: dict, view: np.ndarray, proj: np.ndarray, *, light_pos: np.ndarray,
@@ -387,7 +415,8 @@ class Renderer:
         GL.glUniform1f(loc["u_room"], room)
         if self.tissue is not None and len(snap["tissue_x"]):
             self.upload_tissue(np.asarray(snap["tissue_x"], float))
-            self._draw_item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08)
+            for mesh, colour in self.organs or [(self.tissue, TISSUE_RGB)]:
+                self._draw_item(mesh, np.eye(4), colour, 90.0, 0.55, 0.08)
         for mesh, model, colour, shin, spec, sheen, wall in self._static + self._dynamic_items(snap):
             if wall and not walls:
                 continue
