@@ -100,7 +100,8 @@ def run_once(tets: int, tools: int, seconds: float, warm: float, scene_name: str
                 i += 1
         resets = [e for e in scene.events if e.kind == "tissue_reset"]
         row = {
-            "bench": "scene", "scene": scene_name, "tets": scene.tissue.tet_count, "nodes": scene.tissue.node_count,
+            "bench": "scene", "scene": scene_name, "tets": scene.tissue.tet_count,
+            "nodes": scene.tissue.node_count,
             "tools": tools, "ticks": n_ticks,
             "median_us": round(float(np.median(whole)), 1),
             "p99_us": round(float(np.percentile(whole, 99)), 1),
