@@ -77,7 +77,9 @@ def run_once(tets: int, tools: int, seconds: float, warm: float, scene_name: str
     ports_ = (LEFT_PORT, RIGHT_PORT, SCOPE_PORT)
     setups = tuple(ToolSetup(specs[i], ports_[i], depth=0.2) for i in range(tools))
     if scene_name == "cholecystectomy":
-        built = build_scene("cholecystectomy", anatomy_seed=seed)
+        from sim.organs import AnatomyBody
+
+        built = build_scene("cholecystectomy", body=AnatomyBody(seed=seed))
     else:
         built = build_scene("default", tissue_tets=tets, tools=setups)
     with built as scene:

@@ -58,7 +58,9 @@ class DeviceSample:
     position_counts: raw encoder counts, shape (3,); gripper: jaw angle [rad]; buttons: bitfield;
     status: protocol STATUS_* bits; force_applied: force the device reports applying [N],
     shape (3,); connected: link healthy (STATE frames arriving); fresh: a new STATE arrived since
-    the previous read(); error: the newest problem message, or None.
+    the previous read(); error: the newest problem message, or None; roll: handle roll about the
+    instrument axis relative to its start [rad], None for devices that do not sense it (the tool
+    then keeps its home roll).
     """
 
     t: float = 0.0
@@ -73,6 +75,7 @@ class DeviceSample:
     connected: bool = False
     fresh: bool = False
     error: str | None = None
+    roll: float | None = None
 
 
 @dataclass(frozen=True)

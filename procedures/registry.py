@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from procedures.base import Procedure
 
-PROCEDURES = ("peg_transfer",)
+PROCEDURES = ("peg_transfer", "pattern_cut")
 
 
 def get_procedure(name: str) -> Procedure:
@@ -13,4 +13,8 @@ def get_procedure(name: str) -> Procedure:
         from procedures.peg_transfer import PegTransfer
 
         return PegTransfer()
+    if name == "pattern_cut":
+        from procedures.pattern_cut import PatternCut
+
+        return PatternCut()
     raise ValueError(f"unknown procedure {name!r}; known: {', '.join(PROCEDURES)}")

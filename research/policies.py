@@ -82,7 +82,7 @@ def policy_hands(name: str, procedure: str, seed: int, n_hands: int = 2) -> list
     if name in ("expert", "novice"):
         from procedures.policies import make_hands
 
-        return list(make_hands(name, seed))
+        return list(make_hands(name, seed, procedure))
     if name == "random":
         return [RandomHand(seed * 1000 + h) for h in range(n_hands)]
     hands = list(_load(name)(procedure, seed))

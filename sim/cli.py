@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for module in ("sim.runtime.cli", "sim.render.cli", "benchmarks.scene_cli", "benchmarks.procedure_cli",
+                   "benchmarks.tear_cli",
                    "trainees.cli", "console.cli", "benchmarks.batch"):
         try:
             mod = importlib.import_module(module)

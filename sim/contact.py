@@ -79,6 +79,14 @@ def _local_segments(spec: inst.InstrumentSpec) -> tuple[np.ndarray, np.ndarray]:
     return seg, rad
 
 
+def _tri_keys(tris: np.ndarray) -> np.ndarray:
+    """An int64 key per triangle (k, 3) that keeps its corner order up to rotation (node ids < 2^21)."""
+    t = np.asarray(tris, dtype=np.int64)
+    r = np.argmin(t, axis=1)
+    t = np.take_along_axis(t, (r[:, None] + np.arange(3)) % 3, axis=1)
+    return (t[:, 0] << 42) | (t[:, 1] << 21) | t[:, 2]
+
+
 class ToolTissueContact:
     """Tool capsules against one tissue body, plus grasp attachments.
 
@@ -88,8 +96,9 @@ class ToolTissueContact:
     """
 
     def __init__(self, model: TissueModel, tools: list[inst.Instrument], dt: float, *, mu: float = DEFAULT_MU,
-                 margin: float = DEFAULT_MARGIN, iters: int = 2) -> None:
+                 margin: float = DEFAULT_MARGIN, iters: int = 2, cutters: tuple[int, ...] = ()) -> None:
         self.model, self.tools, self.dt = model, tools, float(dt)
+        self.cutters = frozenset(int(i) for i in cutters)  # tools whose jaws cut instead of grasping
         self.mu, self.margin, self.iters = float(mu), float(margin), int(iters)
         t, n = len(tools), model.node_count
         self.local_seg = np.zeros((t, 3, 6))
@@ -156,7 +165,7 @@ class ToolTissueContact:
         self.caps_prev[:] = self.caps
         self._read_links()
         for i, tool in enumerate(self.tools):
-            if not tool.spec.has_jaws:
+            if not (tool.spec.has_jaws and tool.spec.grasps_tissue) or i in self.cutters:
                 continue
             jaw = float(jaws[i])
             if self.grasping[i] and jaw > GRASP_OPEN:
@@ -189,6 +198,38 @@ class ToolTissueContact:
                                       f"{pull:.2f} N (grip limit {self.grip[i]:.2f} N)")
         np.add(f_node, self.f_face, out=f_ext)
         reaction[:] = self.tool_force
+
+    def retopologize(self, model: TissueModel, node_source: np.ndarray | None = None) -> None:
+        """Follow a new tissue topology (sim.tissue_topology; node ids stable, nodes appended):
+        surface, masses and per-node arrays (new nodes start with no contact memory), per-face
+        memory carried over for faces whose corners did not change. node_source None: the arrays
+        are about to be overwritten by `set_state` (only their shapes matter)."""
+        n_old, n = self.model.node_count, model.node_count
+        old_keys = _tri_keys(self.tris)
+        self.model = model
+        self.tris = np.ascontiguousarray(model.surface, dtype=np.int64)
+        self.surf_nodes = np.unique(self.tris)
+        self.mass = model.mass
+        with np.errstate(divide="ignore"):
+            self.inv_mass = np.where(model.fixed | (model.mass <= 0.0), 0.0, 1.0 / model.mass)
+        tri_x = model.rest[self.tris]
+        self.edge = 2.0 * float(np.max(np.linalg.norm(tri_x - np.roll(tri_x, 1, axis=1), axis=2)))
+        keep = min(n_old, n)
+        for name in ("normal", "touched", "skip", "corr", "f_face", "f_node"):
+            old = getattr(self, name)
+            new = np.zeros((n,) + old.shape[1:], dtype=old.dtype)
+            new[:keep] = old[:keep]
+            setattr(self, name, new)
+        new_keys = _tri_keys(self.tris)
+        order = np.argsort(old_keys)
+        pos = np.minimum(np.searchsorted(old_keys, new_keys, sorter=order), max(len(order) - 1, 0))
+        same = (old_keys[order[pos]] == new_keys) if len(order) else np.zeros(len(new_keys), bool)
+        src = order[pos]
+        for name in ("tri_box", "lam_face", "face_tool", "face_dir", "face_w", "face_on"):
+            old = getattr(self, name)
+            new = np.zeros((len(new_keys),) + old.shape[1:], dtype=old.dtype)
+            new[same] = old[src[same]]
+            setattr(self, name, new)
 
     # -- grasping ------------------------------------------------------------------------------------
 
@@ -246,7 +287,8 @@ class ToolTissueContact:
     # -- state ---------------------------------------------------------------------------------------
 
     _NOT_STATE = frozenset({"model", "tools", "dt", "mu", "margin", "iters", "local_seg", "radius", "grip",
-                            "cap_tool", "tris", "surf_nodes", "mass", "inv_mass", "edge", "_events"})
+                            "cutters", "cap_tool", "tris", "surf_nodes", "mass", "inv_mass", "edge",
+                            "_events"})
 
     def get_state(self) -> dict:
         """Copies of everything that carries over between ticks: previous capsules, face multipliers,

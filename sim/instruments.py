@@ -50,6 +50,8 @@ class InstrumentSpec:
         mass: moving mass of shaft + jaws + the handle share carried by the coupling [kg].
         view_angle: scope only: angle of the view direction from the shaft axis [rad].
         max_insert: largest insertion depth (port to tip) [m]; the handle stays outside.
+        grasps_tissue: closing the jaws on tissue grasps it (False for the clip applier, whose
+            closing fires a clip: `sim.tissue_injury`).
     """
 
     name: str
@@ -65,6 +67,7 @@ class InstrumentSpec:
     mass: float = 0.15
     view_angle: float = 0.0
     max_insert: float = 0.30
+    grasps_tissue: bool = True
 
     @property
     def has_jaws(self) -> bool:
@@ -84,11 +87,11 @@ MARYLAND = InstrumentSpec(
 )
 SCISSORS = InstrumentSpec(
     "curved_scissors", jaw_length=0.015, jaw_width=2.5e-3, jaw_thickness=0.8e-3,
-    jaw_curve=np.radians(20.0), jaw_open_max=0.8, jaw_max_torque=0.15,
+    jaw_curve=np.radians(20.0), jaw_open_max=0.8, jaw_max_torque=0.15, grasps_tissue=False,
 )
 CLIP_APPLIER = InstrumentSpec(
     "clip_applier", shaft_radius=5.0e-3, jaw_length=0.012, jaw_width=4.0e-3, jaw_thickness=1.5e-3,
-    jaw_gap=1.5e-3, jaw_open_max=0.7, jaw_max_torque=0.3, mass=0.25,
+    jaw_gap=1.5e-3, jaw_open_max=0.7, jaw_max_torque=0.3, mass=0.25, grasps_tissue=False,
 )
 SCOPE_0 = InstrumentSpec(
     "laparoscope_0deg", shaft_length=0.33, shaft_radius=5.0e-3, jaw_length=0.0, mass=0.3, max_insert=0.28

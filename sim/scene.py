@@ -19,7 +19,10 @@ Scenes (`build_scene(name)`):
   origin, an atraumatic grasper through the left port and curved scissors through the right one.
 - ``peg_transfer``: the FLS peg board (12 pegs, six rings) and two graspers, tool 0 through the
   left port (left hand), tool 1 through the right one (no tissue).
-- ``cholecystectomy``: the hepatobiliary anatomy of `anatomy_seed` (`sim.anatomy`: gallbladder,
+- ``pattern_cut``: the FLS pattern-cut gauze (10 x 10 cm, rim clamped in its frame 3 cm above the
+  floor, `sim.tissue_bodies.GauzeBody`), a grasper through the left port (tool 0, traction) and
+  the curved scissors through the right one (tool 1).
+- ``cholecystectomy``: the hepatobiliary anatomy of `body=sim.organs.AnatomyBody(seed)` (gallbladder,
   cystic duct, common duct, cystic artery as one tissue model with per-organ materials,
   `sim.organs`; liver and right hepatic artery rigid, drawn only), a grasper through the left
   lateral port (tool 0, left hand: the infundibulum), a clip applier through the right
@@ -41,10 +44,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim import clips as clp
 from sim import instruments as inst
-from sim.anatomy import BODY_COLOURS, RIGID_COLOURS, Anatomy, anatomy_for_seed
+from sim import scene_topology as topo
+from sim import tissue_topology
+from sim.anatomy import BODY_COLOURS, RIGID_COLOURS, Anatomy
+from sim.bleeding import MAX_DROPS
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
+from sim.cutting import Blade
 from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
 from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue_state_dict
@@ -58,6 +66,7 @@ from sim.tissue import (
     make_state,
     step,
 )
+from sim.tissue_injury import TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
@@ -97,8 +106,8 @@ class SceneConfig:
         scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
         scope_angle: the scope's optics angle [rad] (0 or 30 deg).
         dt: fixed step [s].
-        anatomy_seed: >= 0: the tissue is the cholecystectomy anatomy of this seed (`sim.anatomy`)
-            instead of the pad (tissue_tets, tissue_size, tissue_centre and material unused).
+        body: a tissue body spec from `sim.tissue_bodies` (strip, tube, gauze) instead of the pad
+            (tissue_size, tissue_centre, material are then the body's own; tissue_tets must be > 0).
     """
 
     name: str = "default"
@@ -113,7 +122,7 @@ class SceneConfig:
     scope_port: Port = SCOPE_PORT
     scope_angle: float = 0.0
     dt: float = 1e-3
-    anatomy_seed: int = -1
+    body: object | None = None
 
 
 def scene_config(name: str = "default", **overrides) -> SceneConfig:
@@ -124,9 +133,17 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
         cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
                           tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
                                  ToolSetup(inst.GRASPER, PEG_RIGHT_PORT, depth=0.2)))
+    elif name == "pattern_cut":
+        from sim.tissue_bodies import GauzeBody
+
+        cfg = SceneConfig(name="pattern_cut", tissue_tets=1, body=GauzeBody(),
+                          tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
+                                 ToolSetup(inst.SCISSORS, PEG_RIGHT_PORT, depth=0.2)))
     elif name == "cholecystectomy":
-        cfg = SceneConfig(name="cholecystectomy", anatomy_seed=0, scope_port=CHOLE_SCOPE_PORT,
-                          scope_angle=float(np.radians(30.0)),
+        from sim.organs import AnatomyBody
+
+        cfg = SceneConfig(name="cholecystectomy", tissue_tets=1, body=AnatomyBody(seed=0),
+                          scope_port=CHOLE_SCOPE_PORT, scope_angle=float(np.radians(30.0)),
                           tools=(ToolSetup(inst.GRASPER, CHOLE_LEFT_PORT, depth=0.2),
                                  ToolSetup(inst.CLIP_APPLIER, CHOLE_RIGHT_PORT, depth=0.2),
                                  ToolSetup(inst.SCISSORS, CHOLE_RIGHT2_PORT, depth=0.2)))
@@ -135,7 +152,7 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
     return SceneConfig(**{**cfg.__dict__, **overrides})
 
 
-SCENES = ("default", "peg_transfer", "cholecystectomy")
+SCENES = ("default", "peg_transfer", "pattern_cut", "cholecystectomy")
 
 
 @dataclass(eq=False)
@@ -155,7 +172,9 @@ class SceneControl:
 class SceneEvent:
     """Something a procedure or a recording cares about.
 
-    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset';
+    kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset' |
+    'cut' (value: the new cut's length [m], docs/cutting.md) | 'cut_refused' (the changed mesh
+    would not fit the snapshot capacity) | a topology change kind of `Scene.apply_topology`;
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
     force at a slip [N]); message: one line for people; body: the rigid object concerned, as an
     index into `rigid.graspable` (= the row of the snapshot's `bodies`), -1 if none.
@@ -170,12 +189,20 @@ class SceneEvent:
 
 
 def make_tissue(cfg: SceneConfig) -> TissueModel:
-    """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor);
-    or, with cfg.anatomy_seed >= 0, the anatomy's soft organs (`sim.organs.organ_tissue`)."""
-    if cfg.anatomy_seed >= 0:
-        from sim.organs import organ_tissue
+    """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor)."""
+    return make_body(cfg)[0]
 
-        return organ_tissue(anatomy_for_seed(cfg.anatomy_seed), cfg.dt)
+
+def make_body(cfg: SceneConfig):
+    """(TissueModel, sim.tissue_bodies.BodyInfo) of the scene's tissue: cfg.body's, or the pad."""
+    from sim.tissue_bodies import BodyInfo
+
+    if cfg.body is not None:
+        return cfg.body.build(cfg.dt)
+    return _pad(cfg), BodyInfo(name="pad")
+
+
+def _pad(cfg: SceneConfig) -> TissueModel:
     size = cfg.tissue_size
     origin = (cfg.tissue_centre[0] - size[0] / 2, cfg.tissue_centre[1] - size[1] / 2, 0.0)
     mesh = block(size, block_cells_for(cfg.tissue_tets, size), origin=origin)
@@ -207,15 +234,21 @@ class Scene:
         self.rigid = ToolScene(cfg.tools, stiffness=cfg.stiffness, pegboard=cfg.pegboard, dt=cfg.dt)
         self.tools = self.rigid.tools
         self.n_tools = len(self.tools)
-        self.anatomy: Anatomy | None = (anatomy_for_seed(cfg.anatomy_seed) if cfg.anatomy_seed >= 0
-                                        else None)
-        has_tissue = cfg.tissue_tets > 0 or self.anatomy is not None
-        self.tissue: TissueModel | None = make_tissue(cfg) if has_tissue else None
+        self.tissue: TissueModel | None = None
+        self.body_info = None
+        if cfg.tissue_tets > 0:
+            self.tissue, self.body_info = make_body(cfg)
+        # An organ scene (cfg.body a sim.organs.AnatomyBody): its anatomy and organ labels.
+        self.anatomy: Anatomy | None = getattr(cfg.body, "anatomy", None)
         self.tissue_body = (self.anatomy.body.copy() if self.anatomy is not None else
                             np.zeros(self.tissue.tet_count if self.tissue else 0, dtype=np.int8))
         self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
-        self.contact = ToolTissueContact(self.tissue, self.tools, cfg.dt) if self.tissue else None
+        self.cutters = topo.cutter_tools(self.tools)
+        self.contact = (ToolTissueContact(self.tissue, self.tools, cfg.dt, cutters=self.cutters)
+                        if self.tissue else None)
         self._contacts = TissueContacts.zeros(self.tissue) if self.tissue else None
+        self.injury = (TissueInjury(self.tissue, self.body_info, self.tools, cfg.dt, self.contact)
+                       if self.tissue else None)
         self.events: list[SceneEvent] = []
         self.tick_count = 0
         self.part_ns = np.zeros(3, dtype=np.int64)
@@ -224,6 +257,13 @@ class Scene:
         self._link_pose = np.zeros((self.n_tools, 3, 7))  # link poses of tick _link_tick
         self._link_tick = -1
         self.scope = self._make_scope()
+        self.topology_version = 0  # +1 per applied topology change (cut, tear, removal)
+        self.topology_listeners: list = []  # f(change) after each applied change
+        if self.injury is not None:
+            self.topology_listeners.append(self.injury.on_topology)
+        self._scissors = topo.ScissorsWatch(self.tools, self.cutters)
+        self._refactor = topo.Refactor(cfg.dt)
+        self._caps = topo.capacities(self.tissue)
         self._start = self.get_state()  # what reset() returns to
 
     # -- the tick ------------------------------------------------------------------------------------
@@ -243,15 +283,20 @@ class Scene:
         t1 = time.perf_counter_ns()
         if self.contact is not None:
             self.contact.before_step(self.tissue_state, control.jaws)
+            self._refactor.due(self.tissue, self.tick_count)
+            for tool, blade in self._scissors.closing(control.jaws, self.contact.link_pose):
+                self.cut(blade, tool=tool)
+            self.injury.before_step(self.tissue_state, control.jaws)
             t2 = time.perf_counter_ns()
             try:
                 step(self.tissue, self.tissue_state, None, self._contacts, dt)
                 t3 = time.perf_counter_ns()
                 self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
+                self.injury.after_step(self.tissue_state, self._contacts.force, self.reaction)
             except TissueDivergedError as exc:
                 t3 = time.perf_counter_ns()
                 self._reset_tissue(str(exc))
-            for kind, tool, value, message in self.contact.drain_events():
+            for kind, tool, value, message in self.contact.drain_events() + self.injury.drain_events():
                 self.events.append(SceneEvent(self.tick_count, kind, tool, value, message))
             t4 = time.perf_counter_ns()
             self.part_ns[:] = (t1 - t0, (t2 - t1) + (t4 - t3), t3 - t2)
@@ -259,6 +304,53 @@ class Scene:
             self.part_ns[:] = (t1 - t0, 0, 0)
         self.tick_count += 1
         return force
+
+    # -- topology ------------------------------------------------------------------------------------
+
+    def cut(self, blade: Blade, *, tool: int = -1) -> tissue_topology.TopologyChange | None:
+        """Cut the tissue along `blade` now (what the scissors do when their jaws close); appends a
+        'cut' event (value: the cut's length [m]) and returns the change, or None if nothing
+        separated."""
+        if self.tissue is None:
+            return None
+        change = tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
+        if change is None or (change.model.node_count == self.tissue.node_count
+                              and change.killed.size == 0):
+            return None  # nothing came apart (a snip shorter than about one element)
+        who = f"tool {tool}" if tool >= 0 else "a scripted blade"
+        ok = self.apply_topology(change, "cut", tool, change.length,
+                                 f"{who} cut {change.length * 1e3:.1f} mm of tissue")
+        return change if ok else None
+
+    def apply_topology(self, change: tissue_topology.TopologyChange, kind: str, tool: int, value: float,
+                       message: str) -> bool:
+        """Swap in a topology change (`sim.tissue_topology`: cut, separate_faces, remove_elements)
+        at this tick boundary: the model and state, the contact layer (surface, node arrays), the
+        factor rebuild; appends SceneEvent(kind, tool, value, message) and calls the listeners.
+        False (and a 'cut_refused' event) if the mesh would exceed the snapshot capacity."""
+        if not topo.fits(change.model, self._caps):
+            self.events.append(SceneEvent(self.tick_count, "cut_refused", tool, value,
+                                          f"{message}: refused, the tissue mesh would exceed its "
+                                          f"capacity ({self._caps[0]} nodes, {self._caps[1]} faces)"))
+            return False
+        n_old = self.tissue.node_count
+        self._install(change.model, change.state)
+        self._contacts.force[:n_old] = self._carried[:n_old]
+        self.contact.retopologize(change.model, change.node_source)
+        self._refactor.start(change.model, self.tick_count)
+        self.topology_version += 1
+        self.events.append(SceneEvent(self.tick_count, kind, tool, float(value), message))
+        for listener in self.topology_listeners:
+            listener(change)
+        return True
+
+    def _install(self, model: TissueModel, state: TissueState) -> None:
+        """Make model/state the scene's tissue; contact forces carried into the next step are
+        kept in `_carried` (by node id) for the caller."""
+        self._carried = self._contacts.force
+        self.tissue = model
+        self.tissue_state = state
+        self._contacts = TissueContacts.zeros(model)
 
     def _reset_tissue(self, why: str) -> None:
         """Recover from a tissue blow-up: back to rest, grasps released, no contact forces left.
@@ -271,6 +363,7 @@ class Scene:
         self._contacts.force[:] = 0.0
         self.reaction[:] = 0.0
         self.contact.reset()
+        self.injury.after_reset()
         self.events.append(SceneEvent(self.tick_count, "tissue_reset", -1, 0.0,
                                       f"{why}; tissue reset to rest"))
 
@@ -349,32 +442,44 @@ class Scene:
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """What a renderer or recorder needs of this tick, as fixed-shape float64 arrays:
-        tissue_x (n_nodes, 3) [m] (0 rows without tissue), tool_links (n_tools, 3, 7),
+        tissue_x (max_nodes, 3) [m], tissue_tris (max_triangles, 3), tissue_topo (3,) (layout
+        version 2, fixed capacities for a surface that changes: `sim.scene_topology.tissue_snapshot`;
+        0 rows without tissue), tool_links (n_tools, 3, 7),
         tool_force (n_tools, 3) [N] (coupling force on the proxy), bodies (k, 7),
         tick (1,) (tick index as float64), scope_pose (7,) (`scope.pose`), scope (6,) (the scope's
-        `params()`: the renderer draws through this camera)."""
+        `params()`: the renderer draws through this camera); clips (MAX_CLIPS, 8): position [m],
+        quaternion (x, y, z, w), 1 if the clip is on (`sim.clips`); blood (1 + MAX_DROPS, 4):
+        pool then drops, (x, y, z, radius [m]), radius 0 = none (`sim.bleeding`)."""
+        clips, blood = (self.injury.snapshot_rows() if self.injury is not None else
+                        (np.zeros((clp.MAX_CLIPS, 8)), np.zeros((1 + MAX_DROPS, 4))))
         return {
-            "tissue_x": (self.tissue_state.x.copy() if self.tissue_state is not None else np.zeros((0, 3))),
+            **topo.tissue_snapshot(self.tissue, self.tissue_state, self.topology_version, self._caps),
             "tool_links": self.tool_link_poses(),
             "tool_force": self.rigid.last_force.copy(),
             "bodies": self.body_poses(),
             "tick": np.array([float(self.tick_count)]),
             "scope_pose": self.scope.pose,
             "scope": self.scope.params(),
+            "clips": clips,
+            "blood": blood,
         }
 
     def describe(self) -> dict:
         """Static description for renderers (picklable plain data, fixed for the scene's life).
 
-        Keys: name; dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
-        surface; empty without tissue); tools: list of dicts (name, port (3,) [m], shaft_length,
+        Keys: name; layout_version (2); tissue_max_nodes, tissue_max_triangles (snapshot
+        capacities); dt [s]; tissue_rest (n, 3) [m] and tissue_triangles (k, 3) int32 (outward
+        surface at the start, see snapshot's tissue_tris for the live one; empty without tissue);
+        tools: list of dicts (name, port (3,) [m], shaft_length,
         shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
         [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
         start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
         (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
         pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
-        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'.
-        Organ scenes add: tissue_triangle_body (k,) int32 (organ label of each tissue triangle),
+        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; (layout 2 snapshots also
+        carry `clips` and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw
+        plane, closing direction, along the jaws); tissue_body: the tissue body's name.
+        Organ scenes add: tissue_node_body (n,) int32 (organ label of each start node),
         tissue_body_colours (B, 3) (linear RGB per organ label), rigid_meshes: list of dicts
         (name, points (p, 3) [m], triangles (t, 3) int32, colour (3,)) for the rigid organs.
         """
@@ -397,6 +502,9 @@ class Scene:
                           "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
         out = {
             "name": self.config.name,
+            "layout_version": topo.LAYOUT_VERSION,
+            "tissue_max_nodes": self._caps[0],
+            "tissue_max_triangles": self._caps[1],
             "dt": self.dt,
             "tissue_rest": self.tissue.rest.copy() if self.tissue else np.zeros((0, 3)),
             "tissue_triangles": (self.tissue.surface.astype(np.int32) if self.tissue
@@ -408,6 +516,8 @@ class Scene:
             "trainer_top": 0.25,
             "pegboard": pegboard,
             "bodies": bodies,
+            "clip_size": np.array([clp.CLIP_WIDTH, 1.0e-3, 0.009]),
+            "tissue_body": self.body_info.name if self.body_info is not None else None,
         }
         if self.anatomy is not None:
             out.update(self._organ_description())
@@ -415,13 +525,11 @@ class Scene:
 
     def _organ_description(self) -> dict:
         """describe()'s organ keys (see there)."""
-        tris = self.tissue.surface
-        # A surface triangle belongs to one element; its organ = the lowest label of its corners'.
-        label = self.anatomy.node_body[tris].min(axis=1).astype(np.int32)
         rigid = [{"name": name, "points": pts.copy(), "triangles": tri.astype(np.int32),
                   "colour": np.array(RIGID_COLOURS[name])}
                  for name, (pts, tri) in self.anatomy.rigid.items()]
-        return {"tissue_triangle_body": label, "tissue_body_colours": BODY_COLOURS.copy(),
+        return {"tissue_node_body": self.anatomy.node_body.astype(np.int32),
+                "tissue_body_colours": BODY_COLOURS.copy(),
                 "rigid_meshes": rigid}
 
     # -- state ---------------------------------------------------------------------------------------
@@ -434,9 +542,13 @@ class Scene:
         own = {"tick_count": self.tick_count, "reaction": self.reaction.copy(),
                "grasped_obj": list(self._grasped_obj), "n_events": len(self.events),
                "scope": self.scope.params(), "rng": copy.deepcopy(self.rng.bit_generator.state),
-               "seed": self.seed}
+               "seed": self.seed, "topology_version": self.topology_version,
+               "tissue_model": self.tissue, "scissors": self._scissors.get_state(),
+               "refactor": self._refactor.get_state(self.tissue)}
         if self._contacts is not None:
             own["contacts_force"] = self._contacts.force.copy()
+        if self.injury is not None:
+            own["injury"] = self.injury.get_state()
         tissue = tissue_state_dict(self.tissue_state) if self.tissue_state is not None else None
         return SceneState(rigid=self.rigid.get_state(),
                           contact=self.contact.get_state() if self.contact is not None else None,
@@ -448,11 +560,20 @@ class Scene:
         if state.released:
             raise ValueError("this SceneState was released")
         self.rigid.set_state(state.rigid)
+        own = state.scene
+        model = own["tissue_model"]
+        if model is not self.tissue:
+            self._install(model, TissueState(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                                for k, v in state.tissue.items()}))
+            self.contact.retopologize(model)
+            self.injury.retopologize(model)
+        self._refactor.set_state(own["refactor"], model)
+        self._scissors.set_state(own["scissors"])
+        self.topology_version = own["topology_version"]
         if state.contact is not None:
             self.contact.set_state(state.contact)
         if state.tissue is not None:
             restore_attrs(self.tissue_state, state.tissue)
-        own = state.scene
         self.tick_count = own["tick_count"]
         self.reaction[:] = own["reaction"]
         self._grasped_obj = list(own["grasped_obj"])
@@ -462,6 +583,8 @@ class Scene:
         self.rng.bit_generator.state = copy.deepcopy(own["rng"])
         if "contacts_force" in own:
             self._contacts.force[:] = own["contacts_force"]
+        if "injury" in own:
+            self.injury.set_state(own["injury"])
         self._link_tick = -1
 
     def reset(self, seed: int | None = None) -> None:
@@ -480,12 +603,20 @@ class Scene:
         the same run."""
         h = hashlib.sha256()
         h.update(np.int64(self.tick_count).tobytes())
+        h.update(np.int64(self.topology_version).tobytes())
+        self._scissors.hash_into(h)
+        self._refactor.hash_into(h)
         self.rigid.hash_into(h)
+        if self.tissue is not None:
+            h.update(self.tissue.tets.tobytes())
+            h.update(self.tissue.rest.tobytes())
         if self.tissue_state is not None:
             hash_tissue_state(h, self.tissue_state)
             h.update(self._contacts.force.tobytes())
         if self.contact is not None:
             self.contact.hash_into(h)
+        if self.injury is not None:
+            self.injury.hash_into(h)
         h.update(self.reaction.tobytes())
         h.update(repr(self._grasped_obj).encode())
         h.update(self.scope.params().tobytes())

@@ -136,8 +136,12 @@ class TissueModel:
         return int(self.tets.shape[0])
 
     def stiffness(self) -> sp.csr_matrix:
-        """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis."""
-        return fem.stiffness_matrix(self.rest, self.tets, self.mu, self.lam)
+        """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis, of the live elements
+        (a cut or tear leaves dead ones with volume 0: docs/cutting.md)."""
+        live = self.volume > 0.0
+        if live.all():
+            return fem.stiffness_matrix(self.rest, self.tets, self.mu, self.lam)
+        return fem.stiffness_matrix(self.rest, self.tets[live], self.mu[live], self.lam[live])
 
     def system(self, dt: float) -> TissueSystem:
         """The factored step matrix for time step dt [s]; factored on first use, then cached."""
@@ -145,6 +149,22 @@ class TissueModel:
         if sys_ is None:
             sys_ = self._systems[dt] = TissueSystem.build(self, dt)
         return sys_
+
+    def use_system(self, system: TissueSystem) -> None:
+        """Make `system` the step matrix for its dt (after a topology change: a stale factor
+        extended to new nodes, then the rebuilt one; `sim.tissue_topology`)."""
+        self._systems[system.dt] = system
+
+    def with_topology(self, **arrays) -> TissueModel:
+        """A new model with the given array fields replaced (rest, tets, surface, mass, fixed, mu,
+        lam, dm_inv, dm_inv_rows, volume, node_ptr, node_inc, node_rep, tets_u) and no factored
+        system yet; this model is not changed (`sim.tissue_topology` builds them)."""
+        fields_ = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "_systems"}
+        unknown = set(arrays) - set(fields_)
+        if unknown:
+            raise ValueError(f"unknown model fields {sorted(unknown)}")
+        fields_.update(arrays)
+        return TissueModel(**fields_)
 
 
 @dataclass(frozen=True)
@@ -187,6 +207,18 @@ class TissueSystem:
         return TissueSystem(dt=dt, factor=factor, fpos=fpos)
 
 
+def node_incidence(tets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Node -> element incidence of tets (m, 4) over n nodes, for the kernels: node_ptr (n + 1,),
+    node_inc (4m,) flat corner indices element*4 + local corner in element order, node_rep (n,)
+    each node's first element (0 for a node with none); all uint32."""
+    corners = tets.reshape(-1).astype(np.int64)
+    order = np.argsort(corners, kind="stable")
+    node_ptr = np.zeros(n + 1, dtype=np.uint32)
+    np.cumsum(np.bincount(corners, minlength=n), out=node_ptr[1:])
+    first = np.minimum(node_ptr[:-1].astype(np.int64), max(order.size - 1, 0))
+    return node_ptr, order.astype(np.uint32), (order[first] // 4).astype(np.uint32)
+
+
 class TissueModelBuilder:
     """Collects a mesh, a material and boundary conditions; `finalize()` makes a `TissueModel`."""
 
@@ -221,10 +253,7 @@ class TissueModelBuilder:
         dm_inv, vol = fem.rest_shape(pts, tets)
         mu, lam = self.material.lame
         m = tets.shape[0]
-        corners = tets.reshape(-1).astype(np.int64)
-        order = np.argsort(corners, kind="stable")
-        node_ptr = np.zeros(pts.shape[0] + 1, dtype=np.uint32)
-        np.cumsum(np.bincount(corners, minlength=pts.shape[0]), out=node_ptr[1:])
+        node_ptr, node_inc, node_rep = node_incidence(tets, pts.shape[0])
         model = TissueModel(
             rest=pts.copy(),
             tets=tets.copy(),
@@ -239,8 +268,8 @@ class TissueModelBuilder:
             volume=vol,
             gravity=self.gravity.astype(np.float64).copy(),
             node_ptr=node_ptr,
-            node_inc=order.astype(np.uint32),  # flat corner index = element*4 + local corner
-            node_rep=(order[node_ptr[:-1].astype(np.int64)] // 4).astype(np.uint32),
+            node_inc=node_inc,
+            node_rep=node_rep,
             tets_u=tets.astype(np.uint32),
             elasticity=ELASTICITY_CODES[self.material.elasticity],
             polar_iters=int(polar_iters),

@@ -28,19 +28,22 @@ def device_position(wmap, world: np.ndarray) -> np.ndarray:
 
 
 class Mover:
-    """One hand's commanded tip (world [m]) and jaw [rad], advanced one tick at a time.
+    """One hand's commanded tip (world [m]), jaw [rad] and roll [rad, relative to home], advanced
+    one tick at a time.
 
-    `start(target, jaw, duration)` begins a minimum-jerk move from the current command; `step()`
-    advances it by one tick; `busy` while a move runs.
+    `start(target, jaw, duration, roll)` begins a minimum-jerk move from the current command
+    (jaw/roll None: keep); `step()` advances it by one tick; `busy` while a move runs.
     """
 
     def __init__(self, tip: np.ndarray, jaw: float, dt: float) -> None:
         self.tip = np.array(tip, dtype=float)
         self.jaw = float(jaw)
+        self.roll = 0.0
         self.dt = dt
         self._from = self.tip.copy()
         self._to = self.tip.copy()
         self._jaw_from = self._jaw_to = self.jaw
+        self._roll_from = self._roll_to = 0.0
         self._n = 0
         self._k = 0
 
@@ -48,11 +51,13 @@ class Mover:
     def busy(self) -> bool:
         return self._k < self._n
 
-    def start(self, target, jaw: float | None, duration: float) -> None:
+    def start(self, target, jaw: float | None, duration: float, roll: float | None = None) -> None:
         self._from[:] = self.tip
         self._to[:] = target
         self._jaw_from = self.jaw
         self._jaw_to = self.jaw if jaw is None else float(jaw)
+        self._roll_from = self.roll
+        self._roll_to = self.roll if roll is None else float(roll)
         self._n = max(1, int(round(duration / self.dt)))
         self._k = 0
 
@@ -62,6 +67,86 @@ class Mover:
             w = minimum_jerk(self._k / self._n)
             self.tip[:] = self._from + w * (self._to - self._from)
             self.jaw = self._jaw_from + w * (self._jaw_to - self._jaw_from)
+            self.roll = self._roll_from + w * (self._roll_to - self._roll_from)
+
+
+class ScriptedPolicy:
+    """The shared brain of two scripted hands: each hand runs a script (a generator) of commands the
+    executor carries out tick by tick: ('move', tip [m] (3,), jaw [rad] or None, duration [s]
+    [, roll [rad]]) as a minimum-jerk move, ('hold', seconds), ('until', predicate) to wait on
+    the world. Subclasses set `self.scripts` (one generator per hand) and `self.movers` in
+    `_setup(scene)`; `turns` (class attribute): the hands also return a roll.
+
+    style: needs `tremor` [m], `speed` [m/s], `min_move_s` [s], `pause` (lo, hi) [s]."""
+
+    turns = False
+
+    def __init__(self, style, seed: int = 0) -> None:
+        self.style = style
+        self.rng = np.random.default_rng(seed)
+        self.tremor = [Tremor(style.tremor, self.rng), Tremor(style.tremor, self.rng)]
+        self.scene = None
+        self.movers: list[Mover] = []
+        self.scripts = []
+        self.waiting: list = [None, None]
+        self.finished = False
+        self.gave_up = False
+        self.t = 0.0
+        self._tick = -1
+
+    def observe(self, scene, hand: int):
+        """Advance the policy (once per tick) and return hand's commanded tip [m] (3,) and jaw [rad]
+        (and roll [rad] if the policy `turns` the instruments)."""
+        if self.scene is None:
+            self.scene = scene
+            self._setup(scene)
+        if scene.tick_count != self._tick:
+            self._tick = scene.tick_count
+            self.t = self._tick * scene.dt
+            for h in (0, 1):
+                self._advance(h)
+        m = self.movers[hand]
+        tip = m.tip + self.tremor[hand].at(self.t)
+        return (tip, m.jaw, m.roll) if self.turns else (tip, m.jaw)
+
+    def _setup(self, scene) -> None:
+        raise NotImplementedError
+
+    def _advance(self, h: int) -> None:
+        m = self.movers[h]
+        if m.busy:
+            m.step()
+            return
+        wait = self.waiting[h]
+        if wait is not None:
+            if not wait():
+                return
+            self.waiting[h] = None
+        while not m.busy and self.waiting[h] is None:
+            try:
+                cmd = next(self.scripts[h])
+            except StopIteration:
+                self.waiting[h] = lambda: False
+                return
+            if cmd[0] == "move":
+                m.start(cmd[1], cmd[2], cmd[3], cmd[4] if len(cmd) > 4 else None)
+            elif cmd[0] == "hold":
+                m.start(m.tip, None, cmd[1])
+            else:
+                if not cmd[1]():
+                    self.waiting[h] = cmd[1]
+        if m.busy:
+            m.step()
+
+    def _duration(self, a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> float:
+        """Duration [s] of a minimum-jerk move from a to b at the style's mean speed."""
+        d = float(np.linalg.norm(np.asarray(b) - np.asarray(a)))
+        return max(self.style.min_move_s, scale * 1.875 * d / self.style.speed)  # 1.875: peak/mean speed
+
+    def pause(self):
+        lo, hi = self.style.pause
+        if hi > 0.0:
+            yield ("hold", self.rng.uniform(lo, hi))
 
 
 class Tremor:
@@ -89,6 +174,7 @@ class HandDevice(HapticDevice):
         )
         self._position = np.zeros(3)
         self._gripper = 0.0
+        self._roll = None
         self._seq = 0
         self.last_force = np.zeros(3)
 
@@ -103,8 +189,11 @@ class HandDevice(HapticDevice):
         self.last_force[:] = 0.0
 
     def observe(self, scene, wmap) -> None:
-        """Look at the world; the policy advances and sets this hand's next sample."""
-        tip, jaw = self.policy.observe(scene, self.hand)
+        """Look at the world; the policy advances and sets this hand's next sample (a policy may
+        also return a roll [rad] relative to home: the hand turns the instrument)."""
+        out = self.policy.observe(scene, self.hand)
+        tip, jaw = out[0], out[1]
+        self._roll = float(out[2]) if len(out) > 2 else None
         self._position = device_position(wmap, tip)
         self._gripper = jaw
 
@@ -117,6 +206,7 @@ class HandDevice(HapticDevice):
             gripper=self._gripper,
             connected=True,
             fresh=True,
+            roll=self._roll,
         )
 
     def write_force(self, force, gripper: float = 0.0) -> None:

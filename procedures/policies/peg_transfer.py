@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from procedures.policies.motion import HandDevice, Mover, Tremor
+from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy
 
 OPEN, CLOSED = 0.6, 0.0  # [rad] jaw commands
 HANDOFF_Z = 0.028  # [m] ring centre above the peg tops at the hand-off and while carrying
@@ -90,43 +90,18 @@ def make_hands(name: str, seed: int = 0) -> list[HandDevice]:
     return [HandDevice(policy, 0), HandDevice(policy, 1)]
 
 
-class PegTransferPolicy:
+class PegTransferPolicy(ScriptedPolicy):
     """The shared brain of both hands (the hand-off needs both). See the module docstring."""
 
     def __init__(self, style: Style, seed: int = 0) -> None:
-        self.style = style
-        self.rng = np.random.default_rng(seed)
-        self.tremor = [Tremor(style.tremor, self.rng), Tremor(style.tremor, self.rng)]
-        self.scene = None
-        self.movers: list[Mover] = []
-        self.scripts = []
-        self.waiting: list = [None, None]
+        super().__init__(style, seed)
         self.phase = 0  # 0: left -> right, 1: right -> left
-        self.finished = False
-        self.gave_up = False
         self.offer = None  # ring index offered at the hand-off point
         self.received = False
         self.busy_rings: set[int] = set()
         self.placed = 0
-        self.t = 0.0
-        self._tick = -1
-
-    # -- the per-tick entry (called by each hand's observe) -------------------------------------------
-
-    def observe(self, scene, hand: int) -> tuple[np.ndarray, float]:
-        """Advance the policy (once per tick) and return hand's commanded tip [m] (3,) and jaw [rad]."""
-        if self.scene is None:
-            self._setup(scene)
-        if scene.tick_count != self._tick:
-            self._tick = scene.tick_count
-            self.t = self._tick * scene.dt
-            for h in (0, 1):
-                self._advance(h)
-        m = self.movers[hand]
-        return m.tip + self.tremor[hand].at(self.t), m.jaw
 
     def _setup(self, scene) -> None:
-        self.scene = scene
         rig = scene.rigid
         self.spec = rig.pegboard.spec
         self.bodies = list(rig.graspable)
@@ -135,33 +110,6 @@ class PegTransferPolicy:
         self.movers = [Mover(scene.tools[h].tip(), CLOSED, scene.dt) for h in (0, 1)]
         self.home = [m.tip.copy() for m in self.movers]
         self.scripts = [self._hand_script(0), self._hand_script(1)]
-
-    def _advance(self, h: int) -> None:
-        m = self.movers[h]
-        if m.busy:
-            m.step()
-            return
-        wait = self.waiting[h]
-        if wait is not None:
-            if not wait():
-                return
-            self.waiting[h] = None
-        while not m.busy and self.waiting[h] is None:
-            try:
-                cmd = next(self.scripts[h])
-            except StopIteration:
-                self.waiting[h] = lambda: False
-                return
-            if cmd[0] == "move":
-                _, target, jaw, duration = cmd
-                m.start(target, jaw, duration)
-            elif cmd[0] == "hold":
-                m.start(m.tip, None, cmd[1])
-            else:
-                if not cmd[1]():
-                    self.waiting[h] = cmd[1]
-        if m.busy:
-            m.step()
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -181,10 +129,6 @@ class PegTransferPolicy:
         yp /= np.linalg.norm(yp)
         return pose[:3] + sign * self.spec.ring_radius * yp
 
-    def _duration(self, a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> float:
-        d = float(np.linalg.norm(np.asarray(b) - np.asarray(a)))
-        return max(self.style.min_move_s, scale * 1.875 * d / self.style.speed)  # 1.875: peak/mean speed
-
     def move(self, h: int, target, jaw=None, scale: float = 1.0, correct: bool = True):
         """Commands for a move of hand h to target, with the style's overshoot + correction."""
         start = self.movers[h].tip.copy()
@@ -201,11 +145,6 @@ class PegTransferPolicy:
             yield ("move", target, jaw, max(self.style.min_move_s, 0.25))
         else:
             yield ("move", target, jaw, self._duration(start, target, scale))
-
-    def pause(self):
-        lo, hi = self.style.pause
-        if hi > 0.0:
-            yield ("hold", self.rng.uniform(lo, hi))
 
     # -- scripts -------------------------------------------------------------------------------------
 

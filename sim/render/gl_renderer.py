@@ -37,6 +37,7 @@ JAW_RGB = (0.55, 0.56, 0.58)
 BOARD_RGB = (0.60, 0.62, 0.64)
 PEG_RGB = (0.85, 0.85, 0.80)
 RING_RGB = (0.85, 0.55, 0.05)
+BLOOD_RGB = (0.42, 0.02, 0.03)
 CLIP_RGB = (0.70, 0.70, 0.75)
 CLEAR_RGB = (0.02, 0.02, 0.025)
 
@@ -298,10 +299,17 @@ class Renderer:
     def _organ_parts(self, rest: np.ndarray) -> list[tuple[_Mesh, tuple]]:
         """Organ scenes (describe()'s tissue_triangle_body): one tissue mesh per organ, each drawn
         in its colour; [] for single-colour tissue."""
-        label = self.description.get("tissue_triangle_body")
-        if label is None or self.tissue is None:
+        node_label = self.description.get("tissue_node_body")
+        if node_label is None or self.tissue is None:
             return []
-        label = np.asarray(label).reshape(-1)
+        node_label = np.asarray(node_label).reshape(-1)
+        # A triangle's organ: the lowest label among its corners that existed at the start (nodes
+        # a cut added later have none of their own).
+        big = np.iinfo(np.int32).max
+        corner = np.where(self.tris < len(node_label),
+                          node_label[np.minimum(self.tris, len(node_label) - 1)], big)
+        label = corner.min(axis=1)
+        label[label == big] = 0
         colours = np.asarray(self.description["tissue_body_colours"], float)
         normals = geo.vertex_normals(rest, self.tris)
         return [(_Mesh(rest, normals, self.tris[label == b], dynamic=True), tuple(colours[b]))
@@ -366,9 +374,47 @@ class Renderer:
                     leg = (m @ geo.translate(0, np.sin(ang) * 4.5e-3, np.cos(ang) * 4.5e-3)
                            @ geo.rot_axis((1, 0, 0), -ang) @ geo.scale(1e-3, 1e-3, 9e-3))
                     items.append((self.box, leg, CLIP_RGB, 80.0, 0.9, 0.1, False))
+        return items + self._injury_items(snap)
+
+    def _injury_items(self, snap: dict) -> list[tuple]:
+        """Clips on tissue (a box per `clips` row that is on: clip_size, across the jaw plane x
+        closing direction x along the jaws) and blood (`blood`: row 0 the pool, a flat disc; the
+        others falling drops) from the snapshot (sim.clips, sim.bleeding); none in older layouts."""
+        items = []
+        size = np.asarray(self.description.get("clip_size", (4e-3, 1e-3, 9e-3)), float)
+        for row in np.asarray(snap.get("clips", np.zeros((0, 8))), float).reshape(-1, 8):
+            if row[7] > 0.0:
+                items.append((self.box, geo.pose_matrix(row[:7]) @ geo.scale(*size), CLIP_RGB, 80.0, 0.9,
+                              0.1, False))
+        blood = np.asarray(snap.get("blood", np.zeros((0, 4))), float).reshape(-1, 4)
+        for k, (x, y, z, r) in enumerate(blood):
+            if r > 0.0:
+                h, z0 = (1e-3, z) if k == 0 else (2 * r, z - r)  # the pool is a 1 mm film
+                items.append((self.cylinder, geo.translate(x, y, z0) @ geo.scale(r, r, h), BLOOD_RGB, 120.0,
+                              0.8, 0.0, False))
         return items
 
     # -- drawing -----------------------------------------------------------------------------------
+
+    def _live_tissue(self, snap: dict) -> np.ndarray:
+        """The snapshot's live tissue nodes; after a cut or tear (layout version 2: a new
+        `tissue_topo` version) the tissue mesh is rebuilt from the live surface `tissue_tris`,
+        which includes the new cut faces (docs/cutting.md)."""
+        x = np.asarray(snap["tissue_x"], float)
+        topo = snap.get("tissue_topo")
+        if topo is None:
+            return x
+        version, n, k = (int(v) for v in np.asarray(topo)[:3])
+        x = x[:n]
+        if version != getattr(self, "_topo_version", 0):
+            self._topo_version = version
+            self.tris = np.asarray(snap["tissue_tris"], dtype=np.int64)[:k].astype(np.int32)
+            self.tissue.release()
+            self.tissue = _Mesh(x, geo.vertex_normals(x, self.tris), self.tris, dynamic=True)
+            for mesh, _ in self.organs:
+                mesh.release()
+            self.organs = self._organ_parts(x)
+        return x
 
     def upload_tissue(self, x: np.ndarray) -> None:
         if self.tissue is None or len(x) != self.tissue.n_verts:
@@ -414,7 +460,7 @@ class Renderer:
         GL.glUniform3f(loc["u_room_dir"], 0.3, -0.4, 0.866)
         GL.glUniform1f(loc["u_room"], room)
         if self.tissue is not None and len(snap["tissue_x"]):
-            self.upload_tissue(np.asarray(snap["tissue_x"], float))
+            self.upload_tissue(self._live_tissue(snap))
             for mesh, colour in self.organs or [(self.tissue, TISSUE_RGB)]:
                 self._draw_item(mesh, np.eye(4), colour, 90.0, 0.55, 0.08)
         for mesh, model, colour, shin, spec, sheen, wall in self._static + self._dynamic_items(snap):

@@ -253,15 +253,16 @@ class WorkspaceMap:
         return (np.asarray(target_xyz, dtype=float)[:3] - h[:3]) / self.scale
 
     def apply(self, position: np.ndarray, gripper: float, targets: np.ndarray,
-              jaws: np.ndarray) -> None:
-        """Write the driven tool's target and jaw from a device position [m] and gripper [rad]."""
+              jaws: np.ndarray, roll: float | None = None) -> None:
+        """Write the driven tool's target and jaw from a device position [m] and gripper [rad];
+        roll [rad] (relative to home) if the device senses it."""
         i = self.tool
         h = self.home[i]
         s = self.scale
         targets[i, 0] = h[0] + s * position[0]
         targets[i, 1] = h[1] + s * position[1]
         targets[i, 2] = h[2] + s * position[2]
-        targets[i, 3] = h[3]
+        targets[i, 3] = h[3] if roll is None else h[3] + roll
         jaws[i] = min(max(gripper, 0.0), self.jaw_max[i])
 
     def describe(self) -> dict:

@@ -155,7 +155,7 @@ def play(policy: str, seed: int, *, procedure: str = "peg_transfer", max_s: floa
     had not ended by then)."""
     from procedures.policies import make_hands
 
-    hands = make_hands(policy, seed)
+    hands = make_hands(policy, seed, procedure)
     att = ProcedureAttempt(procedure, hands, seed=seed, max_s=max_s)
     brain = hands[0].policy
     finished_at = [None]
@@ -248,7 +248,7 @@ def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record:
     from sim.runtime.recording import RecordingWriter, read_recording
 
     record = record or default_record_path()
-    hands = make_hands(policy, seed)
+    hands = make_hands(policy, seed, procedure)
     brain = hands[0].policy
     cfg = RunConfig(scene=procedure, device=f"policy:{policy}", seconds=seconds, record=record,
                     lockstep=not realtime, seed=seed)

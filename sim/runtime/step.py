@@ -149,7 +149,7 @@ class SessionStep:
                 s = dev.read()
                 samples[h] = s
                 if s is not None and s.connected:
-                    hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws)
+                    hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws, s.roll)
         else:
             ctl.targets[:] = control.targets
             ctl.jaws[:] = control.jaws

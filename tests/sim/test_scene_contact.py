@@ -260,7 +260,13 @@ def test_default_scene_has_tissue_two_tools_and_consistent_snapshot():
         control = scene.hold_control()
         settle(scene, control, 0.05)
         snap = scene.snapshot()
-        assert snap["tissue_x"].shape == (scene.tissue.node_count, 3)
+        # Layout version 2 (docs/cutting.md): fixed capacity, live rows first, counts in tissue_topo.
+        desc = scene.describe()
+        n, k = scene.tissue.node_count, scene.tissue.surface.shape[0]
+        assert snap["tissue_x"].shape == (desc["tissue_max_nodes"], 3) and desc["tissue_max_nodes"] >= n
+        assert np.array_equal(snap["tissue_x"][:n], scene.tissue_state.x)
+        assert snap["tissue_topo"].tolist() == [0.0, n, k]
+        assert np.array_equal(snap["tissue_tris"][:k], scene.tissue.surface)
         assert snap["tool_links"].shape == (2, 3, 7)
         # The shaft link's origin is the tool tip.
         assert np.allclose(snap["tool_links"][:, 0, :3], [t.tip() for t in scene.tools], atol=1e-6)

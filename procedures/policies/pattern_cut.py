@@ -1,0 +1,169 @@
+"""Scripted pattern-cut hands: an expert and a novice style of one bimanual policy.
+
+The left hand (tool 0, grasper) grasps the gauze inside the circle and lifts it a few mm
+(traction), then holds. The right hand (tool 1, scissors) snips around the circle: for each snip
+it puts the shaft axis through a point of the circle (tip `depth` below the gauze, so the blades
+straddle it), turns the instrument (roll) until the plane its blades sweep contains the circle's
+tangent there, and closes the blades. It watches its own cut (the kerf each closure leaves, as a
+person sees it, `procedures.pattern_cut.snip_points`) and snips again where the circle is not yet
+cut through. Hands act only through their device samples (position, gripper, roll); what they
+read is what a person sees: the instruments and the gauze's grasp.
+
+Styles (seeded per episode):
+- expert: quick direct moves, no tremor, the blades on the line (aim error 0.15 mm), a narrow
+  blade opening (short, accurate cuts), no pauses;
+- novice: slower moves with pauses, tremor, an aim that drifts off the line (a random walk of
+  ~1.2 mm per snip, pulled back when the novice notices), wide blade openings (longer straight
+  cuts that leave the curve), presses the grasper deeper into the gauze.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from procedures import pattern_cut as pc
+from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy
+
+OPEN_GRASPER, CLOSED = 0.6, 0.0  # [rad]
+# [m] where the grasper takes the gauze: outside the circle, front left, so that its shaft (from the
+# left port) never crosses the scissors' (from the right port, reaching all round the circle).
+GRASP_AT = np.array([-0.030, -0.020])  # on a node of the 5 mm gauze grid
+LIFT = 0.002  # [m] traction: the grasped gauze is lifted this much
+MAX_EXTRA = 40  # extra snips to close gaps before giving up
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a policy moves and cuts. speed [m/s]; min_move_s [s]; pause (lo, hi) [s] before a snip;
+    tremor [m]; aim_sd: random error of each snip's aim across the line [m]; drift_sd: random walk
+    of the aim per snip [m] (pulled back to the line by `correct` each snip); opening: blade
+    opening per snip [rad]; spacing: arc between snips [m]; depth: tip below the gauze [m];
+    press: how far below the gauze surface the grasper closes [m]; close_s: blade closing [s];
+    aim_checks: how often the hand looks where its blades cross the gauze and corrects."""
+
+    name: str
+    speed: float
+    min_move_s: float
+    pause: tuple[float, float]
+    tremor: float
+    aim_sd: float
+    drift_sd: float
+    correct: float
+    opening: float
+    spacing: float
+    depth: float
+    press: float
+    close_s: float
+    aim_checks: int
+
+
+EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=1.5e-4,
+               drift_sd=0.0, correct=1.0, opening=0.6, spacing=0.0045, depth=0.0015, press=0.0005,
+               close_s=0.07, aim_checks=2)
+NOVICE = Style("novice", speed=0.08, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
+               drift_sd=1.2e-3, correct=0.5, opening=0.8, spacing=0.006, depth=0.0025, press=0.0015,
+               close_s=0.2, aim_checks=1)
+POLICIES = {"expert": EXPERT, "novice": NOVICE}
+
+
+def make_hands(name: str, seed: int = 0) -> list[HandDevice]:
+    """Two scripted hands (tool 0 = left grasper, tool 1 = right scissors) of style `name`."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    policy = PatternCutPolicy(POLICIES[name], seed)
+    return [HandDevice(policy, 0), HandDevice(policy, 1)]
+
+
+class PatternCutPolicy(ScriptedPolicy):
+    """The shared brain of both hands (see the module docstring)."""
+
+    turns = True
+
+    def __init__(self, style: Style, seed: int = 0) -> None:
+        super().__init__(style, seed)
+        self.book = pc.CutBook()
+
+    def _setup(self, scene) -> None:
+        self.plane_z = float(scene.tissue.rest[:, 2].max())
+        self.ports = [t.port_point.copy() for t in scene.tools]
+        self.movers = [Mover(scene.tools[h].tip(), CLOSED, scene.dt) for h in (0, 1)]
+        self.scripts = [self._grasper_script(), self._scissors_script()]
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def shaft_frame(self, h: int) -> np.ndarray:
+        """The instrument's shaft rotation (3, 3) as it is now (what the hand feels and sees)."""
+        return pc._rot(self.scene.tool_link_poses()[h, 0, 3:7])
+
+    # -- the grasper ---------------------------------------------------------------------------------
+
+    def _grasper_script(self):
+        s = self.style
+        g = np.array([GRASP_AT[0], GRASP_AT[1], self.plane_z])
+        above = g + [0.0, 0.0, 0.015]
+        yield ("move", above, OPEN_GRASPER, self._duration(self.movers[0].tip, above))
+        yield ("move", g + [0.0, 0.0, 0.001 - s.press], OPEN_GRASPER, max(s.min_move_s, 0.25))
+        yield from self.pause()
+        yield ("move", self.movers[0].tip, CLOSED, 0.1)
+        yield ("hold", 0.05)
+        if not self.scene.contact.grasping[0]:
+            yield ("move", self.movers[0].tip + [0.0, 0.0, -0.0015], OPEN_GRASPER, 0.15)
+            yield ("move", self.movers[0].tip, CLOSED, 0.1)
+        yield ("move", self.movers[0].tip + [0.0, 0.0, LIFT], CLOSED, 0.3)
+        while not self.finished:
+            yield ("hold", 0.5)
+
+    # -- the scissors --------------------------------------------------------------------------------
+
+    def _scissors_script(self):
+        s = self.style
+        yield ("until", lambda: bool(self.scene.contact.grasping[0]) or self.t > 20.0)
+        n = int(np.ceil(2 * np.pi * pc.RADIUS / s.spacing))
+        phi0 = -0.5 * np.pi + self.rng.uniform(-0.2, 0.2)  # start at the front, nearest the hand
+        drift = 0.0
+        for k in range(n):
+            drift = (1.0 - s.correct) * drift + self.rng.normal(0.0, s.drift_sd) if s.drift_sd else 0.0
+            yield from self._snip(phi0 + 2 * np.pi * k / n, drift + self.rng.normal(0.0, s.aim_sd))
+        for _ in range(MAX_EXTRA):  # close the gaps the policy sees in its cut
+            gaps = np.flatnonzero(~self.book.covered)
+            if gaps.size == 0:
+                break
+            phi = np.radians(gaps[0] + 1.0)
+            yield from self._snip(phi, self.rng.normal(0.0, s.aim_sd))
+        else:
+            self.gave_up = True
+        yield ("move", self.movers[1].tip + [0.0, 0.0, 0.02], CLOSED, 0.3)
+        self.finished = True
+
+    def _snip(self, phi: float, off: float):
+        """One snip across the circle at angle phi [rad], aimed `off` [m] outside the circle."""
+        s = self.style
+        r = pc.RADIUS + off
+        p = np.array([pc.CENTRE[0] + r * np.cos(phi), pc.CENTRE[1] + r * np.sin(phi), self.plane_z])
+        axis = p - self.ports[1]
+        axis /= np.linalg.norm(axis)
+        tip = p + axis * s.depth
+        yield ("move", tip, s.opening, self._duration(self.movers[1].tip, tip))
+        yield from self.pause()
+        # Turn the blades until the plane they sweep holds the circle's tangent at p.
+        tangent = np.array([-np.sin(phi), np.cos(phi), 0.0])
+        rot = self.shaft_frame(1)
+        u, x = rot[:, 2], rot[:, 0]
+        want = np.cross(u, tangent)
+        want /= np.linalg.norm(want)
+        delta = float(np.arctan2(np.dot(np.cross(x, want), u), np.dot(x, want)))
+        delta = (delta + 0.5 * np.pi) % np.pi - 0.5 * np.pi  # the blade plane has no front and back
+        yield ("move", tip, s.opening, max(0.06, abs(delta) * 0.3), self.movers[1].roll - delta)
+        for _ in range(s.aim_checks):  # the gauze pushes back on the blades: aim where they cross it
+            pose = self.scene.tool_link_poses()[1, 0]
+            u = pc._rot(pose[3:7])[:, 2]
+            cross = pose[:3] + u * (self.plane_z - pose[2]) / u[2]
+            err = p - cross
+            err[2] = 0.0
+            tip = self.movers[1].tip + err
+            yield ("move", tip, s.opening, 0.08)
+        yield ("move", tip, CLOSED, s.close_s)
+        pose = self.scene.tool_link_poses()[1, 0]
+        self.book.add(pc.snip_points(pose, s.opening, self.plane_z))

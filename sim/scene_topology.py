@@ -1,0 +1,127 @@
+"""The scene's side of tissue topology changes: which tools cut, when their jaws cut, the factor
+swap after a change, and the snapshot arrays of a surface that changes.
+
+`sim.scene.Scene` owns one `ScissorsWatch` and one `Refactor` and swaps the model/state of a
+`sim.tissue_topology.TopologyChange` in (`Scene.apply_topology`). Everything here is part of the
+scene's dynamic state (saved, restored and hashed by the scene) and deterministic: a cut happens in
+the tick whose jaw command closes, the rebuilt factor is swapped in `REFACTOR_TICKS` ticks later.
+See docs/cutting.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim import instruments as inst
+from sim.cutting import Blade, scissors_blade
+from sim.tissue import TissueModel, TissueState
+from sim.tissue_topology import REFACTOR_TICKS, FactorRebuild
+from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
+
+#: Snapshot capacities relative to the start mesh: nodes, surface triangles.
+NODE_CAPACITY = 2
+TRIANGLE_CAPACITY = 3
+#: Snapshot/describe layout version (2: fixed-capacity tissue arrays + tissue_tris/tissue_topo).
+LAYOUT_VERSION = 2
+
+
+def cutter_tools(tools: list[inst.Instrument]) -> tuple[int, ...]:
+    """Indices of the tools whose jaws cut (scissors) instead of grasping tissue."""
+    return tuple(i for i, t in enumerate(tools) if t.spec.name == inst.SCISSORS.name)
+
+
+class ScissorsWatch:
+    """Per cutting tool: the widest commanded opening since its jaws last closed [rad], and the
+    last jaw command [rad]; `closing` says which tools cut in this tick and along what."""
+
+    def __init__(self, tools: list[inst.Instrument], cutters: tuple[int, ...]) -> None:
+        self.tools, self.cutters = tools, cutters
+        self.open = np.zeros(len(tools))
+        self.last = np.full(len(tools), np.inf)
+
+    def closing(self, jaws: np.ndarray, link_pose: np.ndarray) -> list[tuple[int, Blade]]:
+        """Update from this tick's jaw commands (n_tools,) [rad]; for every cutter whose command
+        crosses below GRASP_CLOSE after opening past GRASP_OPEN, (tool, the blade surface its jaws
+        sweep closing from the widest opening), the shaft pose taken from link_pose (n_tools, 3, 7)."""
+        out = []
+        for i in self.cutters:
+            spec = self.tools[i].spec
+            cmd = float(jaws[i])
+            self.open[i] = max(self.open[i], min(cmd, spec.jaw_open_max))
+            if cmd < GRASP_CLOSE <= self.last[i]:
+                if self.open[i] > GRASP_OPEN:
+                    out.append((i, scissors_blade(link_pose[i, 0], spec, self.open[i])))
+                self.open[i] = max(cmd, 0.0)
+            self.last[i] = cmd
+        return out
+
+    def get_state(self) -> dict:
+        return {"open": self.open.copy(), "last": self.last.copy()}
+
+    def set_state(self, state: dict) -> None:
+        self.open[:] = state["open"]
+        self.last[:] = state["last"]
+
+    def hash_into(self, h) -> None:
+        h.update(self.open.tobytes())
+        h.update(self.last.tobytes())
+
+
+class Refactor:
+    """The pending factor rebuild after a topology change and the tick it is swapped in at."""
+
+    def __init__(self, dt: float) -> None:
+        self.dt = dt
+        self.job: FactorRebuild | None = None
+        self.swap_tick = -1
+
+    def start(self, model: TissueModel, tick: int) -> None:
+        """Factor `model` in a worker thread; swap it in at tick + REFACTOR_TICKS."""
+        self.job = FactorRebuild(model, self.dt)
+        self.swap_tick = tick + REFACTOR_TICKS
+
+    def due(self, model: TissueModel, tick: int) -> None:
+        """At the swap tick, make the rebuilt factor `model`'s (waits for the worker if late)."""
+        if tick == self.swap_tick and self.job is not None:
+            model.use_system(self.job.result())
+            self.swap_tick = -1
+
+    def get_state(self, model: TissueModel | None) -> dict:
+        return {"job": self.job, "swap_tick": self.swap_tick,
+                "system": model.system(self.dt) if model is not None else None}
+
+    def set_state(self, state: dict, model: TissueModel | None) -> None:
+        self.job, self.swap_tick = state["job"], state["swap_tick"]
+        if model is not None and state["system"] is not None:
+            model.use_system(state["system"])
+
+    def hash_into(self, h) -> None:
+        h.update(np.int64(self.swap_tick).tobytes())
+
+
+def capacities(model: TissueModel | None) -> tuple[int, int]:
+    """(node, surface triangle) capacities of the snapshot for a scene starting with `model`."""
+    if model is None:
+        return 0, 0
+    return NODE_CAPACITY * model.node_count, TRIANGLE_CAPACITY * model.surface.shape[0]
+
+
+def fits(model: TissueModel, caps: tuple[int, int]) -> bool:
+    """Whether a (changed) model fits the snapshot capacities."""
+    return model.node_count <= caps[0] and model.surface.shape[0] <= caps[1]
+
+
+def tissue_snapshot(model: TissueModel | None, state: TissueState | None, version: int,
+                    caps: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Fixed-shape tissue arrays of a snapshot (layout version 2): tissue_x (max_nodes, 3) [m]
+    (live rows first, the rest 0), tissue_tris (max_triangles, 3) float64 node ids of the live
+    outward surface (rest 0), tissue_topo (3,) = (topology version, node count, triangle count)."""
+    x = np.zeros((caps[0], 3))
+    tris = np.zeros((caps[1], 3))
+    topo = np.zeros(3)
+    if model is not None:
+        n, k = model.node_count, model.surface.shape[0]
+        x[:n] = state.x
+        tris[:k] = model.surface
+        topo[:] = (version, n, k)
+    return {"tissue_x": x, "tissue_tris": tris, "tissue_topo": topo}

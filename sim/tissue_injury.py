@@ -1,0 +1,251 @@
+"""What instruments do to tissue besides pushing and holding it: clips, damage and tearing, bleeding.
+
+One stage of the scene's tick (`sim.scene.Scene.tick`), around the tissue step:
+- `before_step` (after the contact stage has read the tools): a clip applier whose jaw command
+  closes past CLIP_FIRE fires a clip on the tissue between its jaws (`sim.clips`); it re-arms (the
+  next clip loads) when opened past CLIP_REARM. The clipped nodes are left out of tool contact from then on.
+- `after_step` (after the contact projection): the clips follow their nodes; the damage field
+  updates and separates failed elements (`sim.damage`), a
+  'tear' event carries the pulling force at the tear [N] (the largest tissue force on a tool
+  that tick); vessel failures open wounds, which bleed unless clipped on both sides
+  (`sim.bleeding`).
+
+Events (kind, tool, value, message): 'snip' (scissors blades closed past GRASP_CLOSE; value = the
+widest jaw command since the last snip [rad]: what the blades swept), 'clip_applied' (value = clip
+index), 'clip_missed' (-1: the jaws closed on nothing; -2: no clip left), 'tear' (value = force
+[N]), 'bleed_start' / 'bleed_stop' (value = blood lost [mL]).
+
+Snapshot rows (fixed sizes for the mailbox): `clips` (MAX_CLIPS, 8) and `blood` (1 + MAX_DROPS, 4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim import clips as clp
+from sim.bleeding import MAX_DROPS, Bleeding
+from sim.damage import TEAR_GAP_S, DamageField
+from sim.tool_scene import GRASP_CLOSE
+
+SCISSORS_NAME = "curved_scissors"  # sim.instruments.SCISSORS
+
+
+def is_scissors(spec) -> bool:
+    """True for an instrument with blades: closing them is a snip ('snip' event)."""
+    return spec.name == SCISSORS_NAME
+
+
+def is_clip_applier(spec) -> bool:
+    """True for an instrument that fires clips instead of grasping."""
+    return spec.has_jaws and not spec.grasps_tissue and spec.jaw_gap > 0.0
+
+
+class TissueInjury:
+    """Clips, damage and bleeding of one tissue body (see the module docstring).
+
+    Args: model, info (`sim.tissue_bodies.BodyInfo`), tools (the scene's instruments), dt [s],
+    contact (`sim.contact.ToolTissueContact`: its tool frames and its `skip` mask are shared).
+    """
+
+    def __init__(self, model, info, tools, dt: float, contact) -> None:
+        self.model, self.info, self.tools, self.dt, self.contact = model, info, tools, float(dt), contact
+        self.clips = clp.ClipSet(model, info, dt, len(tools))
+        self.damage = (DamageField(model, info.tear_stress, radius=info.damage_radius)
+                       if info.tear_stress is not None else None)
+        self.bleeding = Bleeding(model, info, dt, self.clips) if info.vessel else None
+        self.appliers = [i for i, t in enumerate(tools) if is_clip_applier(t.spec)]
+        self.cutters = [i for i, t in enumerate(tools) if is_scissors(t.spec)]
+        self.jaw_prev = np.zeros(len(tools))  # last jaw command [rad] (closed at the start: no snip)
+        self.widest = np.zeros(len(tools))  # widest jaw command since the last snip [rad]
+        self.tick = 0
+        self.last_tear = -(10**9)
+        self.probe = np.zeros(0, dtype=np.int64)
+        self._node_full = {name: getattr(info, name) for name in ("axial", "sector", "inner")
+                           if getattr(info, name) is not None}
+        self._events: list[tuple[str, int, float, str]] = []
+        self._clip_rows = np.zeros((clp.MAX_CLIPS, 8))
+        self._blood_rows = np.zeros((1 + MAX_DROPS, 4))
+
+    # -- per tick ------------------------------------------------------------------------------------
+
+    def before_step(self, state, jaws: np.ndarray) -> None:
+        """Fire or re-arm clip appliers and report scissors snips from the jaw commands [rad]
+        (n_tools,)."""
+        for i in self.cutters:
+            jaw = float(jaws[i])
+            self.widest[i] = max(self.widest[i], jaw)
+            if jaw < GRASP_CLOSE <= self.jaw_prev[i]:
+                self._events.append(("snip", i, round(float(self.widest[i]), 6),
+                                     f"tool {i} closed its blades (opened {self.widest[i]:.2f} rad)"))
+                self.widest[i] = jaw
+            self.jaw_prev[i] = jaw
+        clips = self.clips
+        for i in self.appliers:
+            jaw = float(jaws[i])
+            if clips.armed[i] and jaw < clp.CLIP_FIRE:
+                clips.armed[i] = False
+                self._fire(i, state)
+            elif not clips.armed[i] and jaw > clp.CLIP_REARM:
+                clips.armed[i] = True
+        clips.before_step()
+
+    def _fire(self, i: int, state) -> None:
+        tool = self.tools[i]
+        free = ~self.contact.skip & (self.clips.inv_mass > 0.0)
+        c = self.clips.fire(tool.spec, self.contact.frame_r[i], self.contact.frame_p[i],
+                            tool.read_state().jaw, state.x, free)
+        if c < 0:
+            why = "the jaws closed on no tissue" if c == -1 else f"all {clp.MAX_CLIPS} clips are used"
+            self._events.append(("clip_missed", i, float(c), f"clip lost: {why}"))
+            return
+        self.contact.skip[self.clips.node[c, :self.clips.count[c]]] = True
+        r = self.clips.records()[c]
+        where = ("" if np.isnan(r["along"]) else
+                 f" at {r['along'] * 1e3:.1f} mm along the tube, {r['angle']:.0f} deg to its axis, "
+                 f"{'across the whole width' if r['spans_width'] else 'NOT across the whole width'}")
+        self._events.append(("clip_applied", i, float(c), f"clip {c} applied{where}"))
+
+    def after_step(self, state, f_ext: np.ndarray, reaction: np.ndarray) -> None:
+        """Clip projection, damage and tearing, bleeding (f_ext (n, 3) [N]: the carried contact
+        forces, clip forces added; reaction (n_tools, 3) [N]: tissue force on each tool)."""
+        self.tick += 1
+        self.clips.after_step(state)
+        if self.damage is not None:
+            failed = self.damage.update(state)
+            if failed.size:
+                self._torn(failed, state, reaction)
+        if self.bleeding is not None:
+            self._events.extend(self.bleeding.step(state.x))
+
+    def set_probe(self, nodes) -> None:
+        """Measure the pulling force at a tear on these (clamped) nodes instead of the tools: the
+        tissue's elastic force on them [N] (a scripted pull by moving clamped nodes, as a tensile
+        tester does)."""
+        self.probe = np.asarray(nodes, dtype=np.int64).copy()
+
+    def pull_force(self, state, reaction: np.ndarray) -> tuple[float, int]:
+        """(force [N], tool index or -1) pulling on the tissue now: the probe's elastic force if a
+        probe is set, else the largest tissue force on a tool."""
+        if self.probe.size:
+            return float(np.linalg.norm(probe_force(self.model, state, self.probe))), -1
+        if not len(reaction):
+            return 0.0, -1
+        mags = np.linalg.norm(reaction, axis=1)
+        return float(mags.max()), int(np.argmax(mags))
+
+    def _torn(self, failed: np.ndarray, state, reaction: np.ndarray) -> None:
+        if self.tick - self.last_tear > TEAR_GAP_S / self.dt:
+            force, tool = self.pull_force(state, reaction)
+            self._events.append(("tear", tool, round(force, 6),
+                                 f"the {self.info.name} tore at {force:.2f} N (tears at "
+                                 f"{self.info.tear_force:.2f} N)"))
+        self.last_tear = self.tick
+        if self.bleeding is not None:
+            self.bleeding.open_wound(failed, state.x)
+
+    def retopologize(self, model, node_source: np.ndarray | None = None) -> None:
+        """The tissue has a new model (a cut or a restored state; node ids only ever appended,
+        element ids stable): per-node body arrays grow by their sources, every stage rebinds."""
+        self.model = model
+        info = self.info
+        n = model.node_count
+        for name in ("axial", "sector", "inner"):
+            full = self._node_full.get(name)
+            if full is None:
+                continue
+            if len(full) < n:
+                src = node_source if node_source is not None else np.arange(n)
+                full = self._node_full[name] = np.concatenate([full, full[src[len(full):n]]])
+            setattr(info, name, full[:n])
+        self.clips.retopologize(model)
+        if self.damage is not None:
+            self.damage.retopologize(model)
+        if self.bleeding is not None:
+            self.bleeding.model = model
+
+    def on_topology(self, change) -> None:
+        """Scene topology listener: rebind to the new model; a cut through a vessel opens a wound
+        (the live elements around the separated faces)."""
+        self.retopologize(change.model, change.node_source)
+        if self.bleeding is not None and len(change.faces):
+            nodes = np.zeros(change.model.node_count, dtype=bool)
+            nodes[change.faces.reshape(-1)] = True
+            elems = np.flatnonzero(nodes[change.model.tets].any(axis=1) & (change.model.volume > 0))
+            self.opened(np.r_[elems, change.killed], change.state)
+
+    def opened(self, elements: np.ndarray, state) -> None:
+        """Elements were cut or torn open (a wound there if the body is a vessel): the cutting
+        stage calls this with the elements its blade went through; tearing does it itself."""
+        if self.bleeding is not None and len(elements):
+            self.bleeding.open_wound(np.asarray(elements, dtype=np.int64), state.x)
+
+    def after_reset(self) -> None:
+        """After the tissue was reset to rest (a blow-up): clipped nodes stay out of contact."""
+        self.contact.skip[self.clips.clipped_nodes()] = True
+
+    def drain_events(self) -> list[tuple[str, int, float, str]]:
+        out, self._events = self._events, []
+        return out
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def snapshot_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(clips (MAX_CLIPS, 8), blood (1 + MAX_DROPS, 4)) copies for the snapshot."""
+        self.clips.poses(self._clip_rows)
+        if self.bleeding is not None:
+            self.bleeding.rows(self._blood_rows)
+        return self._clip_rows.copy(), self._blood_rows.copy()
+
+    def summary(self) -> dict:
+        """Clip records, damage metrics, blood lost [mL] (for procedures and reports)."""
+        out = {"clips": self.clips.records(), "blood_ml": self.bleeding.volume if self.bleeding else 0.0,
+               "bleeding": bool(self.bleeding and self.bleeding.rate > 0.0)}
+        if self.damage is not None:
+            out.update(self.damage.summary())
+        return out
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def get_state(self) -> dict:
+        return {"tick": self.tick, "last_tear": self.last_tear, "jaw_prev": self.jaw_prev.copy(),
+                "widest": self.widest.copy(), "clips": self.clips.get_state(),
+                "damage": self.damage.get_state() if self.damage else None,
+                "bleeding": self.bleeding.get_state() if self.bleeding else None}
+
+    def set_state(self, saved: dict) -> None:
+        self.tick, self.last_tear = saved["tick"], saved["last_tear"]
+        self.jaw_prev[:] = saved["jaw_prev"]
+        self.widest[:] = saved["widest"]
+        self.clips.set_state(saved["clips"])
+        if self.damage is not None:
+            self.damage.set_state(saved["damage"])
+        if self.bleeding is not None:
+            self.bleeding.set_state(saved["bleeding"])
+        self._events = []
+
+    def hash_into(self, h) -> None:
+        h.update(np.int64(self.tick).tobytes())
+        h.update(np.int64(self.last_tear).tobytes())
+        h.update(self.jaw_prev.tobytes())
+        h.update(self.widest.tobytes())
+        self.clips.hash_into(h)
+        if self.damage is not None:
+            self.damage.hash_into(h)
+        if self.bleeding is not None:
+            self.bleeding.hash_into(h)
+
+
+def probe_force(model, state, nodes: np.ndarray) -> np.ndarray:
+    """Sum of the element (elastic + damping) forces on `nodes` [N], (3,), from the corner forces
+    of the last step's last energy evaluation (`TissueState.force`)."""
+    total = np.zeros(3)
+    f = state.force
+    for i in nodes:
+        for k in range(int(model.node_ptr[i]), int(model.node_ptr[i + 1])):
+            code = int(model.node_inc[k])
+            e, corner = code >> 2, code & 3
+            if corner == 0:
+                total -= f[0::3, e].sum(), f[1::3, e].sum(), f[2::3, e].sum()
+            else:
+                total += f[3 * (corner - 1):3 * corner, e]
+    return total

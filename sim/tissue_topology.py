@@ -1,0 +1,605 @@
+"""Topology changes of a tissue body: cut along a blade, separate faces (tearing), remove elements,
+and the solver's factor after a change.
+
+A change never mutates a `TissueModel`: it returns a `TopologyChange` holding a new model and a new
+state, which the caller (the scene) swaps in at a tick boundary. Node ids are stable (nodes are
+only appended: a split node keeps its id on one side), element ids are stable (a removed element
+stays in the arrays, dead: volume 0, no stiffness, no mass). Method, choices and measurements:
+docs/cutting.md.
+
+The cut (`cut`): every mesh edge that crosses the blade surface has its nearer end moved onto the
+blade, along the edge, in both the rest and the current configuration (an interior node moved
+inside its star leaves the body's volume unchanged; a surface node is only moved along a surface
+edge where it can be). Then every mesh face whose three nodes lie on the blade separates the two
+elements on its sides (`separate_faces`). The new boundary is made of mesh faces with their
+corners on the blade, so it follows the blade to within the sagitta of a face on a curved blade,
+whatever the element size, and no element smaller than the mesh's own is created (elements
+flattened onto the blade have zero volume and die: they carried no volume).
+
+The solver (`extend_system`, `FactorRebuild`): the model after a change starts with the old
+factor, its new nodes given their own diagonal blocks; it is only the preconditioner of the
+solver's line-searched iterations (docs/tissue-solver.md), so steps stay energy-decreasing. A
+worker thread factors the new matrix; the caller swaps it in at a fixed tick (`REFACTOR_TICKS`
+after the change), waiting if needed, so replays are bit-identical.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+
+import numba as nb
+import numpy as np
+
+from sim import fem
+from sim.cutting import END_TOL, Blade, edge_hits, point_distances
+from sim.sparse_factor import BlockLDLFactor
+from sim.tissue import TissueModel, TissueState, TissueSystem
+
+#: Ticks between a topology change and the swap of the rebuilt factor (~0.2 s of factoring at 5k
+#: tets on one core; the swap waits for the worker if it is late, so this only decides speed).
+REFACTOR_TICKS = 400
+#: A node within this distance [m] of the blade counts as lying on it.
+ON_BLADE_TOL = 1e-7
+#: Faces of tet (0, 1, 2, 3), normals away from the opposite corner for a positive tet.
+TET_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
+TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]], dtype=np.int64)
+#: TissueState arrays with one row per node (gathered through node_source after a change).
+NODE_ARRAYS = ("x", "v", "x_prev", "v_prev", "x_last", "v_last", "xp", "y", "x_base", "dx", "pz",
+               "r_prev", "r_node", "res", "node_e", "f_sum")
+#: TissueState per-element scratch, rewritten by every step before it is read: a changed state
+#: shares these with the state it came from (one of the two is stepped from then on).
+ELEMENT_SCRATCH = ("grad", "force", "weight", "energy", "q0")
+
+
+@dataclass(frozen=True, eq=False)
+class TopologyChange:
+    """What a topology operation made (see docs/cutting.md, "API").
+
+    Attributes:
+        model, state: the new TissueModel and TissueState (the old ones are untouched).
+        node_source: (n_new,) int64, the old node each new node comes from (identity for old ids).
+        moved: (j,) int64, nodes moved onto the blade (cut only).
+        killed: (k,) int64, elements that died in this change.
+        faces: (f, 2, 3) int64, each separated face from its two sides (new node ids, outward).
+        length: [m] extent of the separated faces along the blade direction (0 without a blade).
+        area: [m^2] area of the separated faces (one side, current configuration).
+        system: the step matrix the new model starts with (stale factor, extended).
+    """
+
+    model: TissueModel
+    state: TissueState
+    node_source: np.ndarray
+    moved: np.ndarray
+    killed: np.ndarray
+    faces: np.ndarray
+    length: float
+    area: float
+    system: TissueSystem
+
+
+# -- faces -----------------------------------------------------------------------------------------
+
+
+def face_keys(tri: np.ndarray, n: int) -> np.ndarray:
+    """One int64 key per triangle (k, 3) of node ids < n, independent of corner order."""
+    s = np.sort(np.asarray(tri, dtype=np.int64), axis=1)
+    return (s[:, 0] * n + s[:, 1]) * n + s[:, 2]
+
+
+def _live_faces(tets: np.ndarray, live: np.ndarray):
+    """Faces of the live elements: (faces (4l, 3) outward, keys sorted order, elements)."""
+    eid = np.flatnonzero(live)
+    faces = tets[eid][:, TET_FACES].reshape(-1, 3).astype(np.int64)
+    return faces, np.repeat(eid, 4)
+
+
+def surface_of(tets: np.ndarray, live: np.ndarray, n: int) -> np.ndarray:
+    """Outward boundary triangles (k, 3) int32 of the live elements, in a deterministic order
+    (sorted by face key)."""
+    faces, _ = _live_faces(tets, live)
+    keys = face_keys(faces, n)
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    single = np.ones(k.size, dtype=bool)
+    dup = k[1:] == k[:-1]
+    single[1:] &= ~dup
+    single[:-1] &= ~dup
+    return faces[order[single]].astype(np.int32)
+
+
+def interior_faces(model: TissueModel) -> tuple[np.ndarray, np.ndarray]:
+    """Every face shared by two live elements: (faces (f, 3) int64 node ids, as seen from the first
+    element, elems (f, 2) int64 element ids), in face-key order. Candidates for tearing."""
+    faces, elem = _live_faces(model.tets, model.volume > 0.0)
+    keys = face_keys(faces, model.node_count)
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    first = np.flatnonzero(k[1:] == k[:-1])
+    return faces[order[first]], np.stack([elem[order[first]], elem[order[first + 1]]], axis=1)
+
+
+# -- splitting nodes -------------------------------------------------------------------------------
+
+
+@nb.njit(nogil=True, cache=True)
+def _shared_face_key(tets, e, f, n):
+    """Key of the face elements e and f share (3 common nodes), or -1."""
+    c = 0
+    lo = n
+    hi = -1
+    total = 0
+    for a in range(4):
+        na = tets[e, a]
+        for b in range(4):
+            if tets[f, b] == na:
+                c += 1
+                lo = min(lo, na)
+                hi = max(hi, na)
+                total += na
+    if c != 3:
+        return -1
+    return (lo * n + (total - lo - hi)) * n + hi
+
+
+@nb.njit(nogil=True, cache=True)
+def split_groups(tets, live, node_ptr, node_inc, sep_keys, nodes, n, inc_out, copy_out):
+    """For each node of `nodes`, group its live elements into classes connected through shared
+    faces that are not in sep_keys (sorted int64 face keys). Writes one row per (node, live
+    element) incidence into inc_out (r, 3) = (node, element, local corner) and the copy index into
+    copy_out (r,) (0: the class holding the node's lowest element keeps the id). Returns rows."""
+    r = 0
+    for t in range(nodes.shape[0]):
+        v = nodes[t]
+        lo = node_ptr[v]
+        hi = node_ptr[v + 1]
+        cnt = 0
+        elems = np.empty(hi - lo, dtype=np.int64)
+        corner = np.empty(hi - lo, dtype=np.int64)
+        for k in range(lo, hi):
+            e = node_inc[k] >> 2
+            if live[e]:
+                elems[cnt] = e
+                corner[cnt] = node_inc[k] & 3
+                cnt += 1
+        parent = np.arange(cnt)
+        for i in range(cnt):
+            for j in range(i + 1, cnt):
+                key = _shared_face_key(tets, elems[i], elems[j], n)
+                if key < 0:
+                    continue
+                pos = np.searchsorted(sep_keys, key)
+                if pos < sep_keys.shape[0] and sep_keys[pos] == key:
+                    continue
+                a = i
+                while parent[a] != a:
+                    a = parent[a]
+                b = j
+                while parent[b] != b:
+                    b = parent[b]
+                if a != b:
+                    if a < b:
+                        parent[b] = a
+                    else:
+                        parent[a] = b
+        label = np.full(cnt, -1, dtype=np.int64)
+        groups = 0
+        for i in range(cnt):  # elements are in increasing id order: class 0 holds the lowest
+            a = i
+            while parent[a] != a:
+                a = parent[a]
+            if label[a] < 0:
+                label[a] = groups
+                groups += 1
+            inc_out[r, 0] = v
+            inc_out[r, 1] = elems[i]
+            inc_out[r, 2] = corner[i]
+            copy_out[r] = label[a]
+            r += 1
+    return r
+
+
+# -- building the changed model and state ----------------------------------------------------------
+
+
+@nb.njit(nogil=True, cache=True)
+def incidence(tets, n, node_ptr, node_inc, node_rep):
+    """Node -> (element*4 + corner) incidence by counting sort, the same arrays as
+    `sim.tissue.node_incidence` (corners in element order) without its O(m log m) sort."""
+    node_ptr[:] = 0
+    m = tets.shape[0]
+    for e in range(m):
+        for c in range(4):
+            node_ptr[tets[e, c] + 1] += 1
+    for i in range(n):
+        node_ptr[i + 1] += node_ptr[i]
+    fill = node_ptr[:-1].copy()
+    for e in range(m):
+        for c in range(4):
+            v = tets[e, c]
+            node_inc[fill[v]] = 4 * e + c
+            fill[v] += 1
+    for i in range(n):
+        node_rep[i] = node_inc[node_ptr[i]] >> 2 if node_ptr[i + 1] > node_ptr[i] else 0
+
+
+def _incident_elements(model: TissueModel, nodes: np.ndarray) -> np.ndarray:
+    """Sorted unique ids of the elements (live or dead) around `nodes`."""
+    if nodes.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    ptr = model.node_ptr.astype(np.int64)
+    lo, hi = ptr[nodes], ptr[nodes + 1]
+    start = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
+    idx = np.repeat(lo - start, hi - lo) + np.arange(int((hi - lo).sum()))
+    return np.unique(model.node_inc[idx].astype(np.int64) >> 2)
+
+
+def _rebuild(model: TissueModel, state: TissueState, rest: np.ndarray, x: np.ndarray,
+             dead: np.ndarray, sep_keys: np.ndarray, affected: np.ndarray,
+             shape: tuple[np.ndarray, np.ndarray, np.ndarray] | None, moved: np.ndarray, dt: float,
+             blade: Blade | None) -> TopologyChange | None:
+    """Split the affected nodes along sep_keys (elements `dead` die first), then build the new
+    model, state and system. shape: (elements, dm_inv, volume) of elements whose rest shape
+    changed (moved corners). Work is local to the elements around the affected nodes, except
+    for a few O(n + m) copies and the incidence's counting sort."""
+    n_old, m = model.node_count, model.tet_count
+    live = (model.volume > 0.0) & ~dead
+    old_tets = model.tets.astype(np.int64)
+    sep_keys = np.sort(sep_keys)
+    affected = np.unique(affected)
+    deg = np.diff(model.node_ptr.astype(np.int64))
+    rows = int(deg[affected].sum())
+    inc = np.empty((rows, 3), dtype=np.int64)
+    cp = np.empty(rows, dtype=np.int64)
+    rows = split_groups(old_tets, live, model.node_ptr, model.node_inc, sep_keys, affected, n_old,
+                        inc, cp)
+    inc, cp = inc[:rows], cp[:rows]
+    extra = cp > 0
+    if not extra.any() and not dead.any() and moved.size == 0:
+        return None
+    # New ids in (node, copy) order: deterministic.
+    pairs = np.unique(inc[extra, 0] * 64 + cp[extra])
+    node_source = np.concatenate([np.arange(n_old), pairs // 64])
+    n = node_source.size
+    tets = old_tets.copy()
+    tets[inc[extra, 1], inc[extra, 2]] = n_old + np.searchsorted(pairs, inc[extra, 0] * 64 + cp[extra])
+
+    # Element arrays: copies; rest shape redone where a corner moved; dead ones zeroed.
+    volume = model.volume.copy()
+    dm_inv = model.dm_inv.copy()
+    mu, lam = model.mu.copy(), model.lam.copy()
+    if shape is not None:
+        dm_inv[shape[0]] = shape[1]
+        volume[shape[0]] = shape[2]
+    newly = np.flatnonzero(dead & (model.volume > 0.0))
+    volume[dead] = 0.0
+    dm_inv[dead] = 0.0
+    mu[dead] = 0.0
+    lam[dead] = 0.0
+    alive = volume > 0.0
+    mass = np.bincount(tets.reshape(-1), weights=np.repeat(model.material.density * volume / 4.0, 4),
+                       minlength=n)
+    fixed = model.fixed[node_source] | (mass <= 0.0)
+    node_ptr = np.empty(n + 1, dtype=np.uint32)
+    node_inc = np.empty(4 * m, dtype=np.uint32)
+    node_rep = np.empty(n, dtype=np.uint32)
+    incidence(tets, n, node_ptr, node_inc, node_rep)
+
+    # Surface: faces without an affected node keep their status; faces with one belong only to
+    # elements around affected nodes, whose faces are recounted.
+    around = _incident_elements(model, affected)
+    around_live = around[alive[around]]
+    faces_new = tets[around_live][:, TET_FACES].reshape(-1, 3)
+    faces_old = old_tets[around_live][:, TET_FACES].reshape(-1, 3)
+    touch = np.zeros(n_old, dtype=bool)
+    touch[affected] = True
+    with_aff = touch[faces_old].any(axis=1)
+    keys_new = face_keys(faces_new, n)
+    uk, inv, cnt = np.unique(keys_new, return_inverse=True, return_counts=True)
+    boundary = with_aff & (cnt[inv] == 1)
+    old_surf = np.asarray(model.surface, dtype=np.int64)
+    keep = ~touch[old_surf].any(axis=1)
+    surface = np.concatenate([old_surf[keep], faces_new[boundary][np.argsort(keys_new[boundary],
+                                                                               kind="stable")]])
+
+    tets32 = tets.astype(np.int32)
+    new_model = model.with_topology(
+        rest=rest[node_source], tets=tets32, surface=surface.astype(np.int32), mass=mass,
+        fixed=fixed, mu=mu, lam=lam, dm_inv=dm_inv,
+        dm_inv_rows=np.ascontiguousarray(dm_inv.reshape(m, 9).T), volume=volume,
+        node_ptr=node_ptr, node_inc=node_inc, node_rep=node_rep, tets_u=tets32.astype(np.uint32))
+    new_state = _resize_state(state, x, node_source)
+    system = extend_system(model.system(dt), new_model, node_source, dt)
+    new_model.use_system(system)
+    new_state.rhs = np.zeros((system.factor.d_inv.shape[0], 3))
+
+    # The separated faces, seen from both sides (outward faces of the two elements).
+    hit = np.isin(face_keys(faces_old, n_old), sep_keys)
+    order = np.argsort(face_keys(faces_old[hit], n_old), kind="stable")
+    two = faces_new[hit][order]
+    two = two.reshape(-1, 2, 3) if len(two) % 2 == 0 else np.zeros((0, 2, 3), np.int64)
+    length = area = 0.0
+    if two.size:
+        tri = new_state.x[two[:, 0]]
+        area = 0.5 * float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                                          axis=1).sum())
+        if blade is not None:
+            proj = tri.reshape(-1, 3) @ blade.direction
+            length = float(proj.max() - proj.min())
+    return TopologyChange(model=new_model, state=new_state, node_source=node_source,
+                          moved=np.asarray(moved, dtype=np.int64), killed=newly, faces=two,
+                          length=length, area=area, system=system)
+
+
+def _resize_state(state: TissueState, x: np.ndarray, node_source: np.ndarray) -> TissueState:
+    """A copy of `state` for the new node set: node rows gathered from their sources (x from the
+    possibly moved positions `x`), element rows copied, counters kept."""
+    out = {}
+    for f in fields(state):
+        v = getattr(state, f.name)
+        if f.name == "x":
+            out[f.name] = np.ascontiguousarray(x[node_source])
+        elif f.name in NODE_ARRAYS:
+            out[f.name] = np.ascontiguousarray(v[node_source])
+        elif f.name in ELEMENT_SCRATCH:
+            out[f.name] = v
+        elif isinstance(v, np.ndarray):
+            out[f.name] = v.copy()
+        else:
+            out[f.name] = v
+    return TissueState(**out)
+
+
+# -- the solver after a change ---------------------------------------------------------------------
+
+
+def node_diagonal_blocks(model: TissueModel, nodes: np.ndarray, dt: float) -> np.ndarray:
+    """The step matrix's diagonal 3x3 blocks (1 + h' alpha) m_i I + h' (h' + beta) K_ii of
+    `nodes` (j,), shape (j, 3, 3) (h' = 2 dt / 3)."""
+    mat = model.material
+    hb = 2.0 * dt / 3.0
+    out = np.zeros((nodes.size, 3, 3))
+    out += ((1.0 + hb * mat.mass_damping) * model.mass[nodes])[:, None, None] * np.eye(3)
+    ptr = model.node_ptr.astype(np.int64)
+    lo, hi = ptr[nodes], ptr[nodes + 1]
+    start = np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
+    codes = model.node_inc[np.repeat(lo - start, hi - lo) + np.arange(int((hi - lo).sum()))]
+    codes = codes.astype(np.int64)
+    owner = np.repeat(np.arange(nodes.size), hi - lo)
+    e, a = codes >> 2, codes & 3
+    g = fem.shape_gradients(model.dm_inv[e])[np.arange(e.size), a]  # (k, 3) [1/m]
+    w = model.volume[e]
+    gg = g[:, :, None] * g[:, None, :]
+    kk = (w * model.mu[e])[:, None, None] * (np.einsum("ki,ki->k", g, g)[:, None, None] * np.eye(3) + gg)
+    kk += (w * model.lam[e])[:, None, None] * gg
+    np.add.at(out, owner, hb * (hb + mat.damping) * kk)
+    return out
+
+
+def extend_system(old: TissueSystem, model: TissueModel, node_source: np.ndarray, dt: float) -> TissueSystem:
+    """The old factor as the new model's preconditioner: old free nodes keep their factor rows,
+    new free nodes get new rows with no coupling and their own diagonal block; rows of nodes that
+    became fixed are cut off from the others (their L entries zeroed), so their stale values never
+    reach a free node."""
+    fac = old.factor
+    k_old = fac.d_inv.shape[0]
+    n_old = old.fpos.shape[0]
+    fpos = np.full(model.node_count, -1, dtype=np.int32)
+    fpos[:n_old] = old.fpos
+    gone = np.flatnonzero(model.fixed[:n_old] & (old.fpos >= 0))
+    l_val = fac.l_val
+    if gone.size:
+        slots = old.fpos[gone]
+        fpos[gone] = -1
+        rows = np.repeat(np.arange(k_old), np.diff(fac.l_ptr.astype(np.int64)))
+        cut = np.isin(fac.l_col, slots) | np.isin(rows, slots)
+        if cut.any():
+            l_val = l_val.copy()
+            l_val[cut] = 0.0
+    new = np.flatnonzero(~model.fixed[n_old:]) + n_old
+    fpos[new] = k_old + np.arange(new.size, dtype=np.int32)
+    d_new = np.linalg.inv(node_diagonal_blocks(model, new, dt)) if new.size else np.zeros((0, 3, 3))
+    factor = BlockLDLFactor(
+        order=np.concatenate([fac.order, new.astype(np.int32)]),
+        l_ptr=np.concatenate([fac.l_ptr, np.full(new.size, fac.l_ptr[-1], dtype=np.uint32)]),
+        l_col=fac.l_col, l_val=l_val,
+        d_inv=np.ascontiguousarray(np.concatenate([fac.d_inv, d_new])),
+    )
+    return TissueSystem(dt=old.dt, factor=factor, fpos=fpos)
+
+
+class FactorRebuild:
+    """Factors a model's exact step matrix in a worker thread (SciPy's SuperLU and NumPy release
+    the GIL for the heavy parts); `result()` waits for it. One per model (`for_model`), so a saved
+    state restored later finds the factor already built."""
+
+    def __init__(self, model: TissueModel, dt: float) -> None:
+        self.model, self.dt = model, dt
+        self._result: TissueSystem | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tissue-refactor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = TissueSystem.build(self.model, self.dt)
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def ready(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> TissueSystem:
+        """The factored system; blocks until the worker is done."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+# -- operations --------------------------------------------------------------------------------------
+
+
+@nb.njit(nogil=True, cache=True)
+def move_ends(ends, t, pick, forbidden, order, x, rest, moved):
+    """Resolve crossing edges in `order`: an edge (a, b) crossing the blade at a + t (b - a) whose
+    ends are both unmoved gets end pick (0: a, 1: b) moved onto the crossing, in x and rest (n, 3)
+    [m] alike, unless that move is forbidden (e, 2) (it would unclamp a node). Marks moved nodes
+    in `moved` (n,)."""
+    for j in order:
+        a = ends[j, 0]
+        b = ends[j, 1]
+        tj = t[j]
+        if moved[a] or moved[b] or tj <= END_TOL or tj >= 1.0 - END_TOL:
+            continue
+        k = pick[j]
+        if forbidden[j, k]:
+            continue
+        node, other, f = (a, b, tj) if k == 0 else (b, a, 1.0 - tj)
+        for c in range(3):
+            x[node, c] += f * (x[other, c] - x[node, c])
+            rest[node, c] += f * (rest[other, c] - rest[node, c])
+        moved[node] = True
+
+
+@nb.njit(nogil=True, cache=True)
+def elements_in_box(tets, x, volume, lo, hi, out):
+    """out[e] = live element e's bounding box (at positions x) overlaps the box lo-hi [m]."""
+    for e in range(tets.shape[0]):
+        if volume[e] <= 0.0:
+            out[e] = False
+            continue
+        inside = True
+        for c in range(3):
+            a = x[tets[e, 0], c]
+            mn = a
+            mx = a
+            for k in range(1, 4):
+                a = x[tets[e, k], c]
+                mn = min(mn, a)
+                mx = max(mx, a)
+            if mn > hi[c] or mx < lo[c]:
+                inside = False
+        out[e] = inside
+
+
+def _edges_of(tets: np.ndarray, n: int) -> np.ndarray:
+    """Unique edges (e, 2) int64 (a < b) of tets (m, 4)."""
+    e = np.sort(tets[:, TET_EDGES].reshape(-1, 2).astype(np.int64), axis=1)
+    keys = np.unique(e[:, 0] * n + e[:, 1])
+    return np.stack([keys // n, keys % n], axis=1)
+
+
+def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> TopologyChange | None:
+    """Separate the tissue along the blade surface (module docstring); None if nothing is cut.
+
+    Positions are the current ones (state.x): the blade is in world coordinates.
+    """
+    n = model.node_count
+    x = state.x
+    live = model.volume > 0.0
+    lo, hi = blade.bounds()
+    near = np.zeros(model.tet_count, dtype=np.bool_)
+    elements_in_box(model.tets_u, x, model.volume, lo, hi, near)
+    if not near.any():
+        return None
+    cand = np.flatnonzero(near)
+    edges = _edges_of(model.tets[cand], n)
+    s = np.empty(edges.shape[0])
+    edge_hits(x, edges, blade.triangles, s)
+    hit = np.flatnonzero(s >= 0.0)
+    rest = model.rest.copy()
+    xn = x.copy()
+    on_surface = np.zeros(n, dtype=bool)
+    on_surface[model.surface.reshape(-1)] = True
+    sk = np.sort(model.surface[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).astype(np.int64), axis=1)
+    surf_edge = np.isin(edges[hit, 0] * n + edges[hit, 1], sk[:, 0] * n + sk[:, 1])
+    # Each crossing edge offers two moves (either end onto the crossing point). Rank them: a
+    # clamped node stays clamped; a surface node leaves the surface only as a last resort (it
+    # dents the surface: the volume changes); no end moved more than 0.75, then 0.6, of the edge;
+    # shortest move first; take the edges in the order of their best move (greedy), so
+    # that a crossing is usually already resolved before it would need a bad move.
+    ends = edges[hit]
+    t = s[hit]
+    frac = np.stack([t, 1.0 - t], axis=1)
+    length = np.linalg.norm(x[ends[:, 1]] - x[ends[:, 0]], axis=1)
+    leaves = on_surface[ends] & ~surf_edge[:, None]
+    # A clamped node may only slide toward another clamped one (the clamp stays where it was).
+    unclamps = model.fixed[ends] & ~model.fixed[ends[:, ::-1]]
+    score = (unclamps * 32.0 + leaves * 16.0 + (frac > 0.75) * 8.0 + (frac > 0.6) * 2.0
+             + frac * length[:, None] / max(float(length.max(initial=0.0)), 1e-12))
+    pick = np.argmin(score, axis=1)
+    moved_mask = np.zeros(n, dtype=np.bool_)
+    order = np.argsort(score[np.arange(hit.size), pick], kind="stable")
+    move_ends(ends, t, pick, unclamps, order, xn, rest, moved_mask)
+    moved = np.flatnonzero(moved_mask)
+    # Elements beside a moved node may now touch the blade too.
+    around_moved = _incident_elements(model, moved)
+    near[around_moved[live[around_moved]]] = True
+    cand = np.flatnonzero(near)
+    cand_nodes = np.unique(model.tets[cand])
+    dist = np.empty(cand_nodes.size)
+    point_distances(np.ascontiguousarray(xn[cand_nodes]), blade.triangles, dist)
+    on_blade = np.zeros(n, dtype=bool)
+    on_blade[cand_nodes[dist <= ON_BLADE_TOL]] = True
+    on_blade |= moved_mask
+    if not on_blade.any():
+        return None
+    # Elements with all four corners on the blade are flat: they die (they hold no volume); so
+    # does one a move turned inside out (none in the tests and benchmark: counted in `killed`).
+    flat = np.zeros(model.tet_count, dtype=bool)
+    flat[cand] = on_blade[model.tets[cand]].all(axis=1)
+    shape = None
+    if moved.size:
+        touched = around_moved[live[around_moved] & ~flat[around_moved]]
+        p = rest[model.tets[touched]]
+        dm = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1)
+        vol = np.linalg.det(dm) / 6.0
+        ok = vol > 0.0
+        flat[touched[~ok]] = True
+        shape = (touched[ok], np.linalg.inv(dm[ok]), vol[ok])
+    # Faces of the candidate elements lying on the blade, shared by two elements that stay alive.
+    alive_c = cand[~flat[cand]]
+    faces = model.tets[alive_c][:, TET_FACES].reshape(-1, 3)
+    onf = on_blade[faces].all(axis=1)
+    keys = face_keys(faces[onf], n)
+    uk, cnt = np.unique(keys, return_counts=True)
+    sep = uk[cnt == 2]
+    sep_nodes = np.unique(faces[onf][np.isin(keys, sep)])
+    affected = np.concatenate([sep_nodes, np.unique(model.tets[flat])]).astype(np.int64)
+    if sep.size == 0 and not flat.any() and moved.size == 0:
+        return None
+    return _rebuild(model, state, rest, xn, flat, sep, affected, shape, moved, dt, blade)
+
+
+def separate_faces(model: TissueModel, state: TissueState, faces: np.ndarray, *,
+                   dt: float) -> TopologyChange | None:
+    """Separate the elements on either side of the given interior faces (k, 3) node ids (any order):
+    the nodes along them are duplicated so that the two sides no longer share them. Faces that are
+    not shared by two live elements are ignored. None if nothing separates."""
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if faces.size == 0:
+        return None
+    n = model.node_count
+    inner, _ = interior_faces(model)
+    keys = np.intersect1d(face_keys(faces, n), face_keys(inner, n))
+    if keys.size == 0:
+        return None
+    nodes = np.unique(np.stack([keys // (n * n), (keys // n) % n, keys % n], axis=1))
+    return _rebuild(model, state, model.rest, state.x, np.zeros(model.tet_count, bool), keys, nodes,
+                    None, np.zeros(0, np.int64), dt, None)
+
+
+def remove_elements(model: TissueModel, state: TissueState, elements: np.ndarray, *,
+                    dt: float) -> TopologyChange | None:
+    """Kill the given elements (k,) (ids stay; volume, stiffness and mass go to 0). Their nodes are
+    split where the remaining elements around them no longer connect; nodes left with no live
+    element become fixed. None if all were dead already."""
+    el = np.unique(np.asarray(elements, dtype=np.int64))
+    el = el[model.volume[el] > 0.0]
+    if el.size == 0:
+        return None
+    dead = np.zeros(model.tet_count, dtype=bool)
+    dead[el] = True
+    return _rebuild(model, state, model.rest, state.x, dead, np.zeros(0, np.int64),
+                    np.unique(model.tets[el]).astype(np.int64), None, np.zeros(0, np.int64), dt, None)

@@ -1,0 +1,130 @@
+"""FLS pattern cut: the cut geometry, scoring on known traces, and the procedure on the real scene."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from procedures import pattern_cut as pc
+from procedures.base import Trace
+from procedures.scoring import fls_score
+from sim.scene import SceneEvent
+
+PLANE_Z = 0.03
+
+
+def quat_of(r: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) of a rotation matrix."""
+    return Rotation.from_matrix(r).as_quat()
+
+
+def scissors_pose(point, tangent, depth=0.0015) -> np.ndarray:
+    """A vertical scissors shaft through `point` (x, y) on the gauze, tip `depth` below it, blades
+    opening along `tangent` (x, y)."""
+    t = np.r_[np.asarray(tangent, float), 0.0]
+    t /= np.linalg.norm(t)
+    u = np.array([0.0, 0.0, 1.0])
+    r = np.column_stack([np.cross(t, u), t, u])  # local x, y (opening), z (up the shaft)
+    return np.r_[point[0], point[1], PLANE_Z - depth, quat_of(r)]
+
+
+def snip_trace(offsets, opening=0.6, n=28, t_end=20.0, dt=1e-3) -> Trace:
+    """A Trace with n snips around the circle, snip k aimed offsets[k] [m] outside it."""
+    rows = int(round(t_end / dt))
+    pose = np.zeros((rows, 2, 7))
+    pose[:, :, 6] = 1.0
+    events = []
+    for k in range(n):
+        phi = 2 * np.pi * k / n
+        r = pc.RADIUS + offsets[k]
+        row = 1000 + k * 500
+        aim = (r * np.cos(phi), r * np.sin(phi))
+        pose[row, pc.SCISSORS] = scissors_pose(aim, (-np.sin(phi), np.cos(phi)))
+        events.append(SceneEvent(row, "snip", pc.SCISSORS, opening, "snip"))
+    return Trace(dt=dt, t=(np.arange(rows) + 1) * dt, tool_pose=pose, jaws=np.zeros((rows, 2)),
+                 force=np.zeros((rows, 2, 3)), scope_pose=np.tile([0, -0.15, 0.25, 0, 0, 0, 1.0], (rows, 1)),
+                 events=events)
+
+
+def test_snip_points_lie_on_the_blade_chord():
+    pose = scissors_pose((pc.RADIUS, 0.0), (0.0, 1.0))
+    pts = pc.snip_points(pose, 0.6, PLANE_Z)
+    assert len(pts) == pc.FAN_SAMPLES
+    assert np.allclose(pts[:, 0], pc.RADIUS, atol=1e-12)  # along the tangent through the aim point
+    half = (pc.JAW_LENGTH - 0.0015) * np.tan(0.3)  # hinge height over the gauze x tan(half opening)
+    assert pts[:, 1].max() == pytest.approx(half, rel=1e-9)
+    assert pts[:, 1].min() == pytest.approx(-half, rel=1e-9)
+    # a chord of the circle: its ends stray by half^2 / (2 R)
+    assert pc.deviation(pts).max() == pytest.approx(half**2 / (2 * pc.RADIUS), rel=0.02)
+    assert len(pc.snip_points(scissors_pose((0.0, 0.0), (1, 0), depth=-0.002), 0.6, PLANE_Z)) == 0  # above it
+
+
+def test_accurate_cut_frees_the_disc_with_no_penalty():
+    book = pc.book_from_trace(snip_trace(np.zeros(28)), PLANE_Z)
+    assert book.coverage == 1.0
+    assert book.area == 0.0 and book.off_line == 0
+    assert book.dev_max < 0.5 * pc.LINE_W
+
+
+def test_cut_off_the_line_is_penalised_by_the_area_outside():
+    off = np.zeros(28)
+    off[5] = 0.003  # one snip 3 mm outside: its chord is 2 mm outside the line's edge, ~7.7 mm long
+    book = pc.book_from_trace(snip_trace(off), PLANE_Z)
+    assert book.off_line == 1 and book.coverage == 1.0  # 3 mm is within the band that still frees it
+    chord = 2 * (pc.JAW_LENGTH - 0.0015) * np.tan(0.3)
+    assert book.area == pytest.approx(0.002 * chord, rel=0.15)  # ~ (3 - 1) mm x the chord
+    penalty = pc.penalty_of(book.area)
+    assert penalty == pytest.approx(100 * book.area / (2 * np.pi * pc.RADIUS * pc.LINE_W))
+    assert fls_score(60.0, penalty, pc.CUTOFF_S) < fls_score(60.0, 0.0, pc.CUTOFF_S)
+
+
+def test_gap_leaves_the_disc_attached():
+    off = np.zeros(28)
+    off[10] = 0.02  # that snip cuts 2 cm off the circle: the circle there is not cut
+    book = pc.book_from_trace(snip_trace(off), PLANE_Z)
+    assert book.coverage < 1.0
+
+
+def test_result_of_a_known_trace():
+    """The procedure's result from a trace: time, penalty, proficiency."""
+    proc = pc.PatternCut()
+    proc.status, proc.time_s, proc.plane_z = "success", 40.0, PLANE_Z
+    good = proc.result(snip_trace(np.zeros(28)))
+    assert good.passed and good.score == fls_score(40.0, 0.0, pc.CUTOFF_S)
+    assert good.metrics["area_outside_line"].value == 0.0 and good.metrics["circle_cut"].value == 1.0
+    off = np.zeros(28)
+    off[3] = 0.0025
+    bad = proc.result(snip_trace(off))
+    assert not bad.passed and bad.score < good.score  # within the time, but not all within the line
+    proc.time_s = 120.0
+    slow = proc.result(snip_trace(np.zeros(28)))
+    assert not slow.passed  # all within the line, over 98 s
+
+
+def test_expert_starts_the_pattern_cut_on_the_real_scene():
+    """Through the device path on the pattern_cut scene: the left hand takes the gauze, the
+    scissors snip along the circle, within the line; the HUD follows."""
+    from procedures.policies import make_hands
+    from sim.runtime.procedure_session import ProcedureAttempt
+
+    hands = make_hands("expert", 0, "pattern_cut")
+    att = ProcedureAttempt("pattern_cut", hands, seed=0, max_s=7.0)
+    try:
+        proc = att.procedure
+        assert proc.hud()["instruction"] == pc.PHASE_INSTRUCTIONS[0]
+        while att.n < 6500:
+            att.step()
+        kinds = [e.kind for e in att.scene.events]
+        assert "grasp" in kinds and proc.phase == 1
+        assert proc.hud()["instruction"] == pc.PHASE_INSTRUCTIONS[1]
+        assert proc.book.cutting_snips >= 3
+        assert proc.book.area == 0.0 and proc.book.dev_max < 0.5 * pc.LINE_W  # on the line
+        assert 0.0 < proc.book.coverage < 1.0
+        hud = proc.hud()
+        assert "% of the circle cut" in hud["progress"] and hud["deviation_mm"] < 1.0
+        assert hud["line"] == {"centre": [0.0, 0.0], "radius": pc.RADIUS, "width": pc.LINE_W}
+        res = att.result()  # the same cut, recomputed from the trace
+        assert res.metrics["snips"].value == proc.book.snips
+        assert res.metrics["circle_cut"].value == pytest.approx(proc.book.coverage, abs=1e-4)  # rounded
+        assert res.status == "incomplete" and not res.passed
+    finally:
+        att.close()
