@@ -103,6 +103,7 @@ def organ_body_info(a: Anatomy, model: TissueModel):
 
     tear = np.array([tear_material(ORGAN_TEAR[n]).tear_stress(_section_area(a, n)) for n in BODIES])
     artery = a.structures["cystic_artery"]
+    chord = artery.points[-1] - artery.points[0]
     pts = model.rest
     on = a.node_body == CYSTIC_ARTERY
     axial = np.full(len(pts), np.nan)
@@ -120,4 +121,5 @@ def organ_body_info(a: Anatomy, model: TissueModel):
                     tear_force=tear_material(ORGAN_TEAR["gallbladder"]).tear_force,
                     damage_radius=1.2 * a.params.cd_radius, vessel=True,
                     bleed_rate=CYSTIC_ARTERY_BLEED, axial=axial, sector=sector, n_sectors=N_SECTORS,
-                    r_out=a.params.ca_radius, vessel_elements=a.body == CYSTIC_ARTERY)
+                    r_out=a.params.ca_radius, vessel_elements=a.body == CYSTIC_ARTERY,
+                    origin=artery.points[0].copy(), axis=chord / np.linalg.norm(chord))
