@@ -39,6 +39,7 @@ import numpy as np
 from procedures.base import Metric, Procedure, ProcedureResult, Trace, iso_now
 from procedures.peg_transfer import motion_metrics
 from procedures.scoring import fls_score
+from sim.cutting import quat_matrix
 
 CUTOFF_S = 600.0  # [s] attempt limit (our choice: twice the FLS tasks', the step is longer)
 #: [s] proficiency time. Placeholder until the expert policy's mean + 2 SD is measured over seeds
@@ -275,8 +276,7 @@ class Cholecystectomy(Procedure):
             return float("nan")
         t = x[hi].mean(axis=0) - x[lo].mean(axis=0)
         t /= np.linalg.norm(t)
-        qx, qy, qz, qw = _xyzw(scene, c)
-        across = np.array([1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy + qw * qz), 2 * (qx * qz - qw * qy)])
+        across = quat_matrix(_xyzw(scene, c))[:, 0]
         return float(np.degrees(np.arccos(min(1.0, abs(float(t @ across))))))
 
     def _spans(self, scene, on: np.ndarray, body: int, name: str, s: float) -> bool:
@@ -292,7 +292,7 @@ class Cholecystectomy(Procedure):
         if tool < 0:  # a scripted blade (scene.cut): no instrument to read where it cut
             return
         pose = scene.tool_link_poses()[tool, 0]
-        r = _rot(pose[3:7])
+        r = quat_matrix(pose[3:7])
         jl = scene.tools[tool].spec.jaw_length
         a, b = pose[:3], pose[:3] + r[:, 2] * jl  # tip .. hinge
         x = scene.tissue_state.x
@@ -383,14 +383,6 @@ class Cholecystectomy(Procedure):
         out["tears"] = Metric(float(self.tears), "count", "lower", "tissue tears")
         out["errors"] = Metric(float(len(self.errors)), "count", "lower", "errors")
         return out
-
-
-def _rot(q: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a quaternion (x, y, z, w)."""
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def _xyzw(scene, c: int) -> np.ndarray:

@@ -119,7 +119,7 @@ def organ_body_info(a: Anatomy, model: TissueModel):
         sector[i] = int((ang + np.pi) / (2 * np.pi) * N_SECTORS) % N_SECTORS
     return BodyInfo(name="hepatobiliary", tear_stress=tear[a.body],
                     tear_force=tear_material(ORGAN_TEAR["gallbladder"]).tear_force,
-                    damage_radius=1.2 * a.params.cd_radius, vessel=True,
+                    damage_radius=0.004, vessel=True,
                     bleed_rate=CYSTIC_ARTERY_BLEED, axial=axial, sector=sector, n_sectors=N_SECTORS,
                     r_out=a.params.ca_radius, vessel_elements=a.body == CYSTIC_ARTERY,
                     origin=artery.points[0].copy(), axis=chord / np.linalg.norm(chord))
