@@ -36,7 +36,9 @@ class BodyInfo:
     averaging radius [m]; vessel: cutting or tearing it bleeds; bleed_rate: flow out of one open
     end [mL/s]; axial: rest coordinate along the tube axis [m], (n,) (None: not a tube);
     sector: circumferential index of each node (n,) int, n_sectors; inner: lumen-wall nodes (n,)
-    bool; r_in, r_out: lumen and outer radius [m]; origin, axis: the tube axis at rest [m], unit.
+    bool; r_in, r_out: lumen and outer radius [m]; origin, axis: the tube axis at rest [m], unit;
+    vessel_elements: (m,) bool, the elements of the vessel when the body holds other organs too
+    (None: every element; `sim.organs`).
     """
 
     name: str
@@ -53,6 +55,7 @@ class BodyInfo:
     r_out: float = 0.0
     origin: np.ndarray | None = None
     axis: np.ndarray | None = None
+    vessel_elements: np.ndarray | None = None
 
 
 def _translated(mesh: TetMesh, offset) -> TetMesh:
