@@ -366,9 +366,15 @@ class Cholecystectomy(Procedure):
                          "its zone and across the width, no critical error", "met": met})
 
     def metrics(self, trace: Trace, duration: float) -> dict[str, Metric]:
-        """Peg-transfer motion metrics plus clip placement, clips, blood and damage."""
+        """Peg-transfer motion metrics plus clip placement, clips, blood and damage. Two hands,
+        three instruments: the right hand's path and speed are the clip applier's and the
+        scissors' together (it holds one at a time, `procedures.policies.cholecystectomy`), and an
+        instrument counts as out of view only while it moves (the one parked at its port is not
+        in use)."""
         out = motion_metrics(trace, duration, 0)
         del out["drops"]
+        if trace.tool_pose.shape[1] > SCISSORS:
+            _two_hands(out, trace)
         placed = [c for c in self.clip_log if c["structure"] in STRUCTURES]
         dist = [c["zone_dist"] for c in placed if np.isfinite(c["zone_dist"])]
         ang = [c["angle"] for c in placed if np.isfinite(c["angle"])]
@@ -383,6 +389,33 @@ class Cholecystectomy(Procedure):
         out["tears"] = Metric(float(self.tears), "count", "lower", "tissue tears")
         out["errors"] = Metric(float(len(self.errors)), "count", "lower", "errors")
         return out
+
+
+def _two_hands(out: dict[str, Metric], trace: Trace) -> None:
+    """Right-hand path and bimanual dexterity over the applier and the scissors; time out of view
+    of the moving instruments only (see `Cholecystectomy.metrics`)."""
+    from procedures import metrics as mx
+
+    dt = trace.dt
+    tips = trace.tool_pose[:, :, :3]
+    right = mx.path_length(tips[:, APPLIER]) + mx.path_length(tips[:, SCISSORS])
+    old = out["path_length_right"]
+    out["path_length_right"] = Metric(round(right, 4), old.unit, old.better,
+                                      "path length, right hand (clip applier + scissors)")
+    speeds = np.array([mx.smoothed_speed(tips[:, i], dt) for i in range(tips.shape[1])])
+    hands = np.vstack([speeds[GRASPER], np.maximum(speeds[APPLIER], speeds[SCISSORS])])
+    old = out["bimanual_dexterity"]
+    out["bimanual_dexterity"] = Metric(round(mx.bimanual_dexterity(hands), 4), old.unit, old.better,
+                                       old.label)
+    moving = speeds.T > mx.MOVE_OFF  # (N, tools)
+    away = np.zeros(trace.n, bool)
+    change = np.r_[0, np.flatnonzero(np.any(np.diff(trace.scope_pose, axis=0) != 0, axis=1)) + 1, trace.n]
+    for a, b in zip(change[:-1], change[1:], strict=True):
+        inside = mx.in_view(tips[a:b].reshape(-1, 3), trace.scope_pose[a]).reshape(b - a, -1)
+        away[a:b] = (moving[a:b] & ~inside).any(axis=1)
+    old = out["time_out_of_view"]
+    out["time_out_of_view"] = Metric(round(float(np.count_nonzero(away) * dt), 3), old.unit, old.better,
+                                     "time with a moving instrument tip out of view")
 
 
 def _xyzw(scene, c: int) -> np.ndarray:
