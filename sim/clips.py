@@ -289,6 +289,13 @@ class ClipSet:
         self.n_clips += 1
         return c
 
+    def crimped_rows(self, c: int) -> np.ndarray:
+        """The tissue's rest-shape rows (9, m) with clip c fully crimped (what its ramp ends at):
+        the step matrix to factor for the clipped tissue (`sim.scene.Scene` rebuilds it)."""
+        rows = self.model.dm_inv_rows.copy()
+        crimp_elements(self.elems[c], self.n_elems[c], self.p0[c], self.p1[c], 1.0, rows)
+        return rows
+
     def _record(self, c: int, nodes: np.ndarray, frame_r: np.ndarray, x: np.ndarray) -> None:
         info = self.info
         if info is None or info.axial is None:
@@ -310,13 +317,17 @@ class ClipSet:
 
     # -- per tick ------------------------------------------------------------------------------------
 
-    def before_step(self) -> None:
-        """Advance the crimps still closing: their elements' rest shapes (before the tissue step)."""
+    def before_step(self) -> bool:
+        """Advance the crimps still closing: their elements' rest shapes (before the tissue step).
+        True if a rest shape changed (the tissue's carried element evaluation is then stale)."""
         dm = self.model.dm_inv_rows
+        changed = False
         for c in range(self.n_clips):
             if self.crimp[c] < 1.0:
                 self.crimp[c] = min(1.0, self.crimp[c] + self.dt / CRIMP_S)
                 crimp_elements(self.elems[c], self.n_elems[c], self.p0[c], self.p1[c], self.crimp[c], dm)
+                changed = True
+        return changed
 
     def after_step(self, state) -> None:
         """Each clip's pose from its nodes after the step (what the renderer draws)."""

@@ -15,9 +15,13 @@ Method (continuum damage, brittle at the end; docs/clips-damage.md):
   of the averaged stress (tension tears tissue), s_t the element's tear stress [Pa]; D only grows
   (history maximum). Damage does not soften the element before it fails (the force-at-tear check
   stays a clean threshold); an element reaching D = 1 fails.
-- A failed element separates from its neighbours: `separate()` scales its Lamé parameters by
-  RESIDUAL (elastic energy and damping vanish; its mass stays with its nodes, so mass is kept).
-  It is the one function to swap for the cutting core's separation primitive.
+- Failed elements separate: `crack_blade()` gives the crack surface through them, a plane
+  across the largest principal strain direction through their centroid, as wide as the failed
+  band plus one element; the scene cuts the mesh along it with the cutting core
+  (`sim.tissue_topology.cut`: faces separate, mass and volume kept, the next failure continues
+  the crack from its front). Only if that separates nothing (a band too small to cross an edge)
+  does `soften()` scale the failed elements' Lamé parameters by RESIDUAL instead (their mass
+  stays with their nodes).
 
 Thresholds per material (`TEAR_MATERIALS`): a tear force [N] for the structure the material
 makes, from the safe pulling forces in Rodrigues et al. 2012 (1.25 N fallopian tube ... 11.4 N
@@ -258,7 +262,8 @@ class DamageField:
         onset: damage onset as a fraction of the tear stress (scalar or (m,)).
         every: ticks between damage updates.
 
-    State (saved, restored, hashed): damage (m,) in [0, 1], failed (m,) bool, ticks.
+    State (saved, restored, hashed): damage (m,) in [0, 1], failed (m,) bool, soft (m,) bool
+    (failed elements softened instead of separated), ticks.
     """
 
     def __init__(self, model, tear_stress, *, radius: float, onset=ONSET, every: int = 5) -> None:
@@ -278,12 +283,13 @@ class DamageField:
         self.newly = np.zeros(m, dtype=np.int64)
         self.damage = np.zeros(m)
         self.failed = np.zeros(m, dtype=np.bool_)
+        self.soft = np.zeros(m, dtype=np.bool_)  # failed and not separated: softened
         self.off = np.zeros(m, dtype=np.bool_)  # failed or dead (removed by a cut): no strain, no say
         self.ticks = 0
 
     def update(self, state) -> np.ndarray:
         """One tick: every `every` ticks recompute the damage; returns the elements that failed now
-        (already separated), possibly empty."""
+        (marked failed; the caller separates them: `crack_blade`, or `soften`), possibly empty."""
         self.ticks += 1
         if self.ticks % self.every or state.max_speed > TRANSIENT_SPEED:
             return self.newly[:0]
@@ -304,16 +310,50 @@ class DamageField:
         return self.newly[:k]
 
     def separate(self, elements: np.ndarray) -> None:
-        """Element removal: the elements carry no more stress (mass kept). The swap point for the
-        cutting core's separation primitive."""
+        """Mark elements failed (damage 1): they no longer take part in the strain averages. Their
+        stiffness is untouched: the crack (`crack_blade`) or `soften` takes their load away."""
         self.failed[elements] = True
         self.damage[elements] = 1.0
+        live = self.model.volume > 0.0
+        np.logical_or(self.failed, ~live, out=self.off)
+
+    def crack_blade(self, x: np.ndarray, elements: np.ndarray):
+        """The crack surface through failed elements (k,) at positions x (n, 3) [m]: a square
+        `sim.cutting.Blade` through their volume-weighted centroid, normal to the largest principal
+        direction of their mean strain (what pulled them apart), reaching one element size beyond
+        the farthest of them in its plane. None if there is no element."""
+        from sim.cutting import quad_blade
+
+        el = np.asarray(elements, dtype=np.int64)
+        if el.size == 0:
+            return None
+        tets = self.model.tets[el]
+        vol = np.maximum(self.model.volume[el], 0.0) + 1e-30
+        cen = x[tets].mean(axis=1)
+        c = (cen * vol[:, None]).sum(axis=0) / vol.sum()
+        e = (self.sig[el] * vol[:, None]).sum(axis=0) / vol.sum()
+        t = np.array([[e[0], e[3], e[4]], [e[3], e[1], e[5]], [e[4], e[5], e[2]]])
+        w, v = np.linalg.eigh(t)
+        d = v[:, int(np.argmax(w))]
+        u = np.cross(d, [1.0, 0.0, 0.0] if abs(d[0]) < 0.9 else [0.0, 1.0, 0.0])
+        u /= np.linalg.norm(u)
+        b = np.cross(d, u)
+        rel = cen - c
+        rel -= np.outer(rel @ d, d)
+        h = float(np.cbrt(12.0 * max(float(self.model.volume[el].mean()), 1e-30)))  # ~ edge length
+        r = float(np.linalg.norm(rel, axis=1).max()) + 1.5 * h
+        return quad_blade(c - r * u - r * b, c + r * u - r * b, c + r * u + r * b, c - r * u + r * b)
+
+    def soften(self, elements: np.ndarray) -> None:
+        """Failed elements that no crack separated carry no more stress (Lamé scaled by RESIDUAL,
+        mass kept). The caller re-evaluates the tissue (`TissueState.carried = False`)."""
+        self.soft[elements] = True
         self._apply_failed()
 
     def _apply_failed(self) -> None:
         live = self.model.volume > 0.0
         np.logical_or(self.failed, ~live, out=self.off)
-        scale = np.where(self.failed, RESIDUAL, 1.0) * live
+        scale = np.where(self.soft, RESIDUAL, 1.0) * live
         np.multiply(self.mu0, scale, out=self.model.mu)
         np.multiply(self.lam0, scale, out=self.model.lam)
 

@@ -46,6 +46,13 @@ def lumped_masses(node_count: int, tets: np.ndarray, volumes: np.ndarray, densit
 def stiffness_matrix(points, tets, mu, lam) -> sp.csr_matrix:
     """Linear-elastic stiffness K [N/m], (3n, 3n) CSR, DOF 3*i+axis. mu, lam [Pa]: scalars or (m,)."""
     dm_inv, vol = rest_shape(points, tets)
+    return stiffness_from_shapes(dm_inv, vol, tets, points.shape[0], mu, lam)
+
+
+def stiffness_from_shapes(dm_inv, vol, tets, n, mu, lam) -> sp.csr_matrix:
+    """`stiffness_matrix` from the elements' rest shapes: dm_inv (m, 3, 3) [1/m] and volumes
+    vol (m,) [m^3] of tets (m, 4) over n nodes (a clip's crimp changes an element's rest shape
+    without moving its rest corners: `sim.clips`)."""
     g = shape_gradients(dm_inv)
     m = tets.shape[0]
     mu = np.broadcast_to(np.asarray(mu, float), (m,))
@@ -60,7 +67,7 @@ def stiffness_matrix(points, tets, mu, lam) -> sp.csr_matrix:
     dof = (3 * tets[:, :, None] + np.arange(3)[None, None, :]).reshape(m, 12)
     rows = np.repeat(dof, 12, axis=1).reshape(-1)
     cols = np.tile(dof, (1, 12)).reshape(-1)
-    n3 = 3 * points.shape[0]
+    n3 = 3 * n
     return sp.csr_matrix((ke.reshape(-1), (rows, cols)), shape=(n3, n3))
 
 

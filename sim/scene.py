@@ -287,12 +287,18 @@ class Scene:
             for tool, blade in self._scissors.closing(control.jaws, self.contact.link_pose):
                 self.cut(blade, tool=tool)
             self.injury.before_step(self.tissue_state, control.jaws)
+            clipped = self.injury.take_refactor()
+            if clipped is not None:
+                self._refactor.start(clipped, self.tick_count)
             t2 = time.perf_counter_ns()
             try:
                 step(self.tissue, self.tissue_state, None, self._contacts, dt)
                 t3 = time.perf_counter_ns()
                 self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
                 self.injury.after_step(self.tissue_state, self._contacts.force, self.reaction)
+                tear = self.injury.take_tear()
+                if tear is not None:
+                    self._tear(*tear)
             except TissueDivergedError as exc:
                 t3 = time.perf_counter_ns()
                 self._reset_tissue(str(exc))
@@ -322,6 +328,20 @@ class Scene:
         ok = self.apply_topology(change, "cut", tool, change.length,
                                  f"{who} cut {change.length * 1e3:.1f} mm of tissue")
         return change if ok else None
+
+    def _tear(self, blade: Blade | None, failed: np.ndarray, event) -> None:
+        """Separate the tissue along a tear's crack (`sim.damage.DamageField.crack_blade`) with
+        the cutting core; the topology change carries the 'tear' event (or 'tear_grows' for
+        failures continuing the same tear). If nothing separates, the failed elements soften."""
+        change = (tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
+                  if blade is not None else None)
+        if change is not None and (change.model.node_count > self.tissue.node_count
+                                   or change.killed.size):
+            kind, tool, value, message = event if event is not None else (
+                "tear_grows", -1, change.length, f"the tear grew by {change.length * 1e3:.1f} mm")
+            if self.apply_topology(change, kind, tool, value, message):
+                return
+        self.injury.tear_not_separated(failed, event, self.tissue_state)
 
     def apply_topology(self, change: tissue_topology.TopologyChange, kind: str, tool: int, value: float,
                        message: str) -> bool:

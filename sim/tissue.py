@@ -148,11 +148,12 @@ class TissueModel:
 
     def stiffness(self) -> sp.csr_matrix:
         """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis, of the live elements
-        (a cut or tear leaves dead ones with volume 0: docs/cutting.md)."""
-        live = self.volume > 0.0
-        if live.all():
-            return fem.stiffness_matrix(self.rest, self.tets, self.mu, self.lam)
-        return fem.stiffness_matrix(self.rest, self.tets[live], self.mu[live], self.lam[live])
+        (a cut or tear leaves dead ones with volume 0: docs/cutting.md), from the elements' rest
+        shapes `dm_inv_rows` (a clip's crimp changes those: `sim.clips`)."""
+        live = np.flatnonzero(self.volume > 0.0)
+        dm = np.ascontiguousarray(self.dm_inv_rows[:, live].T).reshape(-1, 3, 3)
+        return fem.stiffness_from_shapes(dm, self.volume[live], self.tets[live], self.node_count,
+                                         self.mu[live], self.lam[live])
 
     def system(self, dt: float) -> TissueSystem:
         """The factored step matrix for time step dt [s]; factored on first use, then cached."""

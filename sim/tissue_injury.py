@@ -25,6 +25,8 @@ import numpy as np
 from sim import clips as clp
 from sim.bleeding import MAX_DROPS, Bleeding
 from sim.damage import TEAR_GAP_S, DamageField
+from sim.tissue_elements import ELASTICITY_NEOHOOKEAN, elastic_stress
+from sim.tissue_kernels import quat_to_mat
 from sim.tool_scene import GRASP_CLOSE
 
 SCISSORS_NAME = "curved_scissors"  # sim.instruments.SCISSORS
@@ -59,6 +61,8 @@ class TissueInjury:
         self.widest = np.zeros(len(tools))  # widest jaw command since the last snip [rad]
         self.tick = 0
         self.last_tear = -(10**9)
+        self.tear = None  # a crack waiting for the scene to separate it (this tick only)
+        self.refactor = None  # a model to refactor the step matrix for (a clip fired this tick)
         self.probe = np.zeros(0, dtype=np.int64)
         self._node_full = {name: getattr(info, name) for name in ("axial", "sector", "inner")
                            if getattr(info, name) is not None}
@@ -87,7 +91,8 @@ class TissueInjury:
                 self._fire(i, state)
             elif not clips.armed[i] and jaw > clp.CLIP_REARM:
                 clips.armed[i] = True
-        clips.before_step()
+        if clips.before_step():  # crimping clips changed rest shapes: re-evaluate every element
+            state.carried = False
 
     def _fire(self, i: int, state) -> None:
         tool = self.tools[i]
@@ -99,6 +104,10 @@ class TissueInjury:
             self._events.append(("clip_missed", i, float(c), f"clip lost: {why}"))
             return
         self.contact.skip[self.clips.node[c, :self.clips.count[c]]] = True
+        # The crimp makes its elements far stiffer across the clip than the factored step matrix
+        # knows (the solver then needs tens of passes a tick): the scene refactors for the
+        # crimped shapes off the hot path (`take_refactor`).
+        self.refactor = self.model.with_topology(dm_inv_rows=self.clips.crimped_rows(c))
         r = self.clips.records()[c]
         where = ("" if np.isnan(r["along"]) else
                  f" at {r['along'] * 1e3:.1f} mm along the tube, {r['angle']:.0f} deg to its axis, "
@@ -134,14 +143,38 @@ class TissueInjury:
         return float(mags.max()), int(np.argmax(mags))
 
     def _torn(self, failed: np.ndarray, state, reaction: np.ndarray) -> None:
+        """Elements failed: the crack through them waits in `tear` for the scene to separate
+        (`take_tear`); the 'tear' event (first failure of a tear) goes with it."""
+        event = None
         if self.tick - self.last_tear > TEAR_GAP_S / self.dt:
             force, tool = self.pull_force(state, reaction)
-            self._events.append(("tear", tool, round(force, 6),
-                                 f"the {self.info.name} tore at {force:.2f} N (tears at "
-                                 f"{self.info.tear_force:.2f} N)"))
+            event = ("tear", tool, round(force, 6),
+                     f"the {self.info.name} tore at {force:.2f} N (tears at "
+                     f"{self.info.tear_force:.2f} N)")
         self.last_tear = self.tick
+        self.tear = (self.damage.crack_blade(state.x, failed), failed.copy(), event)
         if self.bleeding is not None:
             self.bleeding.open_wound(failed, state.x)
+
+    def take_refactor(self):
+        """A model (the tissue with a new clip's crimped rest shapes) whose step matrix the scene
+        factors off the hot path and swaps in, or None."""
+        model, self.refactor = self.refactor, None
+        return model
+
+    def take_tear(self):
+        """(blade, failed elements, event or None) of a tear this tick, or None; the scene cuts
+        along the blade (`sim.scene.Scene.tick`), or calls `tear_not_separated`."""
+        tear, self.tear = self.tear, None
+        return tear
+
+    def tear_not_separated(self, failed: np.ndarray, event, state) -> None:
+        """The crack separated no face: the failed elements soften instead (and the step after
+        re-evaluates every element); the event is recorded as it is."""
+        self.damage.soften(failed)
+        state.carried = False
+        if event is not None:
+            self._events.append(event)
 
     def retopologize(self, model, node_source: np.ndarray | None = None) -> None:
         """The tissue has a new model (a cut or a restored state; node ids only ever appended,
@@ -236,16 +269,21 @@ class TissueInjury:
 
 
 def probe_force(model, state, nodes: np.ndarray) -> np.ndarray:
-    """Sum of the element (elastic + damping) forces on `nodes` [N], (3,), from the corner forces
-    of the last step's last energy evaluation (`TissueState.force`)."""
+    """Sum of the elastic element forces on `nodes` [N], (3,), at the state's positions: each
+    incident element's -V P Dm^-T from its deformation gradient and rotation after the last step
+    (`TissueState.fs`, `q`), without the damping of the next step's predictor (what a tensile
+    tester's load cell reads once the pull is slow)."""
     total = np.zeros(3)
-    f = state.force
+    neo = model.elasticity == ELASTICITY_NEOHOOKEAN
     for i in nodes:
         for k in range(int(model.node_ptr[i]), int(model.node_ptr[i + 1])):
             code = int(model.node_inc[k])
             e, corner = code >> 2, code & 3
-            if corner == 0:
-                total -= f[0::3, e].sum(), f[1::3, e].sum(), f[2::3, e].sum()
-            else:
-                total += f[3 * (corner - 1):3 * corner, e]
+            if model.volume[e] <= 0.0:
+                continue
+            r = quat_to_mat(*state.q[:, e])
+            p = np.array(elastic_stress(neo, *state.fs[:, e], r, model.mu[e], model.lam[e])[:9])
+            d = model.dm_inv_rows[:, e].reshape(3, 3)  # row a: row a of Dm^-1
+            f = -model.volume[e] * (p.reshape(3, 3) @ d.T)  # column a: corner a + 1
+            total += -f.sum(axis=1) if corner == 0 else f[:, corner - 1]
     return total

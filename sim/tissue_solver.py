@@ -146,7 +146,9 @@ def bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y, fresh
 
     A node whose x or v differs from what the last step wrote (x_last, v_last) restarts with a
     constant-velocity past, x_{n-1} = x_n - h v_n, v_{n-1} = v_n, and is flagged in fresh (n,)
-    (its elements' carried evaluation is stale). Fixed nodes: x_p = y = x, flagged if x moved.
+    (its elements' carried evaluation is stale). Fixed nodes: y = x, x_p = x unless the node was
+    moved since the last step (then x_p = x - h' (x - x_last) / dt: it moves at that speed), flagged
+    if x moved.
     Returns the number of fresh nodes.
     """
     n = x.shape[0]
@@ -158,7 +160,11 @@ def bdf2_predict(fpos, x, v, x_prev, v_prev, x_last, v_last, h, hb, xp, y, fresh
                 moved = True
         if fpos[i] < 0:
             for c in range(3):
-                xp[i, c] = x[i, c]
+                # A fixed node the caller moved since the last step (a scripted clamp pull) moves
+                # at (x - x_last) / dt during this step: the damping sees that velocity
+                # (x - x_p = h' v) instead of a standing clamp dragging its neighbours back.
+                d = x[i, c] - x_last[i, c]
+                xp[i, c] = x[i, c] - (2.0 / 3.0) * d if moved and math.isfinite(d) else x[i, c]
                 y[i, c] = x[i, c]
             fresh[i] = moved
             count += moved
