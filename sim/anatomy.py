@@ -80,8 +80,8 @@ class AnatomyParams:
     cbd_radius: float = 0.003
     cbd_z: float = 0.008
     ca_radius: float = 0.001
-    ca_origin: float = 0.007
-    ca_insert: float = 0.18
+    ca_origin: float = 0.005
+    ca_insert: float = 0.08
     rha_y: float = 0.010
     h_gb: float = 0.009
     h_duct: float = 0.0025
@@ -101,8 +101,8 @@ class AnatomyParams:
             "cd_angle": rng.uniform(25.0, 50.0),
             "cbd_radius": rng.uniform(0.0027, 0.0033),
             "ca_radius": rng.uniform(0.0008, 0.0011),
-            "ca_origin": rng.uniform(0.006, 0.010),
-            "ca_insert": rng.uniform(0.14, 0.24),
+            "ca_origin": rng.uniform(0.004, 0.007),
+            "ca_insert": rng.uniform(0.05, 0.10),
             "rha_y": rng.uniform(0.007, 0.013),
         }
         draw.update(fixed)
@@ -253,6 +253,13 @@ def _spline(points: np.ndarray, n: int = 40) -> np.ndarray:
     return np.array(out)
 
 
+#: [m] how far the right hepatic artery climbs, lateral of the common duct, toward the liver
+#: hilum: the cystic artery leaves it near the level of the cystic duct and crosses Calot's
+#: triangle roughly parallel to it (generator 3; generator 2's artery left it under the common
+#: duct and rose ~20 mm, 55-85 deg steep in its safe zone, which no clip from above can square).
+RHA_RISE = 0.016
+
+
 def _layout(p: AnatomyParams) -> dict:
     """Centreline control points of every structure [m] (before meshing)."""
     axis, radii = _gb_axis(p)
@@ -279,7 +286,7 @@ def _layout(p: AnatomyParams) -> dict:
     rha_y = neck[1] + p.rha_y
     rha = np.array([[junction[0] + 0.020, rha_y - 0.004, rha_z],
                     [junction[0], rha_y, rha_z],
-                    [p.gb_x + 0.012, rha_y + 0.006, rha_z + 0.002],
+                    [junction[0] - 0.008, rha_y + 0.006, rha_z + RHA_RISE],
                     [p.gb_x + 0.002, rha_y + 0.012,
                      max(liver_height(p, p.gb_x, rha_y + 0.012), rha_z + 0.004) - 0.002]])
     rha_line = _spline(rha, 30)
@@ -292,11 +299,15 @@ def _layout(p: AnatomyParams) -> dict:
     ins_axis = axis[i_ins] + (k_ins - i_ins) * (axis[i_ins + 1] - axis[i_ins])
     r_ins = np.interp(k_ins, np.arange(len(radii)), radii)
     medial = np.array([1.0, 0.0, 0.0])
-    ins_surface = ins_axis + r_ins * 0.75 * medial + np.array([0.0, 0.0, -0.25 * r_ins])
+    ins_surface = ins_axis + r_ins * 0.6 * medial + np.array([0.0, 0.0, -0.6 * r_ins])
     sunk = ins_surface - 0.35 * r_ins * medial  # into the gallbladder wall
     reach = float(np.linalg.norm(sunk - origin))
-    ca = np.array([origin, origin + 0.45 * reach * np.array([0.0, 0.15, 0.99]),
-                   sunk + 0.45 * reach * medial, sunk])
+    # It leaves the RHA upward, then crosses the triangle toward the neck (its free length in
+    # front of the camera, rising ~10 deg).
+    # ... bowing cranially (+y, away from the cystic duct) as it does (a longer free length).
+    lift = np.array([0.0, 0.5 * reach, 0.1 * reach])
+    ca = np.array([origin, origin + 0.35 * (sunk - origin) + lift,
+                   sunk + 0.35 * reach * medial + lift, sunk])
     return {"axis": axis, "radii": radii, "cd": cd, "cbd": cbd, "ca": ca, "rha": rha_line,
             "junction": junction}
 
@@ -558,7 +569,7 @@ def _outside(line: np.ndarray, lay: dict, p: AnatomyParams) -> np.ndarray:
 #: Draws tried per seed: a seed whose draw gmsh cannot mesh takes the next draw of its own stream.
 MAX_DRAWS = 6
 #: Bump when the generator changes: cached meshes of older versions are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def anatomy_for_seed(seed: int, **fixed) -> Anatomy:

@@ -43,8 +43,9 @@ OPEN_GRASPER, OPEN_APPLIER, OPEN_SCISSORS, CLOSED = 0.8, 0.7, 0.7, 0.0  # [rad]
 ABOVE = 0.010  # [m] the jaws wait this far up the shaft from the structure before going across
 STRUCTURES = ("cystic_duct", "cystic_artery")
 #: Where the clips go, as fractions of the safe zone (0: its gallbladder end): one gallbladder-side
-#: clip, then two patient-side ones; the scissors cut halfway between the first two.
-CLIP_AT = (0.15, 0.6, 0.85)
+#: clip, then two patient-side ones; the scissors cut halfway between the first two. The artery's
+#: stay clear of its origin, next to the common duct (the applier's jaws pressing there tore it).
+CLIP_AT = {"cystic_duct": (0.15, 0.6, 0.85), "cystic_artery": (0.1, 0.55, 0.8)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Style:
 
 
 EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=3e-4,
-               roll_checks=3, depth=0.0025, pull=(-0.012, -0.004, 0.007), close_s=0.1, both_hands=True)
+               roll_checks=3, depth=0.0025, pull=(-0.008, -0.003, 0.004), close_s=0.1, both_hands=True)
 NOVICE = Style("novice", speed=0.05, min_move_s=0.3, pause=(0.3, 0.9), tremor=4e-4, aim_sd=2.5e-3,
                roll_checks=1, depth=0.0025, pull=(-0.016, -0.006, 0.009), close_s=0.25, both_hands=False)
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
@@ -228,7 +229,7 @@ class CholecystectomyPolicy(ScriptedPolicy):
         for name in STRUCTURES:
             self.on_artery = name == "cystic_artery"
             lo, hi = self.anatomy.safe_zones[name]
-            for f in CLIP_AT:
+            for f in CLIP_AT[name]:
                 s = lo + f * (hi - lo) + float(self.rng.normal(0.0, st.aim_sd))
                 yield from self._across(APPLIER, name, s, OPEN_APPLIER)
                 yield ("move", mv.tip, CLOSED, st.close_s)  # fires the clip
@@ -237,7 +238,7 @@ class CholecystectomyPolicy(ScriptedPolicy):
                 self.clipped[name].append(s)
                 yield ("move", self._back(APPLIER, 0.012), OPEN_APPLIER, max(st.min_move_s, 0.15))
         # The exchange: the applier comes out to where it started before the scissors go in.
-        yield ("move", self.home[APPLIER], CLOSED, self._duration(mv.tip, self.home[APPLIER]))
+        yield ("move", self.home[APPLIER], OPEN_APPLIER, self._duration(mv.tip, self.home[APPLIER]))
         self.exchanged = True
 
     def _scissors_script(self):
