@@ -491,7 +491,8 @@ class Scene:
 
         Keys: name; snapshot_version (`sim.scene_topology.SNAPSHOT_VERSION`); tissue_max_nodes,
         tissue_max_triangles (snapshot capacities); dt [s]; tissue_rest (n, 3) [m] and
-        tissue_triangles (k, 3) int32 (outward surface at the start, see snapshot's tissue_tris for the live one; empty without tissue);
+        tissue_triangles (k, 3) int32 (outward surface at the start, see snapshot's tissue_tris for
+        the live one; empty without tissue);
         tools: list of dicts (name, port (3,) [m], shaft_length,
         shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
         [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
