@@ -71,10 +71,32 @@ class Style:
     both_hands: bool
 
 
-EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=3e-4,
-               roll_checks=3, depth=0.0025, pull=(-0.008, -0.003, 0.004), close_s=0.1, both_hands=True)
-NOVICE = Style("novice", speed=0.05, min_move_s=0.3, pause=(0.3, 0.9), tremor=4e-4, aim_sd=2.5e-3,
-               roll_checks=1, depth=0.0025, pull=(-0.016, -0.006, 0.009), close_s=0.25, both_hands=False)
+EXPERT = Style(
+    "expert",
+    speed=0.12,
+    min_move_s=0.12,
+    pause=(0.0, 0.0),
+    tremor=0.0,
+    aim_sd=3e-4,
+    roll_checks=3,
+    depth=0.0025,
+    pull=(-0.008, -0.003, 0.004),
+    close_s=0.1,
+    both_hands=True,
+)
+NOVICE = Style(
+    "novice",
+    speed=0.05,
+    min_move_s=0.3,
+    pause=(0.3, 0.9),
+    tremor=4e-4,
+    aim_sd=2.5e-3,
+    roll_checks=1,
+    depth=0.0025,
+    pull=(-0.016, -0.006, 0.009),
+    close_s=0.25,
+    both_hands=False,
+)
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
 
@@ -119,8 +141,7 @@ class CholecystectomyPolicy(ScriptedPolicy):
         a = scene.anatomy
         self.anatomy = a
         self.ports = [t.port_point.copy() for t in scene.tools]
-        self.movers = [Mover(scene.tools[h].tip(), OPEN_APPLIER if h else CLOSED, scene.dt)
-                       for h in range(3)]
+        self.movers = [Mover(scene.tools[h].tip(), OPEN_APPLIER if h else CLOSED, scene.dt) for h in range(3)]
         self.home = [m.tip.copy() for m in self.movers]
         # Each structure's nodes and their arc length along it (the rest layout: what the trainee
         # learnt of this anatomy when looking at it before touching it).
@@ -248,8 +269,11 @@ class CholecystectomyPolicy(ScriptedPolicy):
         mv = self.movers[SCISSORS]
         for name in STRUCTURES:
             placed = sorted(self.clipped[name])
-            s = 0.5 * (placed[0] + placed[1]) if len(placed) >= 2 else float(np.mean(
-                self.anatomy.safe_zones[name]))
+            s = (
+                0.5 * (placed[0] + placed[1])
+                if len(placed) >= 2
+                else float(np.mean(self.anatomy.safe_zones[name]))
+            )
             s += float(self.rng.normal(0.0, 0.3 * st.aim_sd))
             yield from self._across(SCISSORS, name, s, OPEN_SCISSORS)
             yield ("move", mv.tip, CLOSED, st.close_s)  # the blades divide it
