@@ -17,7 +17,11 @@ the geometry of the blades, so it does not depend on the mesh resolution.
   ds, i.e. the area between the cut and the line's edge where the cut strays (FLS scores the
   area outside the line; we integrate it along the cut: an area deviation, not a length one);
 - coverage: the circle's angle (1 degree bins, seen from the centre) swept by cut segments whose
-  ends both lie within COVER_BAND of the circle; the disc is free at 100 %.
+  ends both lie within COVER_BAND of the circle (the HUD's progress).
+The disc is free when the mesh says so, not the blades: after each topology change (a 'cut' or
+'tear') the gauze's connected pieces are recounted (`sim.tissue_topology.components`) and the
+attempt succeeds once the piece holding the node nearest the circle's centre holds no node of
+the clamped rim (`disc_free`).
 Score (procedures.scoring): cut-off 300 s; penalty = the area outside the line as a percentage of
 the line's own area (2 pi R LINE_W, 251 mm^2), capped at 100 [s-equivalent] (FLS: "% area outside
 the line"; the exact FLS constant is not public, docs/procedures.md).
@@ -76,6 +80,20 @@ def snip_points(pose: np.ndarray, opening: float, plane_z: float, jaw_length: fl
         if 0.0 <= s <= jaw_length:
             pts.append((hinge + s * d)[:2])
     return np.array(pts).reshape(-1, 2)
+
+
+def disc_free(model) -> bool:
+    """Whether the disc inside the circle has come off the frame: the connected piece of the gauze
+    holding the (rest) node nearest the circle's centre contains no clamped node."""
+    from sim.tissue_topology import components
+
+    label = components(model)
+    d = np.hypot(model.rest[:, 0] - CENTRE[0], model.rest[:, 1] - CENTRE[1])
+    live = np.zeros(model.node_count, dtype=bool)
+    live[model.tets[model.volume > 0.0].reshape(-1)] = True
+    d[~live] = np.inf
+    piece = label[int(np.argmin(d))]
+    return not bool(model.fixed[label == piece].any())
 
 
 def deviation(points: np.ndarray) -> np.ndarray:
@@ -170,6 +188,8 @@ class PatternCut(Procedure):
         self.plane_z = 0.0
         self._last_off_tick = -(10**9)
         self.regrasps = 0
+        self.free = False
+        self._topo_seen = 0
 
     def reset(self, scene, seed: int = 0) -> None:
         self._start(scene, seed)
@@ -182,6 +202,8 @@ class PatternCut(Procedure):
         self.book = CutBook()
         self._last_off_tick = -(10**9)
         self.regrasps = 0
+        self.free = False
+        self._topo_seen = getattr(scene, "topology_version", 0)
         self.instruction = PHASE_INSTRUCTIONS[0]
 
     def update(self, scene, tick: int, events) -> None:
@@ -200,7 +222,11 @@ class PatternCut(Procedure):
                 self._snip(snip_points(pose, e.value, self.plane_z), tick)
         if (tick - self.tick0) % WARN_EVERY == 0:
             self._refresh_warnings(scene, tick)
-        if self.book.coverage >= 1.0:
+        version = getattr(scene, "topology_version", 0)
+        if version != self._topo_seen:
+            self._topo_seen = version
+            self.free = disc_free(scene.tissue)
+        if self.free:
             self.instruction = "Done: the disc is free"
             self._finish("success", tick)
         elif self.time_s >= self.cutoff_s - 1e-9:

@@ -23,6 +23,11 @@ from sim.instruments import InstrumentSpec
 #: Hits closer than this fraction of an edge to one of its ends count as that end (it already lies
 #: on the blade): no node is moved for them.
 END_TOL = 1e-9
+#: [m] the swept surface reaches this far beyond the jaw tips: tissue the closing tips pressed
+#: ahead of them (the contact stage keeps tissue out of the jaws' capsules, so a thin gauze under
+#: the tips sags up to ~2 mm below them) is caught between the blades, as in real scissors,
+#: instead of slipping under them (the pattern cut's snips cut 5 of 28 times without it).
+TIP_REACH = 3.0e-3
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,8 @@ def scissors_local(spec: InstrumentSpec, open_angle: float, *, step: float = 0.1
     The jaws hinge about the shaft frame's x axis one jaw length above the tip and open in its
     y-z plane (sim.instruments); closing from a total opening `open_angle` [rad] to 0, the jaw
     centre line sweeps the fan between -open/2 and +open/2. Each jaw's distal 40 % is bent toward
-    +x by `spec.jaw_curve`, so the fan's outer band is a ruled, curved surface. `step` [rad]: the
-    largest angle between the fan's spokes.
+    +x by `spec.jaw_curve`, so the fan's outer band is a ruled, curved surface, reaching TIP_REACH
+    beyond the tips. `step` [rad]: the largest angle between the fan's spokes.
     """
     a = float(np.clip(open_angle, 0.0, spec.jaw_open_max))
     spokes = max(2, int(math.ceil(a / step)) + 1)
@@ -103,6 +108,7 @@ def scissors_local(spec: InstrumentSpec, open_angle: float, *, step: float = 0.1
     hinge = np.array([0.0, 0.0, jl])
     s, co = np.sin(phi), np.cos(phi)
     bend = hinge + l1 * np.stack([np.zeros_like(phi), s, -co], axis=1)
+    l2 += TIP_REACH
     tip = bend + l2 * np.stack([np.full_like(phi, np.sin(c)), np.cos(c) * s, -np.cos(c) * co], axis=1)
     tris = []
     for k in range(len(phi) - 1):

@@ -38,6 +38,7 @@ states (`checksum`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -168,13 +169,20 @@ class SceneControl:
     jaws: np.ndarray
 
 
+#: A piece of tissue cut or torn off with fewer live elements than this, and no clamped node, is
+#: dropped (`Scene._drop_crumbs`).
+CRUMB_ELEMENTS = 4
+
+
 @dataclass(frozen=True)
 class SceneEvent:
     """Something a procedure or a recording cares about.
 
     kind: 'grasp' | 'release' | 'slip' | 'grasp_object' | 'release_object' | 'tissue_reset' |
-    'cut' (value: the new cut's length [m], docs/cutting.md) | 'cut_refused' (the changed mesh
-    would not fit the snapshot capacity) | a topology change kind of `Scene.apply_topology`;
+    'cut' (value: the new cut's length [m], docs/cutting.md) | 'cut_started' (a snip moved nodes
+    onto its blade but split none: the crack the next snip continues) | 'cut_refused' (the changed
+    mesh would not fit the snapshot capacity) | 'tear' (value: the pulling force [N]) | 'tear_grows'
+    (value: the crack's new length [m]) | a topology change kind of `Scene.apply_topology`;
     tick: tick index; tool: tool index (-1 if none); value: a number for the kind (e.g. the pulling
     force at a slip [N]); message: one line for people; body: the rigid object concerned, as an
     index into `rigid.graspable` (= the row of the snapshot's `bodies`), -1 if none.
@@ -321,13 +329,43 @@ class Scene:
         if self.tissue is None:
             return None
         change = tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
-        if change is None or (change.model.node_count == self.tissue.node_count
-                              and change.killed.size == 0):
-            return None  # nothing came apart (a snip shorter than about one element)
+        if change is None:
+            return None
+        change = self._drop_crumbs(change)
         who = f"tool {tool}" if tool >= 0 else "a scripted blade"
+        if change.model.node_count == self.tissue.node_count and change.killed.size == 0:
+            # Nothing came apart (a snip shorter than about one element), but nodes were moved
+            # onto the blade: they start the crack (the model's cut_front), so that the next snip
+            # continues it instead of starting over (a thin gauze cut in element-long snips).
+            if change.moved.size == 0:
+                return None
+            ok = self.apply_topology(change, "cut_started", tool, 0.0,
+                                     f"{who} notched the tissue (the next snip continues the cut)")
+            return change if ok else None
         ok = self.apply_topology(change, "cut", tool, change.length,
                                  f"{who} cut {change.length * 1e3:.1f} mm of tissue")
         return change if ok else None
+
+    def _drop_crumbs(self, change: tissue_topology.TopologyChange) -> tissue_topology.TopologyChange:
+        """A change that cut off pieces of fewer than CRUMB_ELEMENTS live elements with no clamped
+        node (a tet or two between two snips) drops them too (they die: a crumb falls off; its
+        mass is lost, ~0.04 % per element of the gauze). A lone free tet with a stale factor and
+        no neighbours blew the one-pass step up (the pattern cut's 'tissue_reset' at 9.67 s)."""
+        model = change.model
+        label = tissue_topology.components(model)
+        live = np.flatnonzero(model.volume > 0.0)
+        el_label = label[model.tets[live, 0]]
+        count = np.bincount(el_label, minlength=label.max() + 1)
+        held = np.bincount(label, weights=model.fixed.astype(float), minlength=label.max() + 1) > 0
+        crumb = (count > 0) & (count < CRUMB_ELEMENTS) & ~held
+        if not crumb.any():
+            return change
+        gone = tissue_topology.remove_elements(model, change.state, live[crumb[el_label]], dt=self.dt)
+        if gone is None:
+            return change
+        return dataclasses.replace(gone, node_source=change.node_source[gone.node_source],
+                                   moved=change.moved, killed=np.union1d(change.killed, gone.killed),
+                                   faces=change.faces, length=change.length, area=change.area)
 
     def _tear(self, blade: Blade | None, failed: np.ndarray, event) -> None:
         """Separate the tissue along a tear's crack (`sim.damage.DamageField.crack_blade`) with
@@ -335,6 +373,8 @@ class Scene:
         failures continuing the same tear). If nothing separates, the failed elements soften."""
         change = (tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
                   if blade is not None else None)
+        if change is not None:
+            change = self._drop_crumbs(change)
         if change is not None and (change.model.node_count > self.tissue.node_count
                                    or change.killed.size):
             kind, tool, value, message = event if event is not None else (
@@ -492,16 +532,15 @@ class Scene:
         Keys: name; snapshot_version (`sim.scene_topology.SNAPSHOT_VERSION`); tissue_max_nodes,
         tissue_max_triangles (snapshot capacities); dt [s]; tissue_rest (n, 3) [m] and
         tissue_triangles (k, 3) int32 (outward surface at the start, see snapshot's tissue_tris for
-        the live one; empty without tissue);
-        tools: list of dicts (name, port (3,) [m], shaft_length,
-        shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap, jaw_open_max
-        [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,): the scope's
-        start pose, `sim.camera.PARAMS` order); floor_half_extent [m]
-        (floor top at z = 0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,),
-        pegs (k, 3) peg base centres on the board top [m], peg_radius, peg_height); bodies: one dict
-        per snapshot `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also
-        carry `clips` and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw
-        plane, closing direction, along the jaws); tissue_body: the tissue body's name.
+        the live one; empty without tissue); tools: list of dicts (name, port (3,) [m],
+        shaft_length, shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap,
+        jaw_open_max [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,):
+        the scope's start pose, `sim.camera.PARAMS` order); floor_half_extent [m] (floor top at z =
+        0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,), pegs (k, 3) peg base
+        centres on the board top [m], peg_radius, peg_height); bodies: one dict per snapshot
+        `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also carry `clips`
+        and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw plane,
+        closing direction, along the jaws); tissue_body: the tissue body's name.
         Organ scenes add: tissue_node_body (n,) int32 (organ label of each start node),
         tissue_body_colours (B, 3) (linear RGB per organ label), rigid_meshes: list of dicts
         (name, points (p, 3) [m], triangles (t, 3) int32, colour (3,)) for the rigid organs.

@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields
 
 import numba as nb
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from sim.cutting import END_TOL, Blade, edge_hits, point_distances
 from sim.tissue import TissueModel, TissueState, TissueSystem
@@ -33,6 +35,8 @@ from sim.topology_solver import extend_system
 
 #: A node within this distance [m] of the blade counts as lying on it.
 ON_BLADE_TOL = 1e-7
+#: An element a cut's node moves shrink below this fraction of its volume dies (`cut`).
+SLIVER = 0.05
 #: Faces of tet (0, 1, 2, 3), normals away from the opposite corner for a positive tet.
 TET_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
 TET_EDGES = np.array([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]], dtype=np.int64)
@@ -474,7 +478,9 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
         p = rest[model.tets[touched]]
         dm = (p[:, 1:, :] - p[:, :1, :]).transpose(0, 2, 1)
         vol = np.linalg.det(dm) / 6.0
-        ok = vol > 0.0
+        # A move that leaves a sliver (under SLIVER of its old volume) kills it like a flat one:
+        # a sliver's stiffness over its mass blows the one-pass step up (tissue_reset).
+        ok = vol > SLIVER * model.volume[touched]
         flat[touched[~ok]] = True
         shape = (touched[ok], np.linalg.inv(dm[ok]), vol[ok])
     # Faces of the candidate elements lying on the blade, shared by two elements that stay alive.
@@ -489,6 +495,17 @@ def cut(model: TissueModel, state: TissueState, blade: Blade, *, dt: float) -> T
     if sep.size == 0 and not flat.any() and moved.size == 0:
         return None
     return _rebuild(model, state, rest, xn, flat, sep, affected, shape, moved, dt, blade, on_blade)
+
+
+def components(model: TissueModel) -> np.ndarray:
+    """Connected pieces of the tissue: a label (n,) int per node; nodes share a label when live
+    elements join them (after a cut or tear, a piece that came off has its own label)."""
+    n = model.node_count
+    tets = model.tets[model.volume > 0.0].astype(np.int64)
+    a = np.repeat(tets[:, :1], 3, axis=1).reshape(-1)
+    b = tets[:, 1:].reshape(-1)
+    graph = sp.coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def separate_faces(model: TissueModel, state: TissueState, faces: np.ndarray, *,

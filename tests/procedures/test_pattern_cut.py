@@ -128,3 +128,26 @@ def test_expert_starts_the_pattern_cut_on_the_real_scene():
         assert res.status == "incomplete" and not res.passed
     finally:
         att.close()
+
+
+def test_the_disc_is_free_when_the_mesh_says_so():
+    """Blades along the circle in snips about one gauze element long: the disc comes off the frame
+    only when the last snip closes the circle (judged from the mesh's connected pieces, not from
+    where the blades were), and the gauze keeps its volume."""
+    from sim.cutting import quad_blade
+    from sim.scene import build_scene
+
+    scene = build_scene("pattern_cut")
+    z = scene.tissue.rest[:, 2]
+    lo, hi = z.min() - 1e-3, z.max() + 1e-3
+    vol0 = scene.tissue.volume.sum()
+    k = 24
+    for i in range(k):
+        assert not pc.disc_free(scene.tissue)
+        a0, a1 = 2 * np.pi * i / k, 2 * np.pi * (i + 1.05) / k
+        p0 = pc.RADIUS * np.array([np.cos(a0), np.sin(a0)])
+        p1 = pc.RADIUS * np.array([np.cos(a1), np.sin(a1)])
+        scene.cut(quad_blade([*p0, lo], [*p1, lo], [*p1, hi], [*p0, hi]))
+    assert pc.disc_free(scene.tissue)
+    assert scene.tissue.volume.sum() == pytest.approx(vol0, rel=5e-3)
+    scene.close()

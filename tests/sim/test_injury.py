@@ -9,6 +9,7 @@ from sim.clips import lumen_area
 from sim.ports import Port
 from sim.scene import Scene, SceneConfig, SceneControl, build_scene
 from sim.tissue_bodies import StripBody, TubeBody
+from sim.tissue_topology import components
 from sim.tool_scene import ToolSetup
 
 DT = 1e-3
@@ -29,6 +30,7 @@ def test_strip_tears_at_its_threshold_and_the_force_drops():
     carrying that force; the force falls afterwards; a restored state replays the tear exactly."""
     scene = build_scene("default", body=StripBody(tear="fragile", clamp_both=True), tissue_tets=1, tools=())
     threshold = scene.body_info.tear_force
+    mass0 = scene.tissue.mass.sum()
     end = clamp_nodes(scene, high=True)
     scene.injury.set_probe(end)
     control = SceneControl(np.zeros((0, 4)), np.zeros(0))
@@ -48,6 +50,11 @@ def test_strip_tears_at_its_threshold_and_the_force_drops():
     before = max(forces[: tear.tick - 5])
     assert before < tear.value + 1e-9  # nothing tore before that force was reached
     assert forces[-1] < 0.5 * threshold  # it tore through: the force dropped
+    # ... because the strip came apart (faces separated by the cutting core, not softened):
+    # its two clamped ends are in different pieces, and no mass was lost.
+    pieces = components(scene.tissue)
+    assert not set(pieces[clamp_nodes(scene, high=False)]) & set(pieces[end])
+    assert scene.topology_version >= 1 and scene.tissue.mass.sum() == pytest.approx(mass0, rel=1e-9)
     dmg = scene.injury.damage
     assert dmg.failed.any() and 0.0 <= dmg.damage.min() and dmg.damage.max() <= 1.0
     end_sum = scene.checksum()
