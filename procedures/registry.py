@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from procedures.base import Procedure
 
-PROCEDURES = ("peg_transfer", "pattern_cut")
+PROCEDURES = ("peg_transfer", "pattern_cut", "cholecystectomy")
 
 
 def get_procedure(name: str) -> Procedure:
@@ -17,4 +17,8 @@ def get_procedure(name: str) -> Procedure:
         from procedures.pattern_cut import PatternCut
 
         return PatternCut()
+    if name == "cholecystectomy":
+        from procedures.cholecystectomy import Cholecystectomy
+
+        return Cholecystectomy()
     raise ValueError(f"unknown procedure {name!r}; known: {', '.join(PROCEDURES)}")

@@ -58,6 +58,11 @@ class Bleeding:
         info = self.info
         if not info.vessel or len(elements) == 0:
             return False
+        mask = info.vessel_elements  # a body with one vessel among other organs
+        if mask is not None:
+            elements = np.asarray(elements)[mask[np.asarray(elements)]]
+            if len(elements) == 0:
+                return False
         nodes = np.unique(self.model.tets[elements])
         s = float(info.axial[nodes].mean())
         if self.n_wounds and np.min(np.abs(self.wound_s[:self.n_wounds] - s)) < MERGE_M:

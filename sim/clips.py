@@ -208,6 +208,7 @@ class ClipSet:
     def __init__(self, model, info, dt: float, n_tools: int) -> None:
         self.model, self.info, self.dt = model, info, float(dt)
         self.inv_mass = np.where(model.fixed, 0.0, 1.0 / model.mass)
+        self.pull = PULL if getattr(info, "clip_pull", True) else 0.0  # never changes: not state
         self.n_clips = 0
         self.node = np.full((MAX_CLIPS, MAX_NODES), -1, dtype=np.int64)
         self.count = np.zeros(MAX_CLIPS, dtype=np.int64)
@@ -333,7 +334,7 @@ class ClipSet:
         """Each clip's pose from its nodes after the step (what the renderer draws)."""
         if self.n_clips:
             fit_clips(self.n_clips, self.node, self.count, self.ref, state.x, self.pos, self.quat,
-                      self.inv_mass, PULL, self.crimp)
+                      self.inv_mass, self.pull, self.crimp)
 
     def _apply(self) -> None:
         """Rest shapes of every clipped element at its clip's ramp (after a restore or a new model)."""
@@ -379,7 +380,7 @@ class ClipSet:
 
     # -- state ---------------------------------------------------------------------------------------
 
-    _NOT_STATE = frozenset({"model", "info", "dt", "inv_mass"})
+    _NOT_STATE = frozenset({"model", "info", "dt", "inv_mass", "pull"})
 
     def get_state(self) -> dict:
         return copy_attrs(self, self._NOT_STATE)

@@ -285,6 +285,7 @@ class DamageField:
         self.failed = np.zeros(m, dtype=np.bool_)
         self.soft = np.zeros(m, dtype=np.bool_)  # failed and not separated: softened
         self.off = np.zeros(m, dtype=np.bool_)  # failed or dead (removed by a cut): no strain, no say
+        self.held = np.zeros(m, dtype=np.bool_)  # crushed under a clip on purpose: no tear, no say
         self.ticks = 0
 
     def update(self, state) -> np.ndarray:
@@ -353,9 +354,17 @@ class DamageField:
     def _apply_failed(self) -> None:
         live = self.model.volume > 0.0
         np.logical_or(self.failed, ~live, out=self.off)
+        self.off |= self.held
         scale = np.where(self.soft, RESIDUAL, 1.0) * live
         np.multiply(self.mu0, scale, out=self.model.mu)
         np.multiply(self.lam0, scale, out=self.model.lam)
+
+    def hold(self, elements: np.ndarray) -> None:
+        """Elements a clip crushed (`sim.clips`): their strain is the clip's doing, not a pull, so they
+        neither tear nor count in their neighbours' non-local average (a clip on a retracted duct
+        otherwise tore it next to the clip at 0.2 N of pull)."""
+        self.held[elements] = True
+        self._apply_failed()
 
     def retopologize(self, model) -> None:
         """The tissue has a new model (element ids are stable; dead elements have volume 0)."""

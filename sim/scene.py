@@ -22,6 +22,12 @@ Scenes (`build_scene(name)`):
 - ``pattern_cut``: the FLS pattern-cut gauze (10 x 10 cm, rim clamped in its frame 3 cm above the
   floor, `sim.tissue_bodies.GauzeBody`), a grasper through the left port (tool 0, traction) and
   the curved scissors through the right one (tool 1).
+- ``cholecystectomy``: the hepatobiliary anatomy of `body=sim.organs.AnatomyBody(seed)` (gallbladder,
+  cystic duct, common duct, cystic artery as one tissue model with per-organ materials,
+  `sim.organs`; liver and right hepatic artery rigid, drawn only), a grasper through the left
+  lateral port (tool 0, left hand: the infundibulum), a clip applier through the right
+  epigastric port (tool 1, right hand) and scissors through a right lateral port (tool 2), the 30
+  deg scope through the umbilical port aimed at Calot's triangle.
 The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
 in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
 
@@ -43,6 +49,7 @@ from sim import clips as clp
 from sim import instruments as inst
 from sim import scene_topology as topo
 from sim import tissue_topology
+from sim.anatomy import BODY_COLOURS, RIGID_COLOURS, Anatomy
 from sim.bleeding import MAX_DROPS
 from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
@@ -74,6 +81,12 @@ TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0
 LEFT_PORT = Port((-0.07, -0.11, 0.25))
 RIGHT_PORT = Port((0.07, -0.11, 0.25))
 SCOPE_PORT = Port((0.0, -0.15, 0.25))
+#: Cholecystectomy ports [m]: left lateral (grasper), right epigastric (clip applier), right lateral
+#: (scissors), umbilical (scope).
+CHOLE_LEFT_PORT = Port((-0.09, -0.09, 0.25))
+CHOLE_RIGHT_PORT = Port((0.06, -0.12, 0.25))
+CHOLE_RIGHT2_PORT = Port((0.10, -0.06, 0.25))
+CHOLE_SCOPE_PORT = Port((-0.008, -0.07, 0.25))
 #: Peg transfer ports: one grasper per hand, either side of the scope (tool 0 = left hand).
 PEG_LEFT_PORT = Port((-0.075, -0.11, 0.25))
 PEG_RIGHT_PORT = Port((0.075, -0.11, 0.25))
@@ -127,12 +140,20 @@ def scene_config(name: str = "default", **overrides) -> SceneConfig:
         cfg = SceneConfig(name="pattern_cut", tissue_tets=1, body=GauzeBody(),
                           tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
                                  ToolSetup(inst.SCISSORS, PEG_RIGHT_PORT, depth=0.2)))
+    elif name == "cholecystectomy":
+        from sim.organs import AnatomyBody
+
+        cfg = SceneConfig(name="cholecystectomy", tissue_tets=1, body=AnatomyBody(seed=0),
+                          scope_port=CHOLE_SCOPE_PORT, scope_angle=float(np.radians(30.0)),
+                          tools=(ToolSetup(inst.GRASPER, CHOLE_LEFT_PORT, depth=0.2),
+                                 ToolSetup(inst.CLIP_APPLIER, CHOLE_RIGHT_PORT, depth=0.2),
+                                 ToolSetup(inst.SCISSORS, CHOLE_RIGHT2_PORT, depth=0.2)))
     else:
         raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
     return SceneConfig(**{**cfg.__dict__, **overrides})
 
 
-SCENES = ("default", "peg_transfer", "pattern_cut")
+SCENES = ("default", "peg_transfer", "pattern_cut", "cholecystectomy")
 
 
 @dataclass(eq=False)
@@ -203,6 +224,8 @@ class Scene:
     Attributes (read-only to callers):
         config: what was built. tools: the `sim.instruments.Instrument`s (tool i = control row i).
         tissue: TissueModel or None; tissue_state: TissueState or None.
+        anatomy: the `sim.anatomy.Anatomy` of an organ scene, else None.
+        tissue_body: per element organ label (m,) int8 (`sim.anatomy.BODIES`; all 0 for the pad).
         events: SceneEvents appended by `tick` (callers may clear the list).
         rng: numpy Generator seeded with the session's seed (all randomness of the session).
         tick_count: ticks done. part_ns: last tick's time per part (pybullet, contact, tissue) [ns].
@@ -223,6 +246,10 @@ class Scene:
         self.body_info = None
         if cfg.tissue_tets > 0:
             self.tissue, self.body_info = make_body(cfg)
+        # An organ scene (cfg.body a sim.organs.AnatomyBody): its anatomy and organ labels.
+        self.anatomy: Anatomy | None = getattr(cfg.body, "anatomy", None)
+        self.tissue_body = (self.anatomy.body.copy() if self.anatomy is not None else
+                            np.zeros(self.tissue.tet_count if self.tissue else 0, dtype=np.int8))
         self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
         self.cutters = topo.cutter_tools(self.tools)
         self.contact = (ToolTissueContact(self.tissue, self.tools, cfg.dt, cutters=self.cutters)
@@ -425,6 +452,22 @@ class Scene:
     def _make_scope(self) -> LaparoscopeCamera:
         """The scope at its start pose: through its port, aimed at the work area."""
         cfg = self.config
+        if self.anatomy is not None:  # the work area: Calot's triangle, centred in the image
+            port, calot = cfg.scope_port.point(), self.anatomy.landmarks["calot"]
+            # Tip ~8 cm from the target: the triangle and both instruments' jaws in the image.
+            insert = float(np.clip(np.linalg.norm(calot - port) - 0.08, 0.02, 0.30))
+            cam = LaparoscopeCamera(port=port, view_angle=float(cfg.scope_angle), insert=insert)
+            d = calot - port
+            cam.yaw = float(np.arctan2(d[1], d[0]))
+            best = np.inf
+            for pitch in np.radians(np.linspace(10.0, 89.0, 317)):  # optics on the target
+                cam.pitch = float(pitch)
+                v = cam.view()
+                off = abs((v[1, :3] @ calot + v[1, 3]) / (v[2, :3] @ calot + v[2, 3]))
+                if off < best:
+                    best, keep = off, cam.pitch
+            cam.pitch = keep
+            return cam
         around: dict = {"tissue_rest": self.tissue.rest if self.tissue is not None else np.zeros((0, 3))}
         if self.rigid.pegboard is not None:
             spec = self.rigid.pegboard.spec
@@ -498,6 +541,9 @@ class Scene:
         `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also carry `clips`
         and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw plane,
         closing direction, along the jaws); tissue_body: the tissue body's name.
+        Organ scenes add: tissue_node_body (n,) int32 (organ label of each start node),
+        tissue_body_colours (B, 3) (linear RGB per organ label), rigid_meshes: list of dicts
+        (name, points (p, 3) [m], triangles (t, 3) int32, colour (3,)) for the rigid organs.
         """
         pegboard = None
         if self.rigid.pegboard is not None:
@@ -516,7 +562,7 @@ class Scene:
                           "shaft_radius": s.shaft_radius, "jaw_length": s.jaw_length,
                           "jaw_width": s.jaw_width, "jaw_thickness": s.jaw_thickness,
                           "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
-        return {
+        out = {
             "name": self.config.name,
             "snapshot_version": topo.SNAPSHOT_VERSION,
             "tissue_max_nodes": self._caps[0],
@@ -535,6 +581,18 @@ class Scene:
             "clip_size": np.array([clp.CLIP_WIDTH, 1.0e-3, 0.009]),
             "tissue_body": self.body_info.name if self.body_info is not None else None,
         }
+        if self.anatomy is not None:
+            out.update(self._organ_description())
+        return out
+
+    def _organ_description(self) -> dict:
+        """describe()'s organ keys (see there)."""
+        rigid = [{"name": name, "points": pts.copy(), "triangles": tri.astype(np.int32),
+                  "colour": np.array(RIGID_COLOURS[name])}
+                 for name, (pts, tri) in self.anatomy.rigid.items()]
+        return {"tissue_node_body": self.anatomy.node_body.astype(np.int32),
+                "tissue_body_colours": BODY_COLOURS.copy(),
+                "rigid_meshes": rigid}
 
     # -- state ---------------------------------------------------------------------------------------
 

@@ -104,10 +104,13 @@ class TissueInjury:
             self._events.append(("clip_missed", i, float(c), f"clip lost: {why}"))
             return
         self.contact.skip[self.clips.node[c, :self.clips.count[c]]] = True
+        if self.damage is not None:
+            self.damage.hold(self.clips.elems[c, :self.clips.n_elems[c]])
         # The crimp makes its elements far stiffer across the clip than the factored step matrix
         # knows (the solver then needs tens of passes a tick): the scene refactors for the
         # crimped shapes off the hot path (`take_refactor`).
-        self.refactor = self.model.with_topology(dm_inv_rows=self.clips.crimped_rows(c))
+        if getattr(self.info, "clip_refactor", True):
+            self.refactor = self.model.with_topology(dm_inv_rows=self.clips.crimped_rows(c))
         r = self.clips.records()[c]
         where = ("" if np.isnan(r["along"]) else
                  f" at {r['along'] * 1e3:.1f} mm along the tube, {r['angle']:.0f} deg to its axis, "

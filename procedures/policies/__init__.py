@@ -15,6 +15,10 @@ def make_hands(name: str, seed: int = 0, procedure: str = "peg_transfer") -> lis
         from procedures.policies.pattern_cut import make_hands as cut_hands
 
         return cut_hands(name, seed)
+    if procedure == "cholecystectomy":
+        from procedures.policies.cholecystectomy import make_hands as chole_hands
+
+        return chole_hands(name, seed)
     if procedure != "peg_transfer":
         raise ValueError(f"no scripted hands for procedure {procedure!r}")
     from procedures.policies.peg_transfer import make_hands as peg_hands

@@ -212,6 +212,7 @@ class Renderer:
         rest = np.asarray(description["tissue_rest"], dtype=np.float64).reshape(-1, 3)
         self.tissue = (Mesh(rest, geo.vertex_normals(rest, self.tris), self.tris, dynamic=True)
                        if len(self.tris) else None)
+        self.organs = self._organ_parts(rest)
         self.tori: dict[tuple[float, float], Mesh] = {}
         for body in description.get("bodies", []):
             if body["kind"] == "ring":
@@ -247,8 +248,37 @@ class Renderer:
 
     # -- scene items -------------------------------------------------------------------------------
 
+    def _organ_parts(self, rest: np.ndarray) -> list[tuple[Mesh, tuple]]:
+        """Organ scenes (describe()'s tissue_node_body): one tissue mesh per organ, each drawn
+        in its colour; [] for single-colour tissue."""
+        node_label = self.description.get("tissue_node_body")
+        if node_label is None or self.tissue is None:
+            return []
+        node_label = np.asarray(node_label).reshape(-1)
+        # A triangle's organ: the lowest label among its corners that existed at the start (nodes
+        # a cut added later have none of their own).
+        big = np.iinfo(np.int32).max
+        corner = np.where(self.tris < len(node_label),
+                          node_label[np.minimum(self.tris, len(node_label) - 1)], big)
+        label = corner.min(axis=1)
+        label[label == big] = 0
+        colours = np.asarray(self.description["tissue_body_colours"], float)
+        normals = geo.vertex_normals(rest, self.tris)
+        return [(Mesh(rest, normals, self.tris[label == b], dynamic=True), tuple(colours[b]))
+                for b in np.unique(label)]
+
+    def _rigid_organ_items(self) -> list[Item]:
+        """Static items for describe()'s rigid_meshes (liver, ...), wet like the tissue."""
+        items = []
+        for part in self.description.get("rigid_meshes", []):
+            pts = np.asarray(part["points"], float)
+            tris = np.asarray(part["triangles"], np.int32)
+            items.append(Item(self.mesh(pts, geo.vertex_normals(pts, tris), tris), np.eye(4),
+                              tuple(np.asarray(part["colour"], float)), 90.0, 0.55, 0.08, "tissue"))
+        return items
+
     def _static_items(self) -> list[Item]:
-        """The unmoving parts: floor, walls, pegboard and pegs."""
+        """The unmoving parts: floor, walls, pegboard and pegs, rigid organs."""
         d = self.description
         half = float(d.get("floor_half_extent", 0.25))
         top = float(d.get("trainer_top", 0.25))
@@ -268,13 +298,14 @@ class Renderer:
             for peg in np.asarray(pb["pegs"], float).reshape(-1, 3):
                 items.append(Item(self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),
                                   PEG_RGB, 40.0, 0.2, 0.0, "trainer"))
-        return items
+        return items + self._rigid_organ_items()
 
     def _dynamic_items(self, snap: dict) -> list[Item]:
         items = []
         if self.tissue is not None and len(snap["tissue_x"]) and "tissue" not in self.hidden:
             self.upload_tissue(self._live_tissue(snap))
-            items.append(Item(self.tissue, np.eye(4), TISSUE_RGB, 90.0, 0.55, 0.08, "tissue"))
+            for mesh, colour in self.organs or [(self.tissue, TISSUE_RGB)]:
+                items.append(Item(mesh, np.eye(4), colour, 90.0, 0.55, 0.08, "tissue"))
         links = np.asarray(snap["tool_links"], float).reshape(-1, 3, 7)
         for i, tool in enumerate(self.description["tools"]):
             if i >= len(links):
@@ -345,13 +376,18 @@ class Renderer:
             self.tris = np.asarray(snap["tissue_tris"], dtype=np.int64)[:k].astype(np.int32)
             self.tissue.release()
             self.tissue = Mesh(x, geo.vertex_normals(x, self.tris), self.tris, dynamic=True)
+            for mesh, _ in self.organs:
+                mesh.release()
+            self.organs = self._organ_parts(x)
         return x
 
     def upload_tissue(self, x: np.ndarray) -> None:
         if self.tissue is None or len(x) != self.tissue.n_verts:
             return
         t0 = time.perf_counter()
-        self.tissue.update(x, geo.vertex_normals(x, self.tris))
+        normals = geo.vertex_normals(x, self.tris)
+        for mesh, _ in self.organs or [(self.tissue, None)]:
+            mesh.update(x, normals)
         self.tissue_ms = (time.perf_counter() - t0) * 1e3
 
     def _clip(self) -> tuple[float, float, float, float]:
@@ -474,7 +510,8 @@ class Renderer:
         GL.glBindVertexArray(0)
 
     def release(self) -> None:
-        for mesh in [self.box, self.cylinder, self.quad, *self.tori.values(), *self._meshes]:
+        for mesh in [self.box, self.cylinder, self.quad, *self.tori.values(), *self._meshes,
+                     *(m for m, _ in self.organs)]:
             mesh.release()
         if self.tissue is not None:
             self.tissue.release()
