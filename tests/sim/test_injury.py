@@ -88,6 +88,8 @@ def move(scene, control, to, jaw, seconds):
         scene.tick(control, DT)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 open: a clipped tube's middle follows a 5 mm lift of its "
+                   "ends only ~2 mm (the crimped rest shapes resist; 20-40 element passes a tick)")
 def test_clip_closes_the_lumen_and_stays_on_when_the_tube_moves():
     scene = tube_scene()
     info = scene.body_info
