@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the renderer and its tests need: Mesa (EGL surfaceless + llvmpipe, GLX for GLFW),
 # Xvfb (the window tests' X server), mmdebstrap (builds the Debian trixie root that runs Monado,
-# scripts/xr-root.sh) and chromium (the records report is checked in a real headless browser).
+# scripts/xr-root.sh), chromium (the records report is checked in a real headless browser), and the
+# shared libraries gmsh's wheel links (the cholecystectomy's anatomy generator, sim/anatomy.py).
 # Idempotent: installs only what is missing. Needs root (or passwordless sudo); without either it
 # prints one line and exits 0, and the EGL/XR and report browser tests skip with that reason.
 set -euo pipefail
 
-PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgles2 xvfb xauth mmdebstrap chromium)
+PACKAGES=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libgles2 xvfb xauth mmdebstrap chromium
+          libglu1-mesa libxcursor1 libxft2 libxinerama1 libxrender1 libfontconfig1 libgomp1)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
