@@ -91,7 +91,11 @@ def test_cli_next_names_a_task_and_why_or_skips_with_reasons(db):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     skipped = {s["task"]: s["reason"] for s in out["skipped"]}
-    assert skipped["pattern_cut"] == "no procedure 'pattern_cut' in this trocar yet"
+    # the pattern cut needs peg transfer proficiency first (55 s is not: proficiency is 48 s)
+    if "pattern_cut" in available_procedures():
+        assert skipped["pattern_cut"] == "locked until proficient at peg_transfer"
+    else:
+        assert skipped["pattern_cut"] == "no procedure 'pattern_cut' in this trocar yet"
     if "peg_transfer" in available_procedures():
         assert out["task"] == "peg_transfer" and out["settings"]["focus"] == "completion_time"
     else:
