@@ -133,42 +133,14 @@ def element_forces(grad, q, q0, dm_inv, vol, mu, lam, kind, c_damp, force, weigh
         f0, f1, f2 = grad[0, e], grad[1, e], grad[2, e]
         f3, f4, f5 = grad[3, e], grad[4, e], grad[5, e]
         f6, f7, f8 = grad[6, e], grad[7, e], grad[8, e]
-        # Cofactor matrix dJ/dF (row-major) and J.
-        c0 = f4 * f8 - f5 * f7
-        c1 = f5 * f6 - f3 * f8
-        c2 = f3 * f7 - f4 * f6
-        det = f0 * c0 + f1 * c1 + f2 * c2
+        det = f0 * (f4 * f8 - f5 * f7) + f1 * (f5 * f6 - f3 * f8) + f2 * (f3 * f7 - f4 * f6)
         inverted += det <= 0.0
         weight[e] = vol[e] if det > 0.0 else 0.0
         mue = mu[e]
         lame = lam[e]
-        if neo:
-            c3 = f2 * f7 - f1 * f8
-            c4 = f0 * f8 - f2 * f6
-            c5 = f1 * f6 - f0 * f7
-            c6 = f1 * f5 - f2 * f4
-            c7 = f2 * f3 - f0 * f5
-            c8 = f0 * f4 - f1 * f3
-            mu_s, lam_s, a_s, psi0 = neohookean_params(mue, lame)
-            ic = (f0 * f0 + f1 * f1 + f2 * f2 + f3 * f3 + f4 * f4 + f5 * f5
-                  + f6 * f6 + f7 * f7 + f8 * f8)
-            sa = mu_s * (1.0 - 1.0 / (ic + 1.0))
-            sb = lam_s * (det - a_s)
-            p00 = sa * f0 + sb * c0
-            p01 = sa * f1 + sb * c1
-            p02 = sa * f2 + sb * c2
-            p10 = sa * f3 + sb * c3
-            p11 = sa * f4 + sb * c4
-            p12 = sa * f5 + sb * c5
-            p20 = sa * f6 + sb * c6
-            p21 = sa * f7 + sb * c7
-            p22 = sa * f8 + sb * c8
-            psi = (0.5 * mu_s * (ic - 3.0) + 0.5 * lam_s * (det - a_s) ** 2
-                   - 0.5 * mu_s * math.log(ic + 1.0) - psi0)
-        else:
-            r = quat_to_mat(q[0, e], q[1, e], q[2, e], q[3, e])
-            p00, p01, p02, p10, p11, p12, p20, p21, p22, psi = corotated_stress(
-                r, f0, f1, f2, f3, f4, f5, f6, f7, f8, mue, lame, 1.0)
+        r = quat_to_mat(q[0, e], q[1, e], q[2, e], q[3, e])
+        p00, p01, p02, p10, p11, p12, p20, p21, p22, psi = elastic_stress(
+            neo, f0, f1, f2, f3, f4, f5, f6, f7, f8, r, mue, lame)
         # Damping: the same co-rotated linear stress of the strain of x - xp, times beta / h'
         # (the "+ 1" that makes eps = sym(R^T F) - I cancels with the identity below).
         r = quat_to_mat(q0[0, e], q0[1, e], q0[2, e], q0[3, e])
