@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy, Tremor
+from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy, Tremor, policy_hands
 from sim.cutting import quat_matrix
 
 GRASPER, APPLIER, SCISSORS = 0, 1, 2
@@ -103,10 +103,7 @@ POLICIES = {"expert": EXPERT, "novice": NOVICE}
 def make_hands(name: str, seed: int = 0) -> list[HandDevice]:
     """The scripted devices of style `name`: the left hand's grasper (tool 0), the right hand's
     clip applier (tool 1) and scissors (tool 2)."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    policy = CholecystectomyPolicy(POLICIES[name], seed)
-    return [HandDevice(policy, h) for h in (GRASPER, APPLIER, SCISSORS)]
+    return policy_hands(CholecystectomyPolicy, POLICIES, name, seed, (GRASPER, APPLIER, SCISSORS))
 
 
 class CholecystectomyPolicy(ScriptedPolicy):

@@ -176,3 +176,13 @@ class HandDevice(ScriptedHand):
         self.position = device_position(wmap, out[0])
         self.gripper = out[1]
         self.roll = float(out[2]) if len(out) > 2 else None
+
+
+def policy_hands(policy_class, styles: dict, name: str, seed: int, hands) -> list[HandDevice]:
+    """One HandDevice per tool index in `hands`, all driven by one `policy_class(styles[name],
+    seed)` (the hands share one brain: hand-offs and two-handed work need both). An unknown name
+    is a ValueError naming the known ones."""
+    if name not in styles:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(styles)}")
+    policy = policy_class(styles[name], seed)
+    return [HandDevice(policy, h) for h in hands]

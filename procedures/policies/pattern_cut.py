@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from procedures import pattern_cut as pc
-from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy
+from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy, policy_hands
 
 OPEN_GRASPER, CLOSED = 0.6, 0.0  # [rad]
 # [m] where the grasper takes the gauze: outside the circle, front left, so that its shaft (from the
@@ -76,10 +76,7 @@ POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
 def make_hands(name: str, seed: int = 0) -> list[HandDevice]:
     """Two scripted hands (tool 0 = left grasper, tool 1 = right scissors) of style `name`."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    policy = PatternCutPolicy(POLICIES[name], seed)
-    return [HandDevice(policy, 0), HandDevice(policy, 1)]
+    return policy_hands(PatternCutPolicy, POLICIES, name, seed, (0, 1))
 
 
 class PatternCutPolicy(ScriptedPolicy):

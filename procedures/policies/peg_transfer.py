@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy
+from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy, policy_hands
 
 OPEN, CLOSED = 0.6, 0.0  # [rad] jaw commands
 HANDOFF_Z = 0.028  # [m] ring centre above the peg tops at the hand-off and while carrying
@@ -84,10 +84,7 @@ POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
 def make_hands(name: str, seed: int = 0) -> list[HandDevice]:
     """Two scripted hands (tool 0 = left, tool 1 = right) sharing one policy of style `name`."""
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    policy = PegTransferPolicy(POLICIES[name], seed)
-    return [HandDevice(policy, 0), HandDevice(policy, 1)]
+    return policy_hands(PegTransferPolicy, POLICIES, name, seed, (0, 1))
 
 
 class PegTransferPolicy(ScriptedPolicy):
