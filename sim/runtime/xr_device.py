@@ -12,11 +12,14 @@ are as for any device:
 p_controller: grip position in OpenXR LOCAL (x right, y up, -z forward) [m]; R maps LOCAL axes to
 device axes (x right, y away from the user, z up): (x, y, z)_device = (x, -z, y)_local; rest_h: the
 controller position that holds tool h at its start tip, `REST[h]` (hands 15 cm either side of
-the midline, 35 cm below and 45 cm in front of the eyes: forearms level, elbows at the sides) until
-the trainee presses the recentre button, which makes the controller's current position the rest.
-p_device is clipped to +-`WORKSPACE` [m] per axis (the tool then stays within 1.5 x that of its
-start tip) and follows the controller at most `MAX_SPEED` [m/s]: a controller picked up far from
-its rest (or a recentre) glides the tool over instead of jerking it through the coupling spring.
+the midline, 35 cm below and 45 cm in front of the eyes: forearms level, elbows at the sides;
+$TROCAR_XR_REST = six numbers "xl,yl,zl,xr,yr,zr" [m] replaces them, for a trainee who sits or
+stands differently) until the trainee presses the recentre button, which makes the controller's
+current position the rest. p_device is clipped to +-`WORKSPACE` [m] per axis (the tool then stays
+within 1.5 x that of its start tip) and follows the controller at most `MAX_SPEED` [m/s] of
+servo time (`tick_s` per read: the servo reads once a tick, and a late tick that the servo
+catches up on must not jump the tool): a controller picked up far from its rest (or a recentre)
+glides the tool over instead of jerking it through the coupling spring.
 While a controller is not tracked (or no headset frame has arrived yet) its sample is not connected
 and the tool holds its last target. The trigger closes the jaws (released: open).
 
@@ -27,17 +30,35 @@ substitute for force feedback.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
 from haptics.device import DeviceSample, DeviceSpec, HapticDevice
+from sim.errors import UserError
 from sim.runtime.keyboard import JAW_OPEN, InputReader
 
 #: Controller rest positions in OpenXR LOCAL [m], hand 0 (left) and hand 1 (right).
 REST = np.array([[-0.15, -0.35, -0.45], [0.15, -0.35, -0.45]])
 WORKSPACE = 0.1  # device-frame half range [m] per axis
 MAX_SPEED = 0.3  # fastest the device position follows the controller [m/s] (a quick hand move)
+
+
+def rest_positions() -> np.ndarray:
+    """The controllers' rest positions (2, 3) [m] in OpenXR LOCAL: $TROCAR_XR_REST if set, else
+    `REST`. Raises UserError with one line if the variable is not six finite numbers."""
+    text = os.environ.get("TROCAR_XR_REST", "").strip()
+    if not text:
+        return REST.copy()
+    try:
+        rest = np.array([float(x) for x in text.split(",")])
+    except ValueError:
+        rest = np.zeros(0)
+    if rest.shape != (6,) or not np.isfinite(rest).all():
+        raise UserError(f"TROCAR_XR_REST={text!r}: expected six numbers in metres, "
+                        "'xl,yl,zl,xr,yr,zr' (left then right controller, OpenXR LOCAL)")
+    return rest.reshape(2, 3)
 
 
 def local_to_device(p_local: np.ndarray) -> np.ndarray:
@@ -48,16 +69,16 @@ def local_to_device(p_local: np.ndarray) -> np.ndarray:
 class XrControllerDevice(HapticDevice):
     """Hand `hand`'s VR controller read from the input mailbox `box` (see the module docstring)."""
 
-    def __init__(self, box, hand: int = 0) -> None:
+    def __init__(self, box, hand: int = 0, tick_s: float = 1e-3) -> None:
         self.reader = InputReader(box)
         self.hand = hand
-        self.rest = REST[min(hand, 1)].copy()
+        self.rest = rest_positions()[min(hand, 1)]
+        self.max_step = MAX_SPEED * tick_s  # [m] per read (one read per servo tick of tick_s [s])
         self._spec = DeviceSpec(name="xr-controller", workspace=(WORKSPACE,) * 3)
         self.pos = np.zeros(3)
         self.gripper = JAW_OPEN
         self.force = np.zeros(3)
         self._seq = 0
-        self._t_last: float | None = None
 
     @property
     def spec(self) -> DeviceSpec:
@@ -71,8 +92,6 @@ class XrControllerDevice(HapticDevice):
 
     def read(self) -> DeviceSample:
         now = time.perf_counter()
-        dt = 0.0 if self._t_last is None else min(now - self._t_last, 0.1)
-        self._t_last = now
         r = self.reader
         r.poll()
         h = self.hand
@@ -84,8 +103,8 @@ class XrControllerDevice(HapticDevice):
             goal = np.clip(local_to_device(p - self.rest), -WORKSPACE, WORKSPACE)
             step = goal - self.pos
             n = float(np.linalg.norm(step))
-            if n > MAX_SPEED * dt:
-                step *= MAX_SPEED * dt / n
+            if n > self.max_step:
+                step *= self.max_step / n
             self.pos += step
             trigger = min(max(float(r.now["xr_trigger"][h]), 0.0), 1.0)
             self.gripper = JAW_OPEN * (1.0 - trigger)

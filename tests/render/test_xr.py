@@ -79,15 +79,24 @@ def test_live_session_in_headset_with_controllers_against_real_monado(tmp_path):
         skip_or_fail(reason)
     root = _monado_root()
     from sim.runtime.recording import read_recording
-    from sim.runtime.xr_device import REST, WORKSPACE, local_to_device
+    from sim.runtime.xr_device import WORKSPACE, local_to_device
 
+    # Monado's simulated controllers sit at about `simulated` (OpenXR LOCAL [m], measured; they
+    # wander by ~1 cm from run to run). The rests are set so that each tool's target lies 2 cm under
+    # the board top (z = 0.010 m), between the peg columns (|x| < 0.02 m is clear of pegs and
+    # rings): tool homes (-+0.075, -0.11, 0.05), scale 1.5. The board stops the tools, they press on
+    # it, and the controllers must vibrate with that force.
+    simulated = np.array([[-0.175, -0.335, -0.504], [0.224, -0.335, -0.495]])
+    device = np.array([[0.0433, 0.0567, -0.04], [-0.0433, 0.0767, -0.04]])
+    rest = simulated - np.stack([device[:, 0], device[:, 2], -device[:, 1]], axis=1)
     xvfb, host_display = _host_xvfb()
     try:
         report_path, rec_path = tmp_path / "xr.json", tmp_path / "run.trec"
         proc = run_cli("run", "peg_transfer", "--device", "xr,xr", "--display", "xr", "--seconds", "12",
                        "--record", str(rec_path),
                        env={"TROCAR_XR_ROOT": root, "TROCAR_XR_REPORT": str(report_path),
-                            "XR_RUNTIME_JSON": None},
+                            "XR_RUNTIME_JSON": None,
+                            "TROCAR_XR_REST": ",".join(f"{x:.4f}" for x in rest.ravel())},
                        timeout=400)
     finally:
         xvfb.terminate()
@@ -122,20 +131,24 @@ def test_live_session_in_headset_with_controllers_against_real_monado(tmp_path):
     scale = rec.meta["hands"][0]["scale"]
     for h in (0, 1):
         pose = np.asarray(ctl["last_pose"][h])
-        want = np.clip(local_to_device(pose[:3] - REST[h]), -WORKSPACE, WORKSPACE)
+        want = np.clip(local_to_device(pose[:3] - rest[h]), -WORKSPACE, WORKSPACE)
         assert np.abs(t["dev_pos"][-1, h] - want).max() < 2e-3, (h, t["dev_pos"][-1, h], want)
         target = home[h] + scale * want
         assert np.abs(t["targets"][-1, h, :3] - target).max() < 3e-3
-        # The tool went there: its tip moved > 2 cm from its start, most of the way toward the
-        # target (the simulated controllers may sit where the port's angle limit stops the tool a
-        # few mm short), and not off to the side.
-        tip, way = t["tool_pose"][-1, h, :3] - home[h], target - home[h]
-        along = tip @ way / (way @ way)
-        assert np.linalg.norm(tip) > 0.02 and along > 0.8, (h, tip, way)
-        assert np.linalg.norm(tip - along * way) < 0.015, (h, tip, way)
+        # The tool went there: its tip moved most of the way toward the target across the board
+        # and not off to the side, and rests on the board top that stops it short in depth.
+        tip, way = (t["tool_pose"][-1, h, :3] - home[h]), target - home[h]
+        along = tip[:2] @ way[:2] / (way[:2] @ way[:2])
+        assert np.linalg.norm(tip[:2]) > 0.02 and along > 0.8, (h, tip, way)
+        assert np.linalg.norm(tip[:2] - along * way[:2]) < 0.015, (h, tip, way)
+        assert 0.005 < t["tool_pose"][-1, h, 2] < 0.02, (h, t["tool_pose"][-1, h, :3])
         # Trigger released (the simulated controllers have no finger on it): the jaws are open.
         assert t["jaws"][-1, h] > 0.3
-        # The controller vibrated with the force on its tool (amplitude |F| / 8 N, from snapshots,
-        # so never above the largest recorded force's).
-        fmax = np.linalg.norm(t["force"][:, h], axis=1).max()
-        assert ctl["haptic_pulses"][h] >= 1 and 0 < ctl["haptic_max"][h] <= min(1.0, fmax / 8.0) + 1e-3
+        # It pressed on the board for the whole last second (the coupling spring over the 1-2 cm
+        # the board holds it short: several N), and the controller vibrated with that force
+        # (amplitude |F| / 8 N, from snapshots, so never above the largest recorded force's).
+        f = np.linalg.norm(t["force"][:, h], axis=1)
+        fmax = f.max()
+        assert f[-1000:].min() > 1.0, (h, f[-1000:].min(), fmax)
+        assert ctl["haptic_pulses"][h] >= 1 and 0 < ctl["haptic_max"][h] <= min(1.0, fmax / 8.0) + 1e-3, (
+            h, fmax, ctl["haptic_pulses"], ctl["haptic_max"])
