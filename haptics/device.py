@@ -20,6 +20,9 @@ import numpy as np
 
 from haptics.link_health import no_link_stats
 
+#: In a session, a press of this button bit (button 1) exchanges the hand's instrument
+#: (`sim.runtime.devices.WorkspaceMap.exchange`; the calibration wizard gives the buttons its own meanings).
+EXCHANGE_BUTTON = 1
 
 class DeviceError(Exception):
     """A device cannot be used (bad port, no answer, incompatible protocol). One-line message."""

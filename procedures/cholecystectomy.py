@@ -68,7 +68,8 @@ INSTRUCTIONS = (
     "Calot's triangle",
     "Clip the CYSTIC DUCT inside its zone: 2 clips on the patient side, 1 on the gallbladder side",
     "Clip the CYSTIC ARTERY inside its zone: 2 clips on the patient side, 1 on the gallbladder side",
-    "Divide the CYSTIC DUCT with the scissors between the patient-side and gallbladder-side clips",
+    "Divide the CYSTIC DUCT with the scissors between the patient-side and gallbladder-side clips "
+    "(two devices: button 1 on the right handle, or C, exchanges the clip applier for the scissors)",
     "Divide the CYSTIC ARTERY with the scissors between its clips",
     "Done: the cystic duct and artery are clipped and divided",
 )

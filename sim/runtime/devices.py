@@ -33,6 +33,13 @@ Until the first STATE arrives (or while the link is down) the driven tool holds 
 When the link comes up (`WorkspaceMap.connect`) the target glides from where it held to the hand
 over GLIDE_S along a minimum-jerk path instead of jumping: a 45 mm jump in one 1 ms tick would put
 hundreds of newtons of coupling damping on the tool, into the hand and into the force metrics.
+
+Instrument exchange: a scene may have more instruments than there are devices (the
+cholecystectomy: grasper, clip applier and scissors for two hands). The last hand then holds the
+extra ones too (`WorkspaceMap.instruments`, e.g. right hand: applier then scissors), and
+`EXCHANGE_BUTTON` on its handle (button 1; the window's X key) exchanges them in turn, as a
+surgeon hands one instrument back and takes the next through a port: the one given back glides
+to its start pose (withdrawn) over GLIDE_S, the one taken glides from where it waits to the hand.
 """
 
 from __future__ import annotations
@@ -60,6 +67,12 @@ EMU_DEFAULT_ARGS_RIGHT = ("--hand", "circle", "--hand-radius", "0.02", "--hand-p
                           "--hand-at=-0.03,0.06,-0.02")  # '=': argparse takes a leading '-' for an option
 GLIDE_S = 1.0  # [s] the tool's glide to the hand when a device link comes up (45 mm: peak 0.08 m/s)
 GLIDE_MIN_GAP = 1e-3  # [m] a smaller gap between the held target and the hand is taken at once
+
+
+def min_jerk(u: float) -> float:
+    """The minimum-jerk blend 10u^3 - 15u^4 + 6u^5 at u in [0, 1]: 0 -> 1 with zero speed and
+    acceleration at both ends."""
+    return u * u * u * (10.0 - 15.0 * u + 6.0 * u * u)
 
 
 @dataclass(frozen=True)
@@ -245,23 +258,49 @@ class WorkspaceMap:
     """Device frame -> world tool target for one driven tool (see the module docstring).
 
     home: start target of every tool (n_tools, 4) [m, m, m, rad]; jaw_max: per tool jaw limit
-    [rad], shape (n_tools,); tool: the driven tool; scale: position scale [-].
+    [rad], shape (n_tools,); tool: the driven tool; scale: position scale [-]; instruments: the
+    tools this hand exchanges in turn (`exchange`), the driven one among them; () = just `tool`.
     """
 
     home: np.ndarray
     jaw_max: np.ndarray
     tool: int = 0
     scale: float = DEFAULT_SCALE
+    instruments: tuple[int, ...] = ()
     # the glide after `connect` (device-side state, not the scene's: the targets it writes are recorded)
     _glide_from: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
     _glide_ticks: int = field(default=0, repr=False)
     _glide_left: int = field(default=0, repr=False)
+    # the withdrawal of the instrument last handed back (`exchange`): tool, from, ticks, left
+    _back_tool: int = field(default=-1, repr=False)
+    _back_from: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)
+    _back_ticks: int = field(default=0, repr=False)
+    _back_left: int = field(default=0, repr=False)
 
     @classmethod
-    def for_scene(cls, scene, *, tool: int = 0, scale: float = DEFAULT_SCALE) -> WorkspaceMap:
+    def for_scene(cls, scene, *, tool: int = 0, scale: float = DEFAULT_SCALE,
+                  hands: int | None = None) -> WorkspaceMap:
+        """The map of the hand driving `tool`; with `hands` (the session's number of hands) the
+        last hand also holds the tools no hand drives (tools hands..n_tools-1), to exchange."""
         hold = scene.hold_control()
         jaw_max = np.array([t.spec.jaw_open_max for t in scene.tools], dtype=float)
-        return cls(hold.targets.copy(), jaw_max, tool, scale)
+        extra = tuple(range(hands, scene.n_tools)) if hands is not None and tool == hands - 1 else ()
+        return cls(hold.targets.copy(), jaw_max, tool, scale, (tool, *extra) if extra else ())
+
+    def exchange(self, position: np.ndarray, targets: np.ndarray, dt: float) -> int:
+        """Hand the driven instrument back and take the next of `instruments` (the handle at
+        position [m]; targets (n_tools, 4) as in `connect`; ticks of dt [s]): the one handed back
+        glides to its start pose, the new one from where it waits to the hand. Returns the tool
+        now driven (unchanged when the hand holds one instrument)."""
+        if len(self.instruments) < 2:
+            return self.tool
+        old = self.tool
+        self.tool = self.instruments[(self.instruments.index(old) + 1) % len(self.instruments)]
+        self._back_tool = old  # (a withdrawal still running for self.tool is dropped: it is driven now)
+        self._back_from[:] = targets[old, :3]
+        self._back_ticks = self._back_left = max(1, int(round(GLIDE_S / dt)))
+        self.connect(position, targets, dt)
+        return self.tool
 
     def inverse(self, target_xyz: np.ndarray) -> np.ndarray:
         """The device position [m] (3,) that puts the driven tool's target at target_xyz [m] (world);
@@ -296,12 +335,17 @@ class WorkspaceMap:
         jaws[i] = min(max(gripper, 0.0), self.jaw_max[i])
         if self._glide_left > 0:  # minimum-jerk blend from the held target to the hand
             self._glide_left -= 1
-            u = 1.0 - self._glide_left / self._glide_ticks
-            b = u * u * u * (10.0 - 15.0 * u + 6.0 * u * u)
+            b = min_jerk(1.0 - self._glide_left / self._glide_ticks)
             g = self._glide_from
             for k in range(3):
                 targets[i, k] = g[k] + b * (targets[i, k] - g[k])
+        if self._back_left > 0:  # the instrument handed back withdraws to its start pose
+            self._back_left -= 1
+            b = min_jerk(1.0 - self._back_left / self._back_ticks)
+            j, g = self._back_tool, self._back_from
+            for k in range(3):
+                targets[j, k] = g[k] + b * (self.home[j, k] - g[k])
 
     def describe(self) -> dict:
-        return {"tool": self.tool, "scale": self.scale, "home": self.home.tolist(),
-                "jaw_max": self.jaw_max.tolist()}
+        return {"tool": self.tool, "scale": self.scale, "instruments": list(self.instruments or (self.tool,)),
+                "home": self.home.tolist(), "jaw_max": self.jaw_max.tolist()}

@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from haptics.device import DeviceSample, DeviceSpec, HapticDevice
+from haptics.device import EXCHANGE_BUTTON, DeviceSample, DeviceSpec, HapticDevice
 
 KEYS = ("w", "s", "a", "d", "q", "e", "space", "1", "2", "left", "right", "up", "down", "page_up",
-        "page_down", "z", "x", "v", "r", "left_shift", "right_shift")
+        "page_down", "z", "x", "v", "r", "left_shift", "right_shift", "c")
 K = {name: i for i, name in enumerate(KEYS)}
 KEY_SPEED = 0.035  # handle speed while a key is held [m/s], device frame (~5 cm/s of tool at scale 1.5)
 FINE = 0.25  # Shift held: keys and drags move this fraction as far (~1.3 cm/s of tool: placing a ring)
@@ -168,8 +168,10 @@ class WindowKeyboardDevice(HapticDevice):
         ws = np.asarray(self._spec.workspace)
         np.clip(self.pos, -ws, ws, out=self.pos)
         self._seq += 1
+        # C held: the handle's exchange button (the step exchanges the instrument on the press)
+        buttons = EXCHANGE_BUTTON if active and r.now["held"][K["c"]] else 0
         return DeviceSample(t=now, seq=self._seq, position=self.pos.copy(), gripper=self.gripper,
-                            connected=True, fresh=True)
+                            buttons=buttons, connected=True, fresh=True)
 
     def write_force(self, force, gripper: float = 0.0) -> None:
         pass  # no actuator

@@ -72,7 +72,8 @@ def build_session(cfg: RunConfig, n_hands: int = 1, *, procedure=None):
         raise UserError(f"{n_hands} devices but scene {cfg.scene!r} has {scene.n_tools} tools")
     if proc is not None:
         proc.reset(scene, cfg.seed)
-    hands = [Hand(None, WorkspaceMap.for_scene(scene, tool=h, scale=cfg.scale)) for h in range(n_hands)]
+    hands = [Hand(None, WorkspaceMap.for_scene(scene, tool=h, scale=cfg.scale, hands=n_hands))
+             for h in range(n_hands)]
     return scene, proc, hands
 
 

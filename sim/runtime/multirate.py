@@ -61,9 +61,10 @@ def sample_layout(n_hands: int) -> dict:
 
 def model_layout(n_hands: int) -> dict:
     """The physics -> servo mailbox: per hand, proxy tip (3,) [m], contact plane (n (3,), d [m]),
-    plane stiffness [N/m] (0: no contact); the physics tick."""
+    plane stiffness [N/m] (0: no contact), the tool it drives (an instrument exchange happens in
+    the physics' step; the servo follows it); the physics tick."""
     return {"proxy": ((n_hands, 3), "<f8"), "plane": ((n_hands, 4), "<f8"),
-            "plane_k": ((n_hands,), "<f8"), "tick": ((1,), "<f8")}
+            "plane_k": ((n_hands,), "<f8"), "tool": ((n_hands,), "<f8"), "tick": ((1,), "<f8")}
 
 
 class MailboxDevice:
@@ -110,10 +111,8 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
 
     scene = step.scene
     n = len(step.hands)
-    tools = [h.wmap.tool for h in step.hands]
-    ports = []
-    for t in tools:
-        inst = scene.tools[t]
+    ports = []  # per tool (a hand may exchange its instrument)
+    for inst in scene.tools:
         ports.append({"point": np.asarray(inst.port_point, dtype=float),
                       "max_angle": float(inst.port.max_angle), "min_depth": float(inst.spec.min_insert),
                       "max_depth": float(inst.spec.max_insert)})
@@ -135,7 +134,9 @@ def run_physics(cfg, choices, step, rec, timer: TickTimer, conn, stop, flag, *,
     out = model.empty()
 
     def publish() -> None:
-        for h, tool in enumerate(tools):
+        for h, hand in enumerate(step.hands):
+            tool = hand.wmap.tool
+            out["tool"][h] = tool
             x_p = scene.tools[tool].tip()
             out["proxy"][h] = x_p
             r = scene.reaction[tool]
@@ -329,10 +330,14 @@ def haptic_servo_main(cfg, devices: str, wmaps: list[WorkspaceMap], ports: list[
                 row[8] = int(s.fresh) | (int(s.connected) << 1)
                 if have_model and s.connected:
                     w = wmaps[h]
-                    port = ports[h]
                     if not link_up[h]:  # the same glide as the physics process's step
                         w.connect(s.position, targets, PERIOD_NS * 1e-9)
                         link_up[h] = True
+                    for _ in w.instruments:  # the physics' step exchanged this hand's instrument
+                        if int(m["tool"][h]) == w.tool:
+                            break
+                        w.exchange(s.position, targets, PERIOD_NS * 1e-9)
+                    port = ports[w.tool]
                     w.apply(s.position, s.gripper, targets, jaws)
                     x_t, _, _ = project_tip_target(port["point"], targets[w.tool, :3],
                                                    max_angle=port["max_angle"],

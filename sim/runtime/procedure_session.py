@@ -21,7 +21,7 @@ import numpy as np
 
 from procedures.base import ProcedureResult, Trace
 from sim.runtime.config import RunConfig
-from sim.runtime.lockstep import build_session
+from sim.runtime.lockstep import build_session, numba_threads
 from sim.runtime.step import SessionStep
 
 UNPREEMPTED_US = 1000.0  # [us] update samples above this are preemptions of the process on a busy machine
@@ -153,7 +153,12 @@ LockstepAttempt = ProcedureAttempt
 def play(policy: str, seed: int, *, procedure: str = "peg_transfer", max_s: float | None = None):
     """One lockstep attempt by scripted hands of style `policy`; returns (result, stats). It also
     stops 1 s after the policy has finished or given up (the result is 'incomplete' if the procedure
-    had not ended by then)."""
+    had not ended by then). The tissue kernels run on one Numba thread (`numba_threads`)."""
+    with numba_threads(1):
+        return _play(policy, seed, procedure=procedure, max_s=max_s)
+
+
+def _play(policy: str, seed: int, *, procedure: str, max_s: float | None):
     from procedures.policies import make_hands
 
     hands = make_hands(policy, seed, procedure)
@@ -302,7 +307,16 @@ def run_procedure_session(procedure: str, policy: str, *, seed: int = 0, record:
     it), compute the result from the recording's rows, write it as `<recording>.result.json` and
     print the table. realtime: pace the ticks to the wall clock (else lockstep, as fast as possible).
     display: window | xr | headless | auto (a window if $DISPLAY is set): a real-time session is
-    shown there while it plays (the display only reads snapshots; the recording is the same)."""
+    shown there while it plays (the display only reads snapshots; the recording is the same).
+    The tissue kernels run on one Numba thread (`numba_threads`: on a busy 2-core machine a second
+    thread waiting for a CPU stalled every parallel region; an attempt took 15 min instead of 1)."""
+    with numba_threads(1):
+        return _run_procedure_session(procedure, policy, seed=seed, record=record, seconds=seconds,
+                                      realtime=realtime, display=display, log=log)
+
+
+def _run_procedure_session(procedure: str, policy: str, *, seed: int, record: str | None,
+                           seconds: float | None, realtime: bool, display: str, log) -> ProcedureResult:
     from procedures.policies import make_hands
     from sim.runtime.config import default_record_path, session_meta
     from sim.runtime.recording import RecordingWriter, read_recording

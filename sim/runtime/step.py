@@ -11,7 +11,9 @@ belongs to the caller's scheduler), in this order:
 1. per hand: `device.observe(scene, wmap)` if the device has it (scripted policies look at the world
    here and act only through their next sample), `sample = device.read()`, and if the sample is
    connected `wmap.apply(...)` writes that hand's tool target and jaw (after `wmap.connect(...)`
-   when the link has just come up: the tool glides to the hand);
+   when the link has just come up: the tool glides to the hand); a press of `EXCHANGE_BUTTON`
+   (rising edge) first exchanges the hand's instrument (`wmap.exchange`, for a hand holding more
+   than one: the cholecystectomy's right hand, applier then scissors);
    (replay and the scripted render pass the control instead: `step(..., control=...)`)
 2. `scene.tick(control)`; the new scene events of this tick;
 3. `procedure.update(scene, tick, new_events)` if a procedure is given (duck-typed);
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from haptics.device import EXCHANGE_BUTTON
 from sim.hud_state import HUD_BYTES, decode_hud, encode_hud  # noqa: F401 - re-exported
 from sim.runtime.devices import WorkspaceMap, open_device
 from sim.scene import SceneControl
@@ -137,6 +140,7 @@ class SessionStep:
         self._held = 0
         self._zero = np.zeros(3)
         self._link_up = [False] * len(self.hands)  # per hand: last sample connected (glide on link-up)
+        self._buttons = [0] * len(self.hands)  # per hand: the last connected sample's buttons (edges)
         self.force_env = np.zeros(scene.n_tools)
         self._env_decay = float(np.exp(-scene.dt / FORCE_ENV_TAU_S))
 
@@ -165,6 +169,9 @@ class SessionStep:
                 if up:
                     if not self._link_up[h]:
                         hand.wmap.connect(s.position, ctl.targets, scene.dt)
+                    elif s.buttons & EXCHANGE_BUTTON and not self._buttons[h] & EXCHANGE_BUTTON:
+                        hand.wmap.exchange(s.position, ctl.targets, scene.dt)
+                    self._buttons[h] = s.buttons
                     hand.wmap.apply(s.position, s.gripper, ctl.targets, ctl.jaws, s.roll)
                 self._link_up[h] = up
         else:

@@ -5,7 +5,6 @@ result."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,13 +13,10 @@ from sim.runtime.recording import read_recording
 
 
 def trocar(*args, timeout=900):
-    # One Numba thread: the procedure session does not set the thread count, and two threads on a
-    # busy 2-core machine made this attempt take > 15 min instead of ~1 (the same count for the
-    # run and its replay keeps the replay bit-identical).
-    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+    # (The procedure session runs the tissue kernels on one Numba thread itself: two threads on a
+    # busy 2-core machine made this attempt take > 15 min instead of ~1.)
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_expert_passes_and_its_recording_replays(tmp_path):

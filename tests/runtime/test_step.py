@@ -95,6 +95,57 @@ def test_a_device_link_coming_up_glides_the_tool_to_the_hand_without_a_force_kic
     assert np.linalg.norm(step.control.targets[0, :3] - goal) < 1e-6
 
 
+class ButtonHand(NullDevice):
+    """A handle held still at `position` whose button bits the test sets (`buttons`)."""
+
+    buttons = 0
+
+    def read(self):
+        s = super().read()
+        s.buttons = self.buttons
+        return s
+
+
+def test_button_1_exchanges_the_instrument_of_a_hand_that_holds_two(scene):
+    # One device, two instruments (the default scene's two graspers): the hand starts on tool 0;
+    # a press of button 1 hands tool 0 back (it glides to its start pose) and takes tool 1, which
+    # glides to the hand; holding the button does not exchange again; a second press goes back.
+    dev = ButtonHand((0.0, 0.0, 0.02))
+    dev.open()
+    wmap = WorkspaceMap.for_scene(scene, tool=0, hands=1)
+    assert wmap.instruments == (0, 1)
+    assert WorkspaceMap.for_scene(scene, tool=0, hands=2).instruments == ()  # each hand its own tool
+    hand = Hand(dev, wmap)
+    step = SessionStep(scene, [hand])
+    home = wmap.home[:, :3].copy()
+    at_hand = [home[i] + 1.5 * np.array([0.0, 0.0, 0.02]) for i in (0, 1)]
+    n = int(round(GLIDE_S / scene.dt))
+    for _ in range(n + 50):
+        step.step(0)
+    np.testing.assert_allclose(step.control.targets[0, :3], at_hand[0], atol=1e-12)
+    dev.buttons = 1
+    peak = 0.0
+    for k in range(n + 50):  # held down the whole time: one exchange
+        step.step(0)
+        peak = max(peak, float(np.abs(step.coupling).max()))
+        if k == n // 2 - 1:  # both halfway: min-jerk glides of GLIDE_S
+            np.testing.assert_allclose(step.control.targets[0, :3], 0.5 * (at_hand[0] + home[0]), atol=1e-6)
+            np.testing.assert_allclose(step.control.targets[1, :3], 0.5 * (home[1] + at_hand[1]), atol=1e-6)
+    assert wmap.tool == 1
+    np.testing.assert_allclose(step.control.targets[0, :3], home[0], atol=1e-12)  # handed back
+    np.testing.assert_allclose(step.control.targets[1, :3], at_hand[1], atol=1e-12)  # taken
+    np.testing.assert_allclose(dev.last_force, -step.coupling[1])  # the hand feels the new tool
+    assert peak < 0.5, peak  # no kick on either tool (the glides: ~0.2 kg at 5.8 x 33 mm / 1 s^2)
+    dev.buttons = 0
+    step.step(0)
+    dev.buttons = 1
+    for _ in range(n + 50):
+        step.step(0)
+    assert wmap.tool == 0
+    np.testing.assert_allclose(step.control.targets[0, :3], at_hand[0], atol=1e-12)
+    np.testing.assert_allclose(step.control.targets[1, :3], home[1], atol=1e-12)
+
+
 def test_the_procedure_sees_every_tick_and_event_and_its_hud_reaches_the_snapshot(scene):
     proc = CountingProcedure()
     step = SessionStep(scene, [], procedure=proc, publish_every=5)
