@@ -122,7 +122,8 @@ def neohookean_params(mu, lam):
     energy density at F = I (subtracted so that rest has zero energy)."""
     mu_s = 4.0 / 3.0 * np.asarray(mu, float)
     lam_s = np.asarray(lam, float) + 5.0 / 6.0 * np.asarray(mu, float)
-    a = 1.0 + 0.75 * mu_s / lam_s
+    # a dead element (mu = lam = 0: cut or torn away) has a = 1 and no stress, not 0 / 0
+    a = 1.0 + 0.75 * np.divide(mu_s, lam_s, out=np.zeros_like(mu_s), where=lam_s > 0.0)
     psi0 = 0.5 * lam_s * (1.0 - a) ** 2 - 0.5 * mu_s * np.log(4.0)
     return mu_s, lam_s, a, psi0
 

@@ -21,9 +21,9 @@ DT = 1e-3
 SIZE = (0.04, 0.02, 0.01)
 
 
-def _block(cells=(8, 4, 2), young=10e3):
-    model = TissueModelBuilder(block(SIZE, cells), TissueMaterial(young=young, damping=0.02)) \
-        .fix_below(0.0).finalize(dt=DT)
+def _block(cells=(8, 4, 2), young=10e3, elasticity="corotated"):
+    material = TissueMaterial(young=young, damping=0.02, elasticity=elasticity)
+    model = TissueModelBuilder(block(SIZE, cells), material).fix_below(0.0).finalize(dt=DT)
     return model, make_state(model)
 
 
@@ -132,8 +132,11 @@ def test_curved_cut_follows_the_blade_within_a_millimetre():
     assert change.area > 0.8 * SIZE[2] * SIZE[1]
 
 
-def test_separate_faces_and_remove_elements_keep_ids_and_mass():
-    model, state = _block()
+@pytest.mark.parametrize("elasticity", ["corotated", "neohookean"])
+def test_separate_faces_and_remove_elements_keep_ids_and_mass(elasticity):
+    # (neo-Hookean: a dead element's 0 / 0 Lame ratio made every node NaN on the next step; in
+    # the cholecystectomy a tear then reset the tissue on every tick)
+    model, state = _block(elasticity=elasticity)
     faces, elems = tt.interior_faces(model)
     rest = model.rest
     mid = np.abs(rest[faces][:, :, 0] - 0.02).max(axis=1) < 1e-9  # the faces on the plane x = 20 mm
