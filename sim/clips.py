@@ -202,7 +202,9 @@ class ClipSet:
 
     State (saved, restored, hashed): n_clips; per clip its nodes (node, count), crimped clip-frame
     positions (ref), elements and their corner shapes (elems, n_elems, p0, p1), crimp ramp, pose
-    (pos, quat), record (along, angle, spans); per tool the jaw memory `armed`.
+    (pos, quat), record (along, angle, spans); per tool the jaw memory `armed` (a clip is loaded
+    once the jaws open past CLIP_REARM: not at the start, where the held jaws are closed and a
+    loaded applier fired into the air on the first tick of every session with a device).
     """
 
     def __init__(self, model, info, dt: float, n_tools: int) -> None:
@@ -225,7 +227,7 @@ class ClipSet:
         self.along = np.full(MAX_CLIPS, np.nan)
         self.angle = np.full(MAX_CLIPS, np.nan)
         self.spans = np.zeros(MAX_CLIPS, dtype=np.bool_)
-        self.armed = np.ones(n_tools, dtype=np.bool_)
+        self.armed = np.zeros(n_tools, dtype=np.bool_)
 
     # -- firing --------------------------------------------------------------------------------------
 
