@@ -10,6 +10,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+#: Saturation of the coupling force [N]: above the strongest safe pull on tissue (11.4 N, fascia,
+#: ../shared/REFERENCES.md) so every tear threshold stays reachable, but bounded: a tool stuck (on
+#: a fixed organ, at its port's angle limit) while the hand moves on stretched the coupling spring
+#: to 50-90 N in the cholecystectomy, pushed that into the tissue and into the force metrics.
+MAX_COUPLING_FORCE = 15.0
+
 
 @nb.njit(cache=True, nogil=True)
 def project_tip(port, target, max_angle, min_depth, max_depth, out):
@@ -40,7 +46,8 @@ def coupling_torques(port, q, qd, mass, grav, target, prev_target, k, dt, tool_m
     inertia of (a, b, s, roll); grav (4,): gravity-holding joint torques; target (4,): commanded tip
     (x, y, z [m]) and roll [rad]; prev_target (3,) [m]: last tick's projected target (updated in
     place); k [N/m]; dt [s]; tool_mass [kg]; the port limits. Outputs: tau (4,) joint torques/forces
-    to command, force (3,) [N] the coupling force on the proxy, x_target (3,) [m] projected target.
+    to command, force (3,) [N] the coupling force on the proxy (saturated at MAX_COUPLING_FORCE),
+    x_target (3,) [m] projected target.
     """
     project_tip(port, target, max_angle, min_depth, max_depth, x_target)
     a, b, s = q[0], q[1], q[2]
@@ -72,6 +79,10 @@ def coupling_torques(port, q, qd, mass, grav, target, prev_target, k, dt, tool_m
         dv[i] = (x_target[i] - prev_target[i]) / dt - v[i]
     for i in range(3):
         force[i] = k * (x_target[i] - x[i]) + damp[i, 0] * dv[0] + damp[i, 1] * dv[1] + damp[i, 2] * dv[2]
+    mag = np.sqrt(force[0] * force[0] + force[1] * force[1] + force[2] * force[2])
+    if mag > MAX_COUPLING_FORCE:
+        for i in range(3):
+            force[i] *= MAX_COUPLING_FORCE / mag
     prev_target[:] = x_target
     jt_f = jac.T @ force
     for i in range(3):

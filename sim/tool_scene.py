@@ -12,7 +12,8 @@ Virtual coupling (per tool, at the tool tip x, in world coordinates):
 
 x_t is the target tip after port projection (`sim.ports.project_tip_target`), v_t its finite
 difference, Lambda = J^-T M J^-1 the tip's task-space inertia from PyBullet's joint-space mass matrix
-M of (a, b, s), so every mode of the tip is critically damped whatever the insertion depth. F is
+M of (a, b, s), so every mode of the tip is critically damped whatever the insertion depth; |F| is
+saturated at `sim.coupling_kernels.MAX_COUPLING_FORCE` (15 N). F is
 applied as joint torques J^T F plus PyBullet's gravity torques (the hand carries the instrument's
 weight, so gravity does not show up as a coupling force); roll follows its target through a joint
 spring-damper with the same natural frequency. F is returned: it is the force on the proxy; the hand
@@ -78,8 +79,11 @@ def critical_damping(k: float, task_inertia: np.ndarray) -> np.ndarray:
 
 def coupling_force(k: float, damping: np.ndarray, x_target: np.ndarray, x: np.ndarray,
                    v_target: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Spring-damper force on the proxy [N], shape (3,): k (x_t - x) + B (v_t - v)."""
-    return k * (x_target - x) + damping @ (v_target - v)
+    """Spring-damper force on the proxy [N], shape (3,): k (x_t - x) + B (v_t - v), its magnitude
+    saturated at `MAX_COUPLING_FORCE`."""
+    f = k * (x_target - x) + damping @ (v_target - v)
+    mag = float(np.linalg.norm(f))
+    return f * (ck.MAX_COUPLING_FORCE / mag) if mag > ck.MAX_COUPLING_FORCE else f
 
 
 class ToolScene:

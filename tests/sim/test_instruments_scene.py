@@ -109,6 +109,27 @@ def test_coupling_force_is_stiffness_times_target_minus_proxy_in_contact():
         assert -DEFAULT_STIFFNESS * 0.0055 < force[2] < -DEFAULT_STIFFNESS * 0.003
 
 
+def test_coupling_force_saturates_when_the_hand_pushes_far_into_the_board():
+    # The target 6 cm under the board top: the spring alone would be k * 6 cm = 30 N; the coupling
+    # saturates at MAX_COUPLING_FORCE, in the same direction, and the board still holds the tool.
+    from sim.coupling_kernels import MAX_COUPLING_FORCE
+
+    with ToolScene([ToolSetup(inst.GRASPER, LEFT)]) as scene:
+        spec = scene.pegboard.spec
+        target = np.array([-0.01, -0.01, spec.top - 0.06])
+        peak = 0.0
+        for _ in range(800):
+            force = scene.tick(np.array([[*target, 0.0]]), np.zeros(1), DT)[0]
+            peak = max(peak, float(np.linalg.norm(force)))
+        proxy = scene.tools[0].tip()
+        assert DEFAULT_STIFFNESS * np.linalg.norm(target - proxy) > 2 * MAX_COUPLING_FORCE
+        assert peak <= MAX_COUPLING_FORCE + 1e-9
+        assert np.linalg.norm(force) == pytest.approx(MAX_COUPLING_FORCE, rel=1e-6)
+        spring = target - proxy
+        assert force @ spring / (np.linalg.norm(force) * np.linalg.norm(spring)) > 0.99
+        assert proxy[2] > spec.top - 0.003  # on the board, not through it
+
+
 def test_proxy_converges_to_a_free_space_target_with_zero_force():
     with ToolScene([ToolSetup(inst.MARYLAND, LEFT)], pegboard=False) as scene:
         script = Script(scene)
