@@ -119,6 +119,9 @@ def register(sub, bsub) -> None:
                    help="simulated time of the first frame [s] (default 0.9: tools over the tissue)")
     r.add_argument("--tets", type=int, help="tissue tet count override (smaller = faster)")
     r.add_argument("--no-hud", action="store_true", help="no HUD overlay")
+    r.add_argument("--replay", metavar="FILE",
+                   help="render a recorded session (.trec) instead of the scripted scene: --at is the "
+                        "time in the recording [s]; the scene, scope and procedure HUD are the recording's")
     r.add_argument("--display", choices=["headless", "window", "xr"], default="headless",
                    help="headless PNGs (default), a desktop window (keyboard/mouse drive the tools) or "
                         "OpenXR; falls back xr -> window -> headless")

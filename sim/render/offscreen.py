@@ -125,19 +125,29 @@ def render_frames(args) -> int:
         except ImportError:
             raise UserError("--video needs imageio and imageio-ffmpeg "
                             "(pip install imageio imageio-ffmpeg)") from None
-    overrides = {"tissue_tets": args.tets} if args.tets else {}
-    scene = build_named_scene(args.scene, **overrides)
-    try:
+    replay = getattr(args, "replay", None)
+    if replay:
+        from sim.render.replay_frames import ReplayedSession
+
+        source = ReplayedSession(replay)
+        scene, step, advance = source.scene, source.step, source.advance
+    else:
+        overrides = {"tissue_tets": args.tets} if args.tets else {}
+        scene = build_named_scene(args.scene, **overrides)
         scene.scope.view_angle = float(np.radians(args.scope))
-        description = scene.describe()
-        camera = default_camera(description)
         script = ToolScript(scene)
         step = scripted_session(scene)
+
+        def advance(t_end: float) -> None:
+            run_until(step, script, t_end)
+    try:
+        description = scene.describe()
+        camera = default_camera(description)
         with HeadlessView(description, args.width, args.height) as view:
             if args.video:
                 writer = imageio.get_writer(args.video, fps=args.fps)
             for k in range(args.frames):
-                run_until(step, script, args.at + k / args.fps)
+                advance(args.at + k / args.fps)
                 img = view.render(step.snapshot(), camera, hud=not args.no_hud)
                 if out is not None:
                     save_png(img, out)
