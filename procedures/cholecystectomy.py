@@ -9,7 +9,8 @@ Phases (the HUD shows the first one not done; the trainee may work in any order)
 1. retract: grasp the infundibulum (gallbladder nodes held by the grasper) and pull it laterally,
    >= RETRACT_M from where it was grasped: Calot's triangle opens;
 2. clip the cystic duct: >= 2 clips on the patient side and >= 1 on the gallbladder side, leaving
-   a gap for the scissors, each inside the safe zone (`Anatomy.safe_zones`);
+   a gap for the scissors, each inside the safe zone (`Anatomy.safe_zones`), at its marked site
+   (`CLIP_MARKS`);
 3. clip the cystic artery, the same;
 4. divide the cystic duct between its clips; 5. divide the cystic artery between its clips.
 
@@ -17,7 +18,7 @@ How the world is read (each tick, from typed SceneEvents and the tissue's rest g
 does not depend on how far the organs moved):
 - 'clip_applied' (value = clip index): the clip's nodes (`scene.injury.clips`); their organ labels
   say what it is on; their rest centroid projected on that structure's centreline gives its
-  position s [m] (0 at the gallbladder) and distance to the zone centre; the angle is between the
+  position s [m] (0 at the gallbladder) and distance to the nearest marked site; the angle is between the
   structure's current tangent there and the clip's across-direction (0 = square to it); it spans the
   width when it holds >= SPAN_FRACTION of the structure's nodes within 1.5 mm of s.
 - 'cut' (B's cutting: the scissors separated tissue): the organ nodes within CUT_REACH of the
@@ -58,6 +59,11 @@ WARN_EVERY = 100  # [ticks]
 STRUCTURES = ("cystic_duct", "cystic_artery")
 #: [s-equivalent] per error kind (our choice: a misplaced clip costs a re-clip, ~10 s; tearing
 #: and an unsecured division are complications).
+#: The marked clip sites of each structure, as fractions of its safe zone (0: its gallbladder end):
+#: one gallbladder-side clip, then two patient-side ones, leaving a gap for the scissors between the
+#: first two; the artery's stay clear of its origin next to the common duct. The HUD gives them in
+#: mm (`clip_marks_mm`); a clip's placement error is its distance to the nearest mark.
+CLIP_MARKS = {"cystic_duct": (0.15, 0.6, 0.85), "cystic_artery": (0.1, 0.55, 0.8)}
 PENALTY = {"clip_outside_zone": 10.0, "clip_not_spanning": 10.0, "clip_oblique": 5.0,
            "divided_unsecured": 60.0, "divided_outside_clips": 30.0, "tear": 30.0,
            "excessive_force": 5.0, "out_of_view": 2.0, "clip_on_cbd": 600.0, "cut_on_cbd": 600.0}
@@ -100,6 +106,12 @@ class Cholecystectomy(Procedure):
     name = "cholecystectomy"
     version = "1"
     scene_name = "cholecystectomy"
+    #: `--device emu` hands for this procedure (emulator options per hand, after the defaults):
+    #: circles of 1 cm radius, 1 cm ahead of and 5 mm above each instrument's start tip, in the air
+    #: in front of the scope (the default circles, made for the tissue pad, ploughed the tools
+    #: through the liver and tore the gallbladder).
+    emulator_hands = (("--hand-at", "0.0,0.01,0.005", "--hand-radius", "0.01"),
+                      ("--hand-at=0.0,0.01,0.005", "--hand-radius", "0.01"))
     cutoff_s = CUTOFF_S
     target_time_s = TARGET_TIME_S
 
@@ -239,7 +251,7 @@ class Cholecystectomy(Procedure):
         s, _, _ = st.project(scene.tissue.rest[on].mean(axis=0))
         lo, hi = self.anatomy.safe_zones[name]
         dist = 0.0 if lo <= s <= hi else min(abs(s - lo), abs(s - hi))
-        zone_dist = abs(s - 0.5 * (lo + hi))
+        zone_dist = min(abs(s - (lo + f * (hi - lo))) for f in CLIP_MARKS[name])
         angle = self._clip_angle(scene, c, name, body, s)
         spans = self._spans(scene, on, body, name, s)
         self._record_clip(c, name, s, zone_dist, angle, spans, tick)
@@ -344,11 +356,13 @@ class Cholecystectomy(Procedure):
                 f"artery {'yes' if a.divided_at is not None else 'no'}")
 
     def hud(self) -> dict:
-        zones = {n: [round(v * 1e3, 1) for v in self.anatomy.safe_zones[n]] for n in STRUCTURES} \
-            if getattr(self, "anatomy", None) is not None else {}
+        a = getattr(self, "anatomy", None)
+        zones = {n: [round(v * 1e3, 1) for v in a.safe_zones[n]] for n in STRUCTURES} if a is not None else {}
+        marks = {n: [round(lo + f * (hi - lo), 1) for f in CLIP_MARKS[n]] for n, (lo, hi) in zones.items()}
         return {"instruction": self.instruction, "progress": self.progress(),
                 "time_s": round(self.time_s, 2), "target_time_s": self.target_time_s,
-                "warnings": list(self.warnings), "phase": self.phase, "safe_zones_mm": zones}
+                "warnings": list(self.warnings), "phase": self.phase, "safe_zones_mm": zones,
+                "clip_marks_mm": marks}
 
     # -- reporting -----------------------------------------------------------------------------------
 
@@ -383,7 +397,7 @@ class Cholecystectomy(Procedure):
         ang = [c["angle"] for c in placed if np.isfinite(c["angle"])]
         out["clips"] = Metric(float(len(self.clip_log)), "count", "lower", "clips applied")
         out["clip_zone_distance"] = Metric(round(float(np.mean(dist)) * 1e3, 3) if dist else None, "mm",
-                                           "lower", "mean clip distance to its zone centre")
+                                           "lower", "mean clip distance to its nearest marked site")
         out["clip_angle"] = Metric(round(float(np.mean(ang)), 2) if ang else None, "deg", "lower",
                                    "mean clip angle from square")
         out["clip_span"] = Metric(round(float(np.mean([c["spans"] for c in placed])), 4) if placed else None,

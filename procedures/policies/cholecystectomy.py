@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from procedures.cholecystectomy import CLIP_MARKS
 from procedures.policies.motion import HandDevice, Mover, ScriptedPolicy, Tremor, policy_hands
 from sim.cutting import quat_matrix
 
@@ -42,10 +43,7 @@ GRASPER, APPLIER, SCISSORS = 0, 1, 2
 OPEN_GRASPER, OPEN_APPLIER, OPEN_SCISSORS, CLOSED = 0.8, 0.7, 0.7, 0.0  # [rad]
 ABOVE = 0.010  # [m] the jaws wait this far up the shaft from the structure before going across
 STRUCTURES = ("cystic_duct", "cystic_artery")
-#: Where the clips go, as fractions of the safe zone (0: its gallbladder end): one gallbladder-side
-#: clip, then two patient-side ones; the scissors cut halfway between the first two. The artery's
-#: stay clear of its origin, next to the common duct (the applier's jaws pressing there tore it).
-CLIP_AT = {"cystic_duct": (0.15, 0.6, 0.85), "cystic_artery": (0.1, 0.55, 0.8)}
+RECLIP_STEP = 0.0015  # [m] a novice's extra clip goes this far from one that does not span, away from the gap
 
 
 @dataclass(frozen=True)
@@ -53,10 +51,14 @@ class Style:
     """How a policy moves. speed [m/s]; min_move_s [s]; pause (lo, hi) [s] before each action;
     tremor [m]; aim_sd: error of each clip's or cut's place along the structure [m]; roll_checks:
     how often the hand looks at its jaws and turns them square; depth: how far past the
-    structure's centre the jaw tips go [m]; pull: the infundibulum's lateral, backward and upward
-    pull [m] (3,); close_s: jaw closing [s]; both_hands: the right hand sets off while the left
-    still retracts, and the left hand re-tensions the triangle while the right moves between the
-    structures (an expert's hands work together; a novice's take turns)."""
+    structure's centre the jaw tips go [m] (depth_sd: its error per approach [m]); roll_sd: error
+    of each roll correction [rad]; pull: the infundibulum's lateral, backward and upward pull [m]
+    (3,); close_s: jaw closing [s]; both_hands: the right hand sets off while the left still
+    retracts, and the left hand re-tensions the triangle while the right moves between the
+    structures (an expert's hands work together; a novice's take turns); undershoot: the hand's
+    first reach toward each structure stops this fraction short and a corrective move follows
+    (novices make more, shorter sub-movements); reclip: a clip that does not cross the whole
+    width gets a second one next to it (what a novice who sees it does)."""
 
     name: str
     speed: float
@@ -69,6 +71,10 @@ class Style:
     pull: tuple[float, float, float]
     close_s: float
     both_hands: bool
+    depth_sd: float = 0.0
+    roll_sd: float = 0.0
+    undershoot: float = 0.0
+    reclip: bool = False
 
 
 EXPERT = Style(
@@ -92,10 +98,14 @@ NOVICE = Style(
     tremor=4e-4,
     aim_sd=2.5e-3,
     roll_checks=1,
-    depth=0.0025,
+    depth=0.0005,
     pull=(-0.016, -0.006, 0.009),
     close_s=0.25,
     both_hands=False,
+    depth_sd=1.5e-3,
+    roll_sd=0.35,
+    undershoot=0.35,
+    reclip=True,
 )
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
@@ -118,6 +128,7 @@ class CholecystectomyPolicy(ScriptedPolicy):
         self.retracted = False
         self.on_artery = False
         self.exchanged = False
+        self._clips_before = 0
         self.clipped: dict[str, list[float]] = {n: [] for n in STRUCTURES}
 
     def observe(self, scene, hand: int):
@@ -214,6 +225,8 @@ class CholecystectomyPolicy(ScriptedPolicy):
             want /= np.linalg.norm(want)
             d = float(np.arctan2(np.dot(np.cross(x, want), u), np.dot(x, want)))
             d = (d + 0.5 * np.pi) % np.pi - 0.5 * np.pi  # the jaws have no front and back
+            if self.style.roll_sd:
+                d += float(self.rng.normal(0.0, self.style.roll_sd))
             yield ("move", self.movers[h].tip, jaw, max(0.06, abs(d) * 0.3), self.movers[h].roll - d)
 
     def _across(self, h: int, name: str, s: float, jaw: float):
@@ -224,11 +237,16 @@ class CholecystectomyPolicy(ScriptedPolicy):
         u = self.ports[h] - c
         u /= np.linalg.norm(u)
         above = c + u * ABOVE
+        if st.undershoot:  # a first reach that stops short, then a corrective move
+            short = mv.tip + (1.0 - st.undershoot) * (above - mv.tip)
+            yield ("move", short, jaw, self._duration(mv.tip, short))
+            yield ("hold", 0.2)
         yield ("move", above, jaw, self._duration(mv.tip, above))
         yield from self._square(h, name, s, jaw)
         yield from self.pause()
         c, _ = self.where(name, s)  # it may have moved while the hand turned
-        yield ("move", c - u * st.depth, jaw, max(st.min_move_s, self._duration(above, c, 2.0)))
+        depth = st.depth + (float(self.rng.normal(0.0, st.depth_sd)) if st.depth_sd else 0.0)
+        yield ("move", c - u * depth, jaw, max(st.min_move_s, self._duration(above, c, 2.0)))
 
     def _back(self, h: int, dist: float) -> np.ndarray:
         """Instrument h's tip backed out dist [m] along its shaft, toward its port."""
@@ -247,17 +265,30 @@ class CholecystectomyPolicy(ScriptedPolicy):
         for name in STRUCTURES:
             self.on_artery = name == "cystic_artery"
             lo, hi = self.anatomy.safe_zones[name]
-            for f in CLIP_AT[name]:
+            for f in CLIP_MARKS[name]:
                 s = lo + f * (hi - lo) + float(self.rng.normal(0.0, st.aim_sd))
-                yield from self._across(APPLIER, name, s, OPEN_APPLIER)
-                yield ("move", mv.tip, CLOSED, st.close_s)  # fires the clip
-                yield ("hold", 0.05)
-                yield ("move", mv.tip, OPEN_APPLIER, 0.1)
-                self.clipped[name].append(s)
-                yield ("move", self._back(APPLIER, 0.012), OPEN_APPLIER, max(st.min_move_s, 0.15))
+                yield from self._clip(name, s)
+                if st.reclip and not self._last_clip_spans():
+                    yield from self._clip(name, s + RECLIP_STEP * (1.0 if f > 0.5 else -1.0))
         # The exchange: the applier comes out to where it started before the scissors go in.
         yield ("move", self.home[APPLIER], OPEN_APPLIER, self._duration(mv.tip, self.home[APPLIER]))
         self.exchanged = True
+
+    def _clip(self, name: str, s: float):
+        """Put a clip across structure `name` at arc length s [m] and back out."""
+        mv = self.movers[APPLIER]
+        yield from self._across(APPLIER, name, s, OPEN_APPLIER)
+        self._clips_before = self.scene.injury.clips.n_clips
+        yield ("move", mv.tip, CLOSED, self.style.close_s)  # fires the clip
+        yield ("hold", 0.05)
+        yield ("move", mv.tip, OPEN_APPLIER, 0.1)
+        self.clipped[name].append(s)
+        yield ("move", self._back(APPLIER, 0.012), OPEN_APPLIER, max(self.style.min_move_s, 0.15))
+
+    def _last_clip_spans(self) -> bool:
+        """Whether the newest clip crosses the whole width (a clip lost on nothing counts as not)."""
+        clips = self.scene.injury.clips
+        return clips.n_clips > self._clips_before and bool(clips.spans[clips.n_clips - 1])
 
     def _scissors_script(self):
         st = self.style

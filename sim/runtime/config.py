@@ -19,7 +19,8 @@ class RunConfig:
     ticks; checksum_every: scene checksum every N ticks; soft_start_s: device force ramp [s];
     scale: workspace position scale; seed: the session's seed (scene.rng, procedure; recorded);
     emu_args: extra options for every 'emu' device; hand_emu_args: per hand, extra options for that
-    hand's emulator; emu_event_log: emulator event log path (hand h > 0: path.h);
+    hand's emulator (empty: the procedure's `emulator_hands`, if any); emu_event_log: emulator
+    event log path (hand h > 0: path.h);
     realtime_priority: try SCHED_FIFO; affinity: pin the servo to one CPU when there are >= 2;
     threads: Numba threads for the tissue kernels (1 whenever the servo is pinned);
     share: register the session for the instructor console (`sim.runtime.share`); guide: the

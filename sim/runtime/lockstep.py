@@ -49,6 +49,15 @@ def find_procedure(name: str):
     return get_procedure(name) if name in PROCEDURES else None
 
 
+def emulator_hands(cfg: RunConfig) -> tuple:
+    """Per-hand emulator options of the session: the config's, else those of the procedure it
+    plays (`emulator_hands`: emulated hands that move where that scene has room), else none."""
+    if cfg.hand_emu_args:
+        return cfg.hand_emu_args
+    proc = find_procedure(cfg.scene)
+    return tuple(getattr(proc, "emulator_hands", ()))
+
+
 def build_session(cfg: RunConfig, n_hands: int = 1, *, procedure=None):
     """(scene, procedure or None, hands) for cfg: hand h drives tool h (no device yet: callers open
     them). A procedure name in cfg.scene builds that procedure's scene (its overrides, then cfg's)
@@ -86,7 +95,7 @@ def run_lockstep(cfg: RunConfig, *, log=print, procedure=None) -> dict:
     if cfg.seconds is None:
         raise ValueError("lockstep needs --seconds")
     choices = parse_devices(cfg.device)
-    choices, emus = start_emulators(choices, emu_args=cfg.emu_args, hand_emu_args=cfg.hand_emu_args,
+    choices, emus = start_emulators(choices, emu_args=cfg.emu_args, hand_emu_args=emulator_hands(cfg),
                                     event_log=cfg.emu_event_log)
     scene = step = rec = None
     stack = contextlib.ExitStack()

@@ -384,7 +384,9 @@ def run_realtime(cfg: RunConfig, *, log=None, stats=None) -> dict:
     try:
         if any(c.kind == "emu" for c in choices):
             tmpdir = tempfile.mkdtemp(prefix="trocar-run-")
-        resolved, emus = start_emulators(choices, emu_args=cfg.emu_args, hand_emu_args=cfg.hand_emu_args,
+        from sim.runtime.lockstep import emulator_hands
+
+        resolved, emus = start_emulators(choices, emu_args=cfg.emu_args, hand_emu_args=emulator_hands(cfg),
                                          event_log=cfg.emu_event_log, link_dir=tmpdir, cpus=cpus)
         for emu in emus:
             log(f"device emulator pid {emu.pid} on {emu.path}")
