@@ -45,9 +45,7 @@ def neohookean_params(mu, lam):
     was NaN, which the element's zero volume did not cancel, and it spread over the whole body."""
     mu_s = 4.0 / 3.0 * mu
     lam_s = lam + 5.0 / 6.0 * mu
-    if lam_s <= 0.0:
-        return 0.0, 0.0, 1.0, 0.0
-    a = 1.0 + 0.75 * mu_s / lam_s
+    a = 1.0 + 0.75 * mu_s / lam_s if lam_s > 0.0 else 1.0  # (a select, not a branch: vectorises)
     psi0 = 0.5 * lam_s * (1.0 - a) ** 2 - 0.5 * mu_s * math.log(4.0)
     return mu_s, lam_s, a, psi0
 
