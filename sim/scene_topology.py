@@ -80,12 +80,12 @@ class Refactor:
         self.pending: TissueModel | None = None
         self.swap_tick = -1
 
-    def start(self, model: TissueModel, tick: int) -> None:
+    def start(self, model: TissueModel, tick: int, delay: int = REFACTOR_TICKS) -> None:
         """Factor `model` in a worker thread (started by `launch`, after this tick's step, so it
-        does not compete with the tick that cut); swap it in at tick + REFACTOR_TICKS."""
+        does not compete with the tick that cut); swap it in at tick + delay."""
         self.job = None
         self.pending = model
-        self.swap_tick = tick + REFACTOR_TICKS
+        self.swap_tick = tick + delay
 
     def launch(self) -> None:
         """Start the pending rebuild, if any (end of a tick)."""

@@ -23,6 +23,7 @@ from sim.sparse_factor import BlockLDLFactor, factor_spd_blocked
 from sim.tissue_elements import ELASTICITY_CODES, element_pass
 from sim.tissue_kernels import quat_to_mat
 from sim.tissue_solver import step_kernel
+from sim.tissue_tethers import EMPTY as NO_TETHERS
 
 GRAVITY = (0.0, 0.0, -9.81)
 
@@ -111,6 +112,9 @@ class TissueModel:
         cut_front: after a cut, the nodes on the cut surface that were not split (the crack
             tip), shape (n,), bool; the next snip continues the cut from them
             (`sim.tissue_topology`). None before any cut.
+        springs: stiffness [N/m] of persistent constraints, (3k, 3k) sparse over the first k <= n
+            nodes, added to the factored step matrix only (the tethers of clips: their forces come
+            from `sim.tissue_tethers` in the step); None: none.
     """
 
     rest: np.ndarray
@@ -136,6 +140,7 @@ class TissueModel:
     turn_tol: float = 2.0
     max_speed: float = 20.0
     cut_front: np.ndarray | None = None
+    springs: sp.spmatrix | None = None
     _systems: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -206,6 +211,9 @@ class TissueSystem:
         k = model.stiffness()
         hb = 2.0 * dt / 3.0
         a = sp.diags(np.repeat((1.0 + hb * mat.mass_damping) * model.mass, 3)) + hb * (hb + mat.damping) * k
+        if model.springs is not None:  # undamped: the tethers' potential only
+            c = sp.coo_matrix(model.springs)
+            a = a + hb * hb * sp.csr_matrix((c.data, (c.row, c.col)), shape=k.shape)
         a = sp.csr_matrix(a)[dof][:, dof]
         try:
             factor = factor_spd_blocked(a)
@@ -480,8 +488,9 @@ def element_stress(model: TissueModel, state: TissueState) -> np.ndarray:
 
 
 def step(model: TissueModel, state: TissueState, control: TissueControl | None,
-         contacts: TissueContacts | None, dt: float) -> None:
-    """Advance `state` by dt [s] in place.
+         contacts: TissueContacts | None, dt: float, tethers: tuple | None = None) -> None:
+    """Advance `state` by dt [s] in place; tethers: (groups, nodes, counts, templates,
+    stiffnesses, rotations) held in the step's potential (`sim.tissue_tethers`; a clip's jaws).
 
     Raises TissueDivergedError if any node becomes NaN/inf or faster than model.max_speed; the
     caller must then zero the forces it sends to a device and reset or discard this state.
@@ -510,6 +519,7 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         s.x, s.v, s.q, s.x_prev, s.v_prev, s.x_last, s.v_last, s.fs, s.gs, s.force, s.energy,
         s.weight, s.carried, s.qt, s.f, s.gn, s.xp, s.y, s.dx, s.pz, s.r_prev, s.fb, s.df,
         s.f_cur, s.e_trial, s.r_node, s.res, s.rhs, s.node_e, s.fresh,
+        *(NO_TETHERS if tethers is None else tethers),
     )
     # The step's end rotations, F and next-step damping gradients are in qt, f, gn: swap.
     s.q, s.qt = s.qt, s.q
