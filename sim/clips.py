@@ -342,3 +342,13 @@ def lumen_area(x: np.ndarray, info, s: float) -> float:
     p = x[ring] - x[ring].mean(axis=0)
     q0, q1 = p @ u, p @ w
     return 0.5 * abs(float(np.sum(q0 * np.roll(q1, -1) - np.roll(q0, -1) * q1)))
+
+
+def wall_gap(x: np.ndarray, clips: ClipSet, info, c: int) -> float:
+    """Largest distance [m] of clip c's lumen-wall nodes (positions x (n, 3) [m]) from its
+    mid-plane, along the clip's closing axis now: 0 when the closed lumen's inner walls meet."""
+    nodes = clips.node[c, :clips.count[c]]
+    nodes = nodes[info.inner[nodes]]
+    closing = np.array(quat_to_mat(*clips.quat[c])).reshape(3, 3)[:, 1]
+    y = (x[nodes] - clips.pos[c]) @ closing
+    return float(np.abs(y - y.mean()).max())
