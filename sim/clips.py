@@ -38,6 +38,7 @@ import numpy as np
 
 from sim.scene_state import copy_attrs, hash_attrs, restore_attrs
 from sim.tissue_kernels import quat_to_mat
+from sim.tissue_solver import node_frames
 from sim.tissue_tethers import fit_tethers, tether_stiffness
 
 MAX_CLIPS = 16  # clips per scene (fixed: the snapshot row count)
@@ -50,6 +51,10 @@ CLIP_REARM = 0.6  # [rad] ... and loads the next clip when opened past this agai
 CRIMP_S = 0.05  # [s] crimp ramp
 CLIP_STIFFNESS = 5.0e3  # [N/m] per clipped node: the tether holding it to the clip's template
 CLIP_REFACTOR_TICKS = 50  # ticks from firing to the swap of the step matrix with the clip's tether
+#: ticks from firing to the snapshot of the clipped tissue for a step matrix assembled there (the
+#: crimp closes in CRIMP_S, the tissue settles into it in ~0.1 s more; taken at the crimp's end,
+#: 50 ticks, a lifted clipped duct needed 6.5 element passes a tick instead of 1)
+SETTLE_TICKS = 150
 FIT_ITERS = 8  # polar iterations per tick for the clip pose (warm-started)
 
 
@@ -142,6 +147,7 @@ class ClipSet:
         self.elems = np.zeros((MAX_CLIPS, MAX_ELEMS), dtype=np.int64)
         self.n_elems = np.zeros(MAX_CLIPS, dtype=np.int64)
         self.crimp = np.zeros(MAX_CLIPS)
+        self.age = np.zeros(MAX_CLIPS, dtype=np.int64)
         self.pos = np.zeros((MAX_CLIPS, 3))
         self.quat = np.zeros((MAX_CLIPS, 4))
         self.quat[:, 0] = 1.0
@@ -205,6 +211,7 @@ class ClipSet:
         self.elems[c, :elems.size] = elems
         self.n_elems[c] = elems.size
         self.crimp[c] = 0.0
+        self.age[c] = 0
         self.pos[c] = frame_p
         self.quat[c] = self.fire_q[c]
         self._record(c, nodes, frame_r, x)
@@ -237,12 +244,29 @@ class ClipSet:
 
     # -- per tick ------------------------------------------------------------------------------------
 
-    def before_step(self) -> None:
-        """Advance the crimps still closing: their templates (before the tissue step)."""
+    def before_step(self) -> bool:
+        """Advance the crimps still closing: their templates (before the tissue step). True if a
+        clip is SETTLE_TICKS old: time to refactor the step matrix at the clipped configuration
+        (`configuration`)."""
+        done = False
         for c in range(self.n_clips):
             if self.crimp[c] < 1.0:
                 s = self.crimp[c] = min(1.0, self.crimp[c] + self.dt / CRIMP_S)
                 self.tmpl[c] = (1.0 - s) * self.t0[c] + s * self.t1[c]
+            self.age[c] += 1
+            done |= self.age[c] == SETTLE_TICKS
+        return done
+
+    def configuration(self, state) -> tuple:
+        """The tissue's configuration now for a step matrix assembled there (`TissueSystem.build`'s
+        `at`): element rotations, node frames (a clipped node's: its clip's rotation), the tethers'
+        stiffness in this frame."""
+        model = self.model
+        frames = np.zeros((model.node_count, 4))
+        node_frames(model.node_ptr, model.node_inc, model.node_rep, state.q, state.weight, frames)
+        for c in range(self.n_clips):
+            frames[self.node[c, :self.count[c]]] = self.rq[c]
+        return state.q.copy(), frames, crimp_springs(self, model.node_count, turned=True)
 
     def tethers(self) -> tuple:
         """The clips as tethers for the tissue step (`sim.tissue.step`, `sim.tissue_tethers`)."""
@@ -310,10 +334,16 @@ class ClipSet:
         hash_attrs(h, self, self._NOT_STATE)
 
 
-def crimp_springs(clips: ClipSet, n: int):
-    """The tethers' stiffness at their crimped templates [N/m], (3n, 3n) (`TissueModel.springs`)."""
-    return tether_stiffness([(clips.node[c, :clips.count[c]], clips.t1[c, :clips.count[c]],
-                              clips.stiff[c]) for c in range(clips.n_clips)], n)
+def crimp_springs(clips: ClipSet, n: int, turned: bool = False):
+    """The tethers' stiffness at their crimped templates [N/m], (3n, 3n) (`TissueModel.springs`);
+    turned: the templates turned as each clip is now (else as at firing)."""
+    groups = []
+    for c in range(clips.n_clips):
+        t = clips.t1[c, :clips.count[c]]
+        if turned:
+            t = t @ np.array(quat_to_mat(*clips.rq[c])).reshape(3, 3).T
+        groups.append((clips.node[c, :clips.count[c]], t, clips.stiff[c]))
+    return tether_stiffness(groups, n)
 
 
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

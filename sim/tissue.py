@@ -26,6 +26,7 @@ from sim.tissue_solver import step_kernel
 from sim.tissue_tethers import EMPTY as NO_TETHERS
 
 GRAVITY = (0.0, 0.0, -9.81)
+NO_FRAMES = np.zeros((0, 4))  # a rest-assembled step matrix's node frames (`TissueSystem.frames`)
 
 
 class TissueDivergedError(RuntimeError):
@@ -193,14 +194,24 @@ class TissueSystem:
         dt: the time step [s] it was built for.
         factor: block LDL^T factor (see `sim.sparse_factor`).
         fpos: node -> factor position, shape (n,), int32; -1 for fixed nodes.
+        frames: None for the rest matrix; for one assembled at a deformed configuration (`build`'s
+            `at`), the node frames there (n', 4) quaternions (w, x, y, z), n' <= n: the step's node
+            frames are then relative to them (nodes past n': to rest).
     """
 
     dt: float
     factor: BlockLDLFactor
     fpos: np.ndarray
+    frames: np.ndarray | None = None
 
     @staticmethod
-    def build(model: TissueModel, dt: float) -> TissueSystem:
+    def build(model: TissueModel, dt: float, at: tuple | None = None) -> TissueSystem:
+        """The step matrix of `model` for dt [s], factored. at = (rotations (4, m), frames (n, 4),
+        springs or None): assemble it at a deformed configuration instead of at rest: each element's
+        stiffness turned by its rotation there (rest shape R Dm), the persistent springs given
+        (`TissueModel.springs` in that configuration's frame), the node frames there kept
+        (`frames`): near a clip the tissue is far from rest, its elements turned up to ~75 deg
+        against each other, and no single node frame matches all of a node's elements."""
         if not dt > 0:
             raise ValueError(f"time step must be > 0 s, got {dt}")
         mat = model.material
@@ -208,11 +219,20 @@ class TissueSystem:
         if free.size == 0:
             raise ValueError("every node is fixed: nothing to simulate")
         dof = (3 * free[:, None] + np.arange(3)).reshape(-1)
-        k = model.stiffness()
+        springs = model.springs
+        if at is None:
+            k = model.stiffness()
+        else:
+            rotations, frames, springs = at
+            r = np.stack(quat_to_mat.py_func(*rotations), axis=1).reshape(-1, 3, 3)
+            live = np.flatnonzero(model.volume > 0.0)
+            dm = model.dm_inv_rows.T.reshape(-1, 3, 3)[live] @ r[live].transpose(0, 2, 1)
+            k = fem.stiffness_from_shapes(dm, model.volume[live], model.tets[live], model.node_count,
+                                          model.mu[live], model.lam[live])
         hb = 2.0 * dt / 3.0
         a = sp.diags(np.repeat((1.0 + hb * mat.mass_damping) * model.mass, 3)) + hb * (hb + mat.damping) * k
-        if model.springs is not None:  # undamped: the tethers' potential only
-            c = sp.coo_matrix(model.springs)
+        if springs is not None:  # undamped: the tethers' potential only
+            c = sp.coo_matrix(springs)
             a = a + hb * hb * sp.csr_matrix((c.data, (c.row, c.col)), shape=k.shape)
         a = sp.csr_matrix(a)[dof][:, dof]
         try:
@@ -224,7 +244,8 @@ class TissueSystem:
             ) from exc
         fpos = np.full(model.node_count, -1, dtype=np.int32)
         fpos[free[factor.order]] = np.arange(free.size, dtype=np.int32)
-        return TissueSystem(dt=dt, factor=factor, fpos=fpos)
+        return TissueSystem(dt=dt, factor=factor, fpos=fpos,
+                            frames=None if at is None else np.ascontiguousarray(at[1]))
 
 
 def node_incidence(tets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -519,6 +540,7 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         s.x, s.v, s.q, s.x_prev, s.v_prev, s.x_last, s.v_last, s.fs, s.gs, s.force, s.energy,
         s.weight, s.carried, s.qt, s.f, s.gn, s.xp, s.y, s.dx, s.pz, s.r_prev, s.fb, s.df,
         s.f_cur, s.e_trial, s.r_node, s.res, s.rhs, s.node_e, s.fresh,
+        NO_FRAMES if system.frames is None else system.frames,
         *(NO_TETHERS if tethers is None else tethers),
     )
     # The step's end rotations, F and next-step damping gradients are in qt, f, gn: swap.

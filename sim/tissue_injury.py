@@ -91,7 +91,12 @@ class TissueInjury:
                 self._fire(i, state)
             elif not clips.armed[i] and jaw > clp.CLIP_REARM:
                 clips.armed[i] = True
-        clips.before_step()
+        if clips.before_step():
+            # The crimp has closed and the tissue settled into it: around the clip it is far from
+            # rest, its elements turned up to ~75 deg against each other at the folds. Refactor
+            # the step matrix assembled there (rotated element stiffnesses, node frames relative
+            # to these).
+            self.refactor = (self.model.with_topology(), clips.configuration(state))
 
     def _fire(self, i: int, state) -> None:
         tool = self.tools[i]
@@ -108,7 +113,7 @@ class TissueInjury:
         # The clip's tether is far stiffer than the tissue (the solver needs tens of passes a
         # tick until the preconditioner knows it): the scene refactors the step matrix with the
         # tethers off the hot path (`take_refactor`).
-        self.refactor = self.model.with_topology()
+        self.refactor = (self.model.with_topology(), None)
         r = self.clips.records()[c]
         where = ("" if np.isnan(r["along"]) else
                  f" at {r['along'] * 1e3:.1f} mm along the tube, {r['angle']:.0f} deg to its axis, "
@@ -162,8 +167,9 @@ class TissueInjury:
         return self.clips.tethers()
 
     def take_refactor(self):
-        """A model (the tissue with a new clip's tether springs) whose step matrix the scene
-        factors off the hot path and swaps in `clp.CLIP_REFACTOR_TICKS` later, or None."""
+        """(model, configuration or None): a model (the tissue with a new clip's tether springs)
+        whose step matrix the scene factors off the hot path (at rest, or at the configuration:
+        `sim.tissue.TissueSystem.build`) and swaps in `clp.CLIP_REFACTOR_TICKS` later; or None."""
         model, self.refactor = self.refactor, None
         return model
 

@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
-from sim.tissue_kernels import polar_step, quat_to_mat
+from sim.tissue_kernels import polar_step, quat_to_mat, relative_quat
 
 TRIAL_ITERS = 4  # polar iterations per evaluation, from the group's last rotation
 
@@ -108,16 +108,18 @@ def tether_energy(n_groups, node, count, tmpl, stiff, q, x, s, dx):
 
 
 @nb.njit(nogil=True, cache=True)
-def tether_pass(n_groups, node, count, tmpl, stiff, q, x, fpos, h2, res, z, r_node):
+def tether_pass(n_groups, node, count, tmpl, stiff, q, ref, x, fpos, h2, res, z, r_node):
     """At x (n, 3) [m]: add h2 x each tethered free node's tether force to res (n, 3) [N s^2], make
-    its frame r_node (n, 3, 3) its group's rotation and rewrite its z[fpos] = R^T res (after
+    its frame r_node (n, 3, 3) its group's rotation (relative to ref[j] (n', 4), the frame the step
+    matrix was assembled with, if j < n') and rewrite its z[fpos] = frame^T res (after
     `sim.tissue_solver.node_pass`). Returns the groups' energy [J]."""
     total = 0.0
     for g in range(n_groups):
         if count[g] == 0 or stiff[g] == 0.0:
             continue
         fit = _fit(g, node, count, tmpl, q, x, 0.0, x, TRIAL_ITERS)
-        r = fit[6]
+        rg = fit[6]
+        gw, gx, gy, gz = fit[7], fit[8], fit[9], fit[10]
         kg = stiff[g]
         e = 0.0
         for a in range(count[g]):
@@ -127,6 +129,10 @@ def tether_pass(n_groups, node, count, tmpl, stiff, q, x, fpos, h2, res, z, r_no
             p = fpos[j]
             if p < 0:
                 continue
+            r = rg
+            if j < ref.shape[0]:  # the clip's turn since the step matrix was assembled
+                w, qa, qb, qc = relative_quat(gw, gx, gy, gz, ref[j, 0], ref[j, 1], ref[j, 2], ref[j, 3])
+                r = quat_to_mat(w, qa, qb, qc)
             bx = res[j, 0] - h2 * kg * ux
             by = res[j, 1] - h2 * kg * uy
             bz = res[j, 2] - h2 * kg * uz

@@ -197,3 +197,26 @@ def test_cutting_a_vessel_bleeds_unless_it_is_clipped_on_both_sides(sealed):
         assert kinds(scene, "bleed_start") and scene.injury.bleeding.volume > 0.3
     assert not kinds(scene, "tissue_reset")
     scene.close()
+
+
+def test_a_restored_clipped_state_replays_bit_identically():
+    """A clip's tether and the step-matrix rebuild at the settled clipped configuration (started
+    150 ticks after firing, swapped in 50 later) are scene state: a state saved before it replays
+    the same ticks to the same checksum; reset() takes the clip off."""
+    scene = tube_scene()
+    control = SceneControl(np.array([[0.0, 0.0, 0.05, 0.0]]), np.array([0.7]))
+    fire_clip(scene, 0.0)
+    move(scene, control, (0.0, 0.0, 0.05), 0.7, 0.1)
+    saved = scene.get_state()
+    move(scene, control, (0.0, 0.0, 0.05), 0.7, 0.25)  # past both swaps
+    assert scene.tissue.system(DT).frames is not None  # the configuration's step matrix is in
+    end = scene.checksum()
+    scene.set_state(saved)
+    assert scene.tissue.system(DT).frames is None
+    move(scene, control, (0.0, 0.0, 0.05), 0.7, 0.25)
+    assert scene.checksum() == end
+    scene.reset()
+    assert scene.injury.clips.n_clips == 0 and scene.tissue.springs is None
+    assert scene.tissue.system(DT).frames is None
+    saved.release()
+    scene.close()
