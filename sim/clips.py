@@ -18,7 +18,9 @@ clip's pose is whatever fits its nodes best, so it rides with the tissue whereve
 moved. The template ramps from the nodes' positions at firing to the crimp over CRIMP_S. The
 tethers' Hessian is added to the factored step matrix (`crimp_springs`; the scene refactors it
 off the hot path and swaps it in CLIP_REFACTOR_TICKS after the clip fired), so that the
-preconditioner knows them. Clipped nodes are left out of tool contact.
+preconditioner knows them; SETTLE_TICKS after firing the step matrix is refactored at the
+clipped configuration (`configuration`: the crimped wall's elements turn up to ~75 deg against
+each other). Clipped nodes are left out of tool contact.
 
 Before (issue 14, first rounds) the clip changed the crushed elements' rest shapes instead: the
 rest-shaped preconditioner never matched them (20-40 element passes a tick) and a clipped tube

@@ -155,7 +155,7 @@ class TissueModel:
     def stiffness(self) -> sp.csr_matrix:
         """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis, of the live elements
         (a cut or tear leaves dead ones with volume 0: docs/cutting.md), from the elements' rest
-        shapes `dm_inv_rows` (a clip's crimp changes those: `sim.clips`)."""
+        shapes `dm_inv_rows`."""
         live = np.flatnonzero(self.volume > 0.0)
         dm = np.ascontiguousarray(self.dm_inv_rows[:, live].T).reshape(-1, 3, 3)
         return fem.stiffness_from_shapes(dm, self.volume[live], self.tets[live], self.node_count,

@@ -121,7 +121,7 @@ class TissueInjury:
         self._events.append(("clip_applied", i, float(c), f"clip {c} applied{where}"))
 
     def after_step(self, state, f_ext: np.ndarray, reaction: np.ndarray) -> None:
-        """Clip projection, damage and tearing, bleeding (f_ext (n, 3) [N]: the carried contact
+        """Clip poses, damage and tearing, bleeding (f_ext (n, 3) [N]: the carried contact
         forces, clip forces added; reaction (n_tools, 3) [N]: tissue force on each tool)."""
         self.tick += 1
         self.clips.after_step(state)
