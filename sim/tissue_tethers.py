@@ -18,7 +18,15 @@ In the step (`sim.tissue_solver`) a tethered node's frame is its group's R (the 
 blocks k (I - P) are then exact whatever its elements' rotations: the walls of a crimped tube
 turn by up to 90 deg at the folds), its residual gets the tether force and each trial's energy
 the tether energy. R is warm-started from q[g] (the group's rotation after the last step, which
-the owner updates: `fit_tethers`) with TRIAL_ITERS polar iterations per evaluation.
+the owner updates: `fit_tethers`) with TRIAL_ITERS polar iterations per evaluation: the gradient
+above is the energy's only at the best R, and a crimped clip's template is nearly flat, where
+the first-order polar iteration converges slowly; with 4 the line search rejected moves of about
+the velocity tolerance that the gradient promised (a clipped duct creeping back after the applier
+withdrew: 6.6 element passes a tick for 0.5 s; with 16: 1.0). 16 iterations of a 3x3 update cost
+nothing next to the sums over the group's nodes.
+
+Numba's cache of `sim.tissue_solver.step_kernel` does not see changes to these kernels (or
+constants): after editing this file, delete sim/__pycache__/tissue_solver.*.nbi/.nbc.
 
 Units: m, N. Kernels nogil, cached, float64, no allocation.
 """
@@ -31,7 +39,7 @@ import scipy.sparse as sp
 
 from sim.tissue_kernels import polar_step, quat_to_mat, relative_quat
 
-TRIAL_ITERS = 4  # polar iterations per evaluation, from the group's last rotation
+TRIAL_ITERS = 16  # polar iterations per evaluation, from the group's last rotation (docstring)
 
 
 @nb.njit(nogil=True, cache=True)
