@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for module in ("sim.runtime.cli", "sim.render.cli", "benchmarks.scene_cli", "benchmarks.cut",
-                   "benchmarks.procedure_cli", "benchmarks.tear_cli",
+                   "benchmarks.procedure_cli", "benchmarks.tear_cli", "benchmarks.clip_cli",
                    "trainees.cli", "console.cli", "benchmarks.batch"):
         try:
             mod = importlib.import_module(module)

@@ -1,141 +1,63 @@
-"""Surgical clips: closing the clip applier on a tube crimps it, permanently.
+"""Surgical clips: closing the clip applier on a tube crimps it, and the clip stays on.
 
 Firing (`ClipSet.fire`): when the applier's jaw command closes past CLIP_FIRE, the tissue nodes
 between its jaws, within its jaw width (+0.5 mm) across the jaw plane, are taken by a new clip, in
 the applier's shaft frame at that tick: x (across the jaws: along the tube when the clip is square
 to it), y (the closing direction), z (along the jaws).
 
-Method: a clip crushes the tissue under it for good, so the clip changes the *rest shape* of the
-elements it holds (plastic deformation), not the forces on them. Each clipped node gets a crimped
-position: a tube's section (lumen radius r_in, outer radius r_out from `BodyInfo`) is flattened
-into a "stadium": the wall's mid-surface keeps its perimeter and becomes two flat layers joined
-by two folds of radius t/2 (t = r_out - r_in), so the lumen closes to a slit (the inner walls
-meet on the clip's mid-plane) and the wall keeps its thickness; solid tissue is squeezed to
-CLIP_GAP. Every element with a clipped node gets the rest shape (inverse edge matrix) of its
-corners at those positions, ramped over CRIMP_S (`crimp_elements`). The solver then finds the
-crimped shape as the energy minimum: no constraint forces, nothing to fight the implicit step
-(projecting the nodes instead, as the contact stage does, blew the thin wall up within tens of
-ticks: docs/clips-damage.md). Clipped nodes are left out of tool contact. The clip is not a
-separate body: it rides with its nodes; its pose (snapshot, records) is the best rigid fit of
-the nodes to their crimped positions (centroid + polar rotation, warm-started).
+Method: a clip is a rigid titanium part pressing its tissue into a crimped shape. Each clipped
+node gets a crimped position: a tube's section (lumen radius r_in, outer radius r_out from
+`BodyInfo`) is flattened into a "stadium": the wall's mid-surface keeps its perimeter and becomes
+two flat layers joined by two folds of radius t/2 (t = r_out - r_in), so the lumen closes to a
+slit (the inner walls meet on the clip's mid-plane) and the wall keeps its thickness; solid
+tissue is squeezed to CLIP_GAP. The clip holds its nodes to that template by persistent stiff
+springs (CLIP_STIFFNESS per node) in the tissue step's potential, as a tether
+(`sim.tissue_tethers`: the energy of a massless rigid body tied to the nodes, minimised over its
+pose): the tissue's elements keep their rest shapes and push back, the clip holds them, and the
+clip's pose is whatever fits its nodes best, so it rides with the tissue wherever the tube is
+moved. The template ramps from the nodes' positions at firing to the crimp over CRIMP_S. The
+tethers' Hessian is added to the factored step matrix (`crimp_springs`; the scene refactors it
+off the hot path and swaps it in CLIP_REFACTOR_TICKS after the clip fired), so that the
+preconditioner knows them; SETTLE_TICKS after firing the step matrix is refactored at the
+clipped configuration (`configuration`: the crimped wall's elements turn up to ~75 deg against
+each other). Clipped nodes are left out of tool contact.
+
+Before (issue 14, first rounds) the clip changed the crushed elements' rest shapes instead: the
+rest-shaped preconditioner never matched them (20-40 element passes a tick) and a clipped tube
+lifted 5 mm by its ends followed only ~2 mm in its middle (docs/clips-damage.md).
 
 Record per clip (`records()`): position along the tube [m] (mean rest axial coordinate of its
 nodes), angle to the tube axis [deg] (between the clip's jaw direction and the tube's tangent at
 the clip; 90 = square), spans_width (its nodes cover every circumferential sector of the tube).
+Its pose (drawn, snapshot): the applier's frame at firing, moved with the tether's fit.
 
-Units: m, s. Kernels nogil, cached, float64, no allocation.
+Units: m, s, N.
 """
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
 from sim.scene_state import copy_attrs, hash_attrs, restore_attrs
-from sim.tissue_kernels import polar_step, quat_to_mat
+from sim.tissue_kernels import quat_to_mat
+from sim.tissue_solver import node_frames
+from sim.tissue_tethers import fit_tethers, tether_stiffness
 
 MAX_CLIPS = 16  # clips per scene (fixed: the snapshot row count)
 MAX_NODES = 160  # tissue nodes one clip can hold
-MAX_ELEMS = 640  # elements one clip reshapes
+MAX_ELEMS = 640  # elements one clip holds back from tearing
 CLIP_WIDTH = 4.0e-3  # [m] footprint across the jaw plane: the applier's jaw width (CLIP_APPLIER)
 CLIP_GAP = 1.0e-3  # [m] closed clip's inner gap on tissue without a lumen
 CLIP_FIRE = 0.5  # [rad] the applier fires (its ratchet engages) when the jaw command closes past this
 CLIP_REARM = 0.6  # [rad] ... and loads the next clip when opened past this again
 CRIMP_S = 0.05  # [s] crimp ramp
-FIT_ITERS = 3  # polar iterations per tick for the clip pose
-PULL = 0.3  # share of the way to its crimped place a clipped node is moved after each step
-MIN_DET = 0.05  # a crimped element keeps at least this fraction of its rest volume (else unchanged)
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def crimp_elements(elems, n, p0, p1, s, dm_inv):
-    """Rest shapes of a clip's elements at ramp s in [0, 1]: corners (1 - s) p0 + s p1 [m] (E, 4, 3);
-    dm_inv (9, m) rows written for elems[:n] (inverse of [X1-X0, X2-X0, X3-X0], row-major)."""
-    for a in range(n):
-        e = elems[a]
-        m00 = m01 = m02 = m10 = m11 = m12 = m20 = m21 = m22 = 0.0
-        for c in range(3):
-            b0 = (1.0 - s) * p0[a, 0, c] + s * p1[a, 0, c]
-            d1 = (1.0 - s) * p0[a, 1, c] + s * p1[a, 1, c] - b0
-            d2 = (1.0 - s) * p0[a, 2, c] + s * p1[a, 2, c] - b0
-            d3 = (1.0 - s) * p0[a, 3, c] + s * p1[a, 3, c] - b0
-            if c == 0:
-                m00, m01, m02 = d1, d2, d3
-            elif c == 1:
-                m10, m11, m12 = d1, d2, d3
-            else:
-                m20, m21, m22 = d1, d2, d3
-        c00 = m11 * m22 - m12 * m21
-        c01 = m02 * m21 - m01 * m22
-        c02 = m01 * m12 - m02 * m11
-        c10 = m12 * m20 - m10 * m22
-        c11 = m00 * m22 - m02 * m20
-        c12 = m02 * m10 - m00 * m12
-        c20 = m10 * m21 - m11 * m20
-        c21 = m01 * m20 - m00 * m21
-        c22 = m00 * m11 - m01 * m10
-        inv = 1.0 / (m00 * c00 + m01 * c10 + m02 * c20)
-        dm_inv[0, e], dm_inv[1, e], dm_inv[2, e] = c00 * inv, c01 * inv, c02 * inv
-        dm_inv[3, e], dm_inv[4, e], dm_inv[5, e] = c10 * inv, c11 * inv, c12 * inv
-        dm_inv[6, e], dm_inv[7, e], dm_inv[8, e] = c20 * inv, c21 * inv, c22 * inv
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def fit_clips(n_clips, node, count, ref, x, pos, quat, inv_mass, pull, crimp):
-    """Each clip's pose: the best rigid fit of its nodes (node (C, K), count (C,), positions x
-    (n, 3) [m]) to their crimped clip-frame positions ref (C, K, 3) [m]: pos (C, 3) [m] and quat
-    (C, 4) (w, x, y, z), warm-started, updated in place."""
-    for c in range(n_clips):
-        k = count[c]
-        if k == 0:
-            continue
-        cx = cy = cz = lx = ly = lz = 0.0
-        for a in range(k):
-            j = node[c, a]
-            cx += x[j, 0]
-            cy += x[j, 1]
-            cz += x[j, 2]
-            lx += ref[c, a, 0]
-            ly += ref[c, a, 1]
-            lz += ref[c, a, 2]
-        inv_k = 1.0 / k
-        cx *= inv_k
-        cy *= inv_k
-        cz *= inv_k
-        lx *= inv_k
-        ly *= inv_k
-        lz *= inv_k
-        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
-        for a in range(k):
-            j = node[c, a]
-            px, py, pz = x[j, 0] - cx, x[j, 1] - cy, x[j, 2] - cz
-            qx, qy, qz = ref[c, a, 0] - lx, ref[c, a, 1] - ly, ref[c, a, 2] - lz
-            a00 += px * qx
-            a01 += px * qy
-            a02 += px * qz
-            a10 += py * qx
-            a11 += py * qy
-            a12 += py * qz
-            a20 += pz * qx
-            a21 += pz * qy
-            a22 += pz * qz
-        w, qa, qb, qc = quat[c, 0], quat[c, 1], quat[c, 2], quat[c, 3]
-        for _ in range(FIT_ITERS):
-            w, qa, qb, qc = polar_step(a00, a01, a02, a10, a11, a12, a20, a21, a22, w, qa, qb, qc)
-        quat[c, 0], quat[c, 1], quat[c, 2], quat[c, 3] = w, qa, qb, qc
-        r = quat_to_mat(w, qa, qb, qc)
-        px = cx - (r[0] * lx + r[1] * ly + r[2] * lz)
-        py = cy - (r[3] * lx + r[4] * ly + r[5] * lz)
-        pz = cz - (r[6] * lx + r[7] * ly + r[8] * lz)
-        pos[c, 0], pos[c, 1], pos[c, 2] = px, py, pz
-        if pull > 0.0 and crimp[c] >= 1.0:
-            for a in range(k):
-                j = node[c, a]
-                if inv_mass[j] > 0.0:
-                    for i in range(3):
-                        t = (pos[c, i] + r[3 * i] * ref[c, a, 0] + r[3 * i + 1] * ref[c, a, 1]
-                             + r[3 * i + 2] * ref[c, a, 2])
-                        x[j, i] += pull * (t - x[j, i])
+CLIP_STIFFNESS = 5.0e3  # [N/m] per clipped node: the tether holding it to the clip's template
+CLIP_REFACTOR_TICKS = 50  # ticks from firing to the swap of the step matrix with the clip's tether
+#: ticks from firing to the snapshot of the clipped tissue for a step matrix assembled there (the
+#: crimp closes in CRIMP_S, the tissue settles into it in ~0.1 s more; taken at the crimp's end,
+#: 50 ticks, a lifted clipped duct needed 6.5 element passes a tick instead of 1)
+SETTLE_TICKS = 150
+FIT_ITERS = 8  # polar iterations per tick for the clip pose (warm-started)
 
 
 def stadium(local: np.ndarray, r_in: float, r_out: float) -> np.ndarray:
@@ -196,31 +118,40 @@ class ClipSet:
     """The clips on one tissue body (see the module docstring).
 
     Args:
-        model: the tissue (`sim.tissue.TissueModel`); the rest shapes (dm_inv_rows) of clipped
-        elements are changed in place. info: its `sim.tissue_bodies.BodyInfo` (tube coordinates,
-        lumen radius; a body without them can still be clipped). dt [s]; n_tools.
+        model: the tissue (`sim.tissue.TissueModel`); its `springs` are set to the clips' tethers.
+        info: its `sim.tissue_bodies.BodyInfo` (tube coordinates, lumen radius; a body without
+        them can still be clipped). dt [s]; n_tools.
 
-    State (saved, restored, hashed): n_clips; per clip its nodes (node, count), crimped clip-frame
-    positions (ref), elements and their corner shapes (elems, n_elems, p0, p1), crimp ramp, pose
-    (pos, quat), record (along, angle, spans); per tool the jaw memory `armed` (a clip is loaded
-    once the jaws open past CLIP_REARM: not at the start, where the held jaws are closed and a
-    loaded applier fired into the air on the first tick of every session with a device).
+    State (saved, restored, hashed): n_clips; per clip its nodes (node, count), their positions at
+    firing and crimped (t0, t1) and the template now (tmpl) [m], tether stiffness (stiff) [N/m],
+    the tether's rotation since firing and node centroid (rq, centre), the applier frame at firing
+    (fire_p, fire_q), the elements it holds from tearing (elems, n_elems), crimp ramp, pose (pos,
+    quat), record (along, angle, spans); per tool the jaw memory `armed` (a clip is loaded once the
+    jaws open past CLIP_REARM: not at the start, where the held jaws are closed and a loaded
+    applier fired into the air on the first tick of every session with a device). `springs` (the
+    tethers' Hessian, derived) is saved and restored with it.
     """
 
     def __init__(self, model, info, dt: float, n_tools: int) -> None:
         self.model, self.info, self.dt = model, info, float(dt)
         self.inv_mass = np.where(model.fixed, 0.0, 1.0 / model.mass)
-        self.pull = PULL if getattr(info, "clip_pull", True) else 0.0  # never changes: not state
         self.n_clips = 0
-        self.node = np.full((MAX_CLIPS, MAX_NODES), -1, dtype=np.int64)
+        self.node = np.zeros((MAX_CLIPS, MAX_NODES), dtype=np.int64)
         self.count = np.zeros(MAX_CLIPS, dtype=np.int64)
-        self.ref = np.zeros((MAX_CLIPS, MAX_NODES, 3))
+        self.t0 = np.zeros((MAX_CLIPS, MAX_NODES, 3))
+        self.t1 = np.zeros((MAX_CLIPS, MAX_NODES, 3))
+        self.tmpl = np.zeros((MAX_CLIPS, MAX_NODES, 3))
+        self.stiff = np.zeros(MAX_CLIPS)
+        self.rq = np.zeros((MAX_CLIPS, 4))
+        self.rq[:, 0] = 1.0
+        self.centre = np.zeros((MAX_CLIPS, 3))
+        self.fire_p = np.zeros((MAX_CLIPS, 3))
+        self.fire_q = np.zeros((MAX_CLIPS, 4))
+        self.fire_q[:, 0] = 1.0
         self.elems = np.zeros((MAX_CLIPS, MAX_ELEMS), dtype=np.int64)
         self.n_elems = np.zeros(MAX_CLIPS, dtype=np.int64)
-        self.p0 = np.zeros((MAX_CLIPS, MAX_ELEMS, 4, 3))
-        self.p1 = np.zeros((MAX_CLIPS, MAX_ELEMS, 4, 3))
-        self.dm_e0 = np.zeros((MAX_CLIPS, MAX_ELEMS, 9))  # the elements' unclipped rest shapes
         self.crimp = np.zeros(MAX_CLIPS)
+        self.age = np.zeros(MAX_CLIPS, dtype=np.int64)
         self.pos = np.zeros((MAX_CLIPS, 3))
         self.quat = np.zeros((MAX_CLIPS, 4))
         self.quat[:, 0] = 1.0
@@ -228,6 +159,8 @@ class ClipSet:
         self.angle = np.full(MAX_CLIPS, np.nan)
         self.spans = np.zeros(MAX_CLIPS, dtype=np.bool_)
         self.armed = np.zeros(n_tools, dtype=np.bool_)
+        self.springs = None
+        model.springs = None
 
     # -- firing --------------------------------------------------------------------------------------
 
@@ -262,42 +195,37 @@ class ClipSet:
             ym = crimped[:, 1].mean()
             span = max(float(np.abs(crimped[:, 1] - ym).max()), 1e-9)
             crimped[:, 1] = ym + (crimped[:, 1] - ym) * min(1.0, 0.5 * CLIP_GAP / span)
-        target = x.copy()
-        target[nodes] = frame_p + crimped @ frame_r.T
-        tets = self.model.tets
         held = np.zeros(x.shape[0], dtype=bool)
         held[nodes] = True
-        elems = np.flatnonzero(held[tets].any(axis=1) & (self.model.volume > 0))[:MAX_ELEMS]
-        p0 = x[tets[elems]]
-        p1 = target[tets[elems]]
-        det0 = np.linalg.det((p0[:, 1:] - p0[:, :1]).transpose(0, 2, 1))
-        det1 = np.linalg.det((p1[:, 1:] - p1[:, :1]).transpose(0, 2, 1))
-        flat = ~(det1 > MIN_DET * det0)  # would flatten or invert: that element keeps its shape
-        p1[flat] = p0[flat]
-        self.node[c] = -1
+        elems = np.flatnonzero(held[self.model.tets].any(axis=1) & (self.model.volume > 0))[:MAX_ELEMS]
+        self.node[c] = 0
         self.node[c, :k] = nodes
         self.count[c] = k
-        self.ref[c] = 0.0
-        self.ref[c, :k] = crimped
+        self.t0[c] = 0.0
+        self.t0[c, :k] = x[nodes]
+        self.t1[c] = 0.0
+        self.t1[c, :k] = frame_p + crimped @ frame_r.T
+        self.tmpl[c] = self.t0[c]
+        self.stiff[c] = CLIP_STIFFNESS
+        self.rq[c] = (1.0, 0.0, 0.0, 0.0)
+        self.centre[c] = x[nodes].mean(axis=0)
+        self.fire_p[c] = frame_p
+        self.fire_q[c] = _mat_to_quat(frame_r)
         self.elems[c] = 0
         self.elems[c, :elems.size] = elems
         self.n_elems[c] = elems.size
-        self.p0[c, :elems.size] = p0
-        self.p1[c, :elems.size] = p1
-        self.dm_e0[c, :elems.size] = self.model.dm_inv_rows[:, elems].T
         self.crimp[c] = 0.0
+        self.age[c] = 0
         self.pos[c] = frame_p
-        self.quat[c] = _mat_to_quat(frame_r)
+        self.quat[c] = self.fire_q[c]
         self._record(c, nodes, frame_r, x)
         self.n_clips += 1
+        self._set_springs(crimp_springs(self, self.model.node_count))
         return c
 
-    def crimped_rows(self, c: int) -> np.ndarray:
-        """The tissue's rest-shape rows (9, m) with clip c fully crimped (what its ramp ends at):
-        the step matrix to factor for the clipped tissue (`sim.scene.Scene` rebuilds it)."""
-        rows = self.model.dm_inv_rows.copy()
-        crimp_elements(self.elems[c], self.n_elems[c], self.p0[c], self.p1[c], 1.0, rows)
-        return rows
+    def _set_springs(self, springs) -> None:
+        self.springs = springs
+        self.model.springs = springs
 
     def _record(self, c: int, nodes: np.ndarray, frame_r: np.ndarray, x: np.ndarray) -> None:
         info = self.info
@@ -321,47 +249,58 @@ class ClipSet:
     # -- per tick ------------------------------------------------------------------------------------
 
     def before_step(self) -> bool:
-        """Advance the crimps still closing: their elements' rest shapes (before the tissue step).
-        True if a rest shape changed (the tissue's carried element evaluation is then stale)."""
-        dm = self.model.dm_inv_rows
-        changed = False
+        """Advance the crimps still closing: their templates (before the tissue step). True if a
+        clip is SETTLE_TICKS old: time to refactor the step matrix at the clipped configuration
+        (`configuration`)."""
+        done = False
         for c in range(self.n_clips):
             if self.crimp[c] < 1.0:
-                self.crimp[c] = min(1.0, self.crimp[c] + self.dt / CRIMP_S)
-                crimp_elements(self.elems[c], self.n_elems[c], self.p0[c], self.p1[c], self.crimp[c], dm)
-                changed = True
-        return changed
+                s = self.crimp[c] = min(1.0, self.crimp[c] + self.dt / CRIMP_S)
+                self.tmpl[c] = (1.0 - s) * self.t0[c] + s * self.t1[c]
+            self.age[c] += 1
+            done |= self.age[c] == SETTLE_TICKS
+        return done
+
+    def configuration(self, state) -> tuple:
+        """The tissue's configuration now for a step matrix assembled there (`TissueSystem.build`'s
+        `at`): element rotations, node frames (a clipped node's: its clip's rotation), the tethers'
+        stiffness in this frame."""
+        model = self.model
+        frames = np.zeros((model.node_count, 4))
+        node_frames(model.node_ptr, model.node_inc, model.node_rep, state.q, state.weight, frames)
+        for c in range(self.n_clips):
+            frames[self.node[c, :self.count[c]]] = self.rq[c]
+        return state.q.copy(), frames, crimp_springs(self, model.node_count, turned=True)
+
+    def tethers(self) -> tuple:
+        """The clips as tethers for the tissue step (`sim.tissue.step`, `sim.tissue_tethers`)."""
+        return self.n_clips, self.node, self.count, self.tmpl, self.stiff, self.rq
 
     def after_step(self, state) -> None:
-        """Each clip's pose from its nodes after the step (what the renderer draws)."""
-        if self.n_clips:
-            fit_clips(self.n_clips, self.node, self.count, self.ref, state.x, self.pos, self.quat,
-                      self.inv_mass, self.pull, self.crimp)
-
-    def _apply(self) -> None:
-        """Rest shapes of every clipped element at its clip's ramp (after a restore or a new model)."""
-        dm = self.model.dm_inv_rows
-        for c in range(self.n_clips):
-            crimp_elements(self.elems[c], self.n_elems[c], self.p0[c], self.p1[c], self.crimp[c], dm)
-
-    def _undo(self) -> None:
-        """Give the clipped elements back their unclipped rest shapes (before a restore)."""
-        dm = self.model.dm_inv_rows
-        for c in range(self.n_clips):
-            k = self.n_elems[c]
-            dm[:, self.elems[c, :k]] = self.dm_e0[c, :k].T
+        """Each clip's rotation and pose from its nodes after the step (the next step's warm start;
+        what the renderer draws)."""
+        n = self.n_clips
+        if not n:
+            return
+        fit_tethers(n, self.node, self.count, self.tmpl, self.rq, state.x, FIT_ITERS, self.centre)
+        for c in range(n):
+            k = self.count[c]
+            r = np.array(quat_to_mat(*self.rq[c])).reshape(3, 3)
+            self.pos[c] = self.centre[c] + r @ (self.fire_p[c] - self.tmpl[c, :k].mean(axis=0))
+            self.quat[c] = _quat_mul(self.rq[c], self.fire_q[c])
 
     def retopologize(self, model) -> None:
-        """The tissue has a new model (a cut; node and element ids are stable): crimp its elements."""
+        """The tissue has a new model (a cut; node and element ids are stable): it keeps the tethers."""
         self.model = model
         with np.errstate(divide="ignore"):
             self.inv_mass = np.where(model.fixed | (model.mass <= 0), 0.0, 1.0 / model.mass)
-        self._apply()
+        model.springs = self.springs
 
     def clipped_nodes(self) -> np.ndarray:
         """Every node held by a clip (sorted, unique)."""
         n = self.n_clips
-        return np.unique(self.node[:n][self.node[:n] >= 0])
+        return np.unique(np.concatenate([self.node[c, :self.count[c]] for c in range(n)])) if n else \
+            np.zeros(0, dtype=np.int64)
 
     def records(self) -> list[dict]:
         """One dict per clip: index, along [m], angle [deg], spans_width, position [m] (3,)."""
@@ -382,18 +321,41 @@ class ClipSet:
 
     # -- state ---------------------------------------------------------------------------------------
 
-    _NOT_STATE = frozenset({"model", "info", "dt", "inv_mass", "pull"})
+    _NOT_STATE = frozenset({"model", "info", "dt", "inv_mass", "springs"})
 
     def get_state(self) -> dict:
-        return copy_attrs(self, self._NOT_STATE)
+        out = copy_attrs(self, self._NOT_STATE)
+        out["springs"] = self.springs  # never changed in place: a new matrix per clip
+        return out
 
     def set_state(self, saved: dict) -> None:
-        self._undo()
+        saved = dict(saved)
+        springs = saved.pop("springs")
         restore_attrs(self, saved)
-        self._apply()
+        self._set_springs(springs)
 
     def hash_into(self, h) -> None:
         hash_attrs(h, self, self._NOT_STATE)
+
+
+def crimp_springs(clips: ClipSet, n: int, turned: bool = False):
+    """The tethers' stiffness at their crimped templates [N/m], (3n, 3n) (`TissueModel.springs`);
+    turned: the templates turned as each clip is now (else as at firing)."""
+    groups = []
+    for c in range(clips.n_clips):
+        t = clips.t1[c, :clips.count[c]]
+        if turned:
+            t = t @ np.array(quat_to_mat(*clips.rq[c])).reshape(3, 3).T
+        groups.append((clips.node[c, :clips.count[c]], t, clips.stiff[c]))
+    return tether_stiffness(groups, n)
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a b of (w, x, y, z) quaternions."""
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
 
 
 def lumen_area(x: np.ndarray, info, s: float) -> float:
@@ -414,3 +376,13 @@ def lumen_area(x: np.ndarray, info, s: float) -> float:
     p = x[ring] - x[ring].mean(axis=0)
     q0, q1 = p @ u, p @ w
     return 0.5 * abs(float(np.sum(q0 * np.roll(q1, -1) - np.roll(q0, -1) * q1)))
+
+
+def wall_gap(x: np.ndarray, clips: ClipSet, info, c: int) -> float:
+    """Largest distance [m] of clip c's lumen-wall nodes (positions x (n, 3) [m]) from its
+    mid-plane, along the clip's closing axis now: 0 when the closed lumen's inner walls meet."""
+    nodes = clips.node[c, :clips.count[c]]
+    nodes = nodes[info.inner[nodes]]
+    closing = np.array(quat_to_mat(*clips.quat[c])).reshape(3, 3)[:, 1]
+    y = (x[nodes] - clips.pos[c]) @ closing
+    return float(np.abs(y - y.mean()).max())

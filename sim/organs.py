@@ -126,5 +126,4 @@ def organ_body_info(a: Anatomy, model: TissueModel):
                     damage_radius=0.004, vessel=True,
                     bleed_rate=CYSTIC_ARTERY_BLEED, axial=axial, sector=sector, n_sectors=N_SECTORS,
                     r_out=a.params.ca_radius, vessel_elements=a.body == CYSTIC_ARTERY,
-                    clip_refactor=False, clip_pull=False,
                     origin=artery.points[0].copy(), axis=chord / np.linalg.norm(chord))

@@ -297,10 +297,10 @@ class Scene:
             self.injury.before_step(self.tissue_state, control.jaws)
             clipped = self.injury.take_refactor()
             if clipped is not None:
-                self._refactor.start(clipped, self.tick_count)
+                self._refactor.start(clipped[0], self.tick_count, clp.CLIP_REFACTOR_TICKS, clipped[1])
             t2 = time.perf_counter_ns()
             try:
-                step(self.tissue, self.tissue_state, None, self._contacts, dt)
+                step(self.tissue, self.tissue_state, None, self._contacts, dt, self.injury.tethers())
                 t3 = time.perf_counter_ns()
                 self.contact.after_step(self.tissue_state, self._contacts.force, self.reaction)
                 self.injury.after_step(self.tissue_state, self._contacts.force, self.reaction)

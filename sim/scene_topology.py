@@ -77,20 +77,22 @@ class Refactor:
     def __init__(self, dt: float) -> None:
         self.dt = dt
         self.job: FactorRebuild | None = None
-        self.pending: TissueModel | None = None
+        self.pending: tuple | None = None  # (model, at)
         self.swap_tick = -1
 
-    def start(self, model: TissueModel, tick: int) -> None:
-        """Factor `model` in a worker thread (started by `launch`, after this tick's step, so it
-        does not compete with the tick that cut); swap it in at tick + REFACTOR_TICKS."""
+    def start(self, model: TissueModel, tick: int, delay: int = REFACTOR_TICKS,
+              at: tuple | None = None) -> None:
+        """Factor `model` (at rest, or at the configuration `at`: `TissueSystem.build`) in a worker
+        thread (started by `launch`, after this tick's step, so it does not compete with the tick
+        that cut); swap it in at tick + delay."""
         self.job = None
-        self.pending = model
-        self.swap_tick = tick + REFACTOR_TICKS
+        self.pending = (model, at)
+        self.swap_tick = tick + delay
 
     def launch(self) -> None:
         """Start the pending rebuild, if any (end of a tick)."""
         if self.pending is not None:
-            self.job = FactorRebuild(self.pending, self.dt)
+            self.job = FactorRebuild(self.pending[0], self.dt, self.pending[1])
             self.pending = None
 
     def due(self, model: TissueModel, tick: int) -> None:

@@ -23,8 +23,10 @@ from sim.sparse_factor import BlockLDLFactor, factor_spd_blocked
 from sim.tissue_elements import ELASTICITY_CODES, element_pass
 from sim.tissue_kernels import quat_to_mat
 from sim.tissue_solver import step_kernel
+from sim.tissue_tethers import EMPTY as NO_TETHERS
 
 GRAVITY = (0.0, 0.0, -9.81)
+NO_FRAMES = np.zeros((0, 4))  # a rest-assembled step matrix's node frames (`TissueSystem.frames`)
 
 
 class TissueDivergedError(RuntimeError):
@@ -111,6 +113,9 @@ class TissueModel:
         cut_front: after a cut, the nodes on the cut surface that were not split (the crack
             tip), shape (n,), bool; the next snip continues the cut from them
             (`sim.tissue_topology`). None before any cut.
+        springs: stiffness [N/m] of persistent constraints, (3k, 3k) sparse over the first k <= n
+            nodes, added to the factored step matrix only (the tethers of clips: their forces come
+            from `sim.tissue_tethers` in the step); None: none.
     """
 
     rest: np.ndarray
@@ -136,6 +141,7 @@ class TissueModel:
     turn_tol: float = 2.0
     max_speed: float = 20.0
     cut_front: np.ndarray | None = None
+    springs: sp.spmatrix | None = None
     _systems: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -149,7 +155,7 @@ class TissueModel:
     def stiffness(self) -> sp.csr_matrix:
         """Rest (linear) stiffness matrix K [N/m], (3n, 3n), DOF 3*node+axis, of the live elements
         (a cut or tear leaves dead ones with volume 0: docs/cutting.md), from the elements' rest
-        shapes `dm_inv_rows` (a clip's crimp changes those: `sim.clips`)."""
+        shapes `dm_inv_rows`."""
         live = np.flatnonzero(self.volume > 0.0)
         dm = np.ascontiguousarray(self.dm_inv_rows[:, live].T).reshape(-1, 3, 3)
         return fem.stiffness_from_shapes(dm, self.volume[live], self.tets[live], self.node_count,
@@ -188,14 +194,24 @@ class TissueSystem:
         dt: the time step [s] it was built for.
         factor: block LDL^T factor (see `sim.sparse_factor`).
         fpos: node -> factor position, shape (n,), int32; -1 for fixed nodes.
+        frames: None for the rest matrix; for one assembled at a deformed configuration (`build`'s
+            `at`), the node frames there (n', 4) quaternions (w, x, y, z), n' <= n: the step's node
+            frames are then relative to them (nodes past n': to rest).
     """
 
     dt: float
     factor: BlockLDLFactor
     fpos: np.ndarray
+    frames: np.ndarray | None = None
 
     @staticmethod
-    def build(model: TissueModel, dt: float) -> TissueSystem:
+    def build(model: TissueModel, dt: float, at: tuple | None = None) -> TissueSystem:
+        """The step matrix of `model` for dt [s], factored. at = (rotations (4, m), frames (n, 4),
+        springs or None): assemble it at a deformed configuration instead of at rest: each element's
+        stiffness turned by its rotation there (rest shape R Dm), the persistent springs given
+        (`TissueModel.springs` in that configuration's frame), the node frames there kept
+        (`frames`): near a clip the tissue is far from rest, its elements turned up to ~75 deg
+        against each other, and no single node frame matches all of a node's elements."""
         if not dt > 0:
             raise ValueError(f"time step must be > 0 s, got {dt}")
         mat = model.material
@@ -203,9 +219,21 @@ class TissueSystem:
         if free.size == 0:
             raise ValueError("every node is fixed: nothing to simulate")
         dof = (3 * free[:, None] + np.arange(3)).reshape(-1)
-        k = model.stiffness()
+        springs = model.springs
+        if at is None:
+            k = model.stiffness()
+        else:
+            rotations, frames, springs = at
+            r = np.stack(quat_to_mat.py_func(*rotations), axis=1).reshape(-1, 3, 3)
+            live = np.flatnonzero(model.volume > 0.0)
+            dm = model.dm_inv_rows.T.reshape(-1, 3, 3)[live] @ r[live].transpose(0, 2, 1)
+            k = fem.stiffness_from_shapes(dm, model.volume[live], model.tets[live], model.node_count,
+                                          model.mu[live], model.lam[live])
         hb = 2.0 * dt / 3.0
         a = sp.diags(np.repeat((1.0 + hb * mat.mass_damping) * model.mass, 3)) + hb * (hb + mat.damping) * k
+        if springs is not None:  # undamped: the tethers' potential only
+            c = sp.coo_matrix(springs)
+            a = a + hb * hb * sp.csr_matrix((c.data, (c.row, c.col)), shape=k.shape)
         a = sp.csr_matrix(a)[dof][:, dof]
         try:
             factor = factor_spd_blocked(a)
@@ -216,7 +244,8 @@ class TissueSystem:
             ) from exc
         fpos = np.full(model.node_count, -1, dtype=np.int32)
         fpos[free[factor.order]] = np.arange(free.size, dtype=np.int32)
-        return TissueSystem(dt=dt, factor=factor, fpos=fpos)
+        return TissueSystem(dt=dt, factor=factor, fpos=fpos,
+                            frames=None if at is None else np.ascontiguousarray(at[1]))
 
 
 def node_incidence(tets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -480,8 +509,9 @@ def element_stress(model: TissueModel, state: TissueState) -> np.ndarray:
 
 
 def step(model: TissueModel, state: TissueState, control: TissueControl | None,
-         contacts: TissueContacts | None, dt: float) -> None:
-    """Advance `state` by dt [s] in place.
+         contacts: TissueContacts | None, dt: float, tethers: tuple | None = None) -> None:
+    """Advance `state` by dt [s] in place; tethers: (groups, nodes, counts, templates,
+    stiffnesses, rotations) held in the step's potential (`sim.tissue_tethers`; a clip's jaws).
 
     Raises TissueDivergedError if any node becomes NaN/inf or faster than model.max_speed; the
     caller must then zero the forces it sends to a device and reset or discard this state.
@@ -510,6 +540,8 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         s.x, s.v, s.q, s.x_prev, s.v_prev, s.x_last, s.v_last, s.fs, s.gs, s.force, s.energy,
         s.weight, s.carried, s.qt, s.f, s.gn, s.xp, s.y, s.dx, s.pz, s.r_prev, s.fb, s.df,
         s.f_cur, s.e_trial, s.r_node, s.res, s.rhs, s.node_e, s.fresh,
+        NO_FRAMES if system.frames is None else system.frames,
+        *(NO_TETHERS if tethers is None else tethers),
     )
     # The step's end rotations, F and next-step damping gradients are in qt, f, gn: swap.
     s.q, s.qt = s.qt, s.q

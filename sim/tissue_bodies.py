@@ -38,12 +38,7 @@ class BodyInfo:
     sector: circumferential index of each node (n,) int, n_sectors; inner: lumen-wall nodes (n,)
     bool; r_in, r_out: lumen and outer radius [m]; origin, axis: the tube axis at rest [m], unit;
     vessel_elements: (m,) bool, the elements of the vessel when the body holds other organs too
-    (None: every element; `sim.organs`); clip_refactor: refactor the step matrix for a new clip's
-    crimped rest shapes (False: keep the factor; on `sim.organs`' solid ducts the swapped-in
-    factor left the clipped duct ringing at ~0.4 m/s with inverted elements until it tore);
-    clip_pull: move clipped nodes toward their clip's rigid fit after each step (`sim.clips.PULL`;
-    False: the crimped rest shapes alone hold them; on the organs' solid ducts the per-tick move
-    restarted those nodes' step history every tick and six clips rang the ducts into tearing).
+    (None: every element; `sim.organs`).
     """
 
     name: str
@@ -61,8 +56,6 @@ class BodyInfo:
     origin: np.ndarray | None = None
     axis: np.ndarray | None = None
     vessel_elements: np.ndarray | None = None
-    clip_refactor: bool = True
-    clip_pull: bool = True
 
 
 def _translated(mesh: TetMesh, offset) -> TetMesh:

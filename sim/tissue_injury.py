@@ -91,8 +91,12 @@ class TissueInjury:
                 self._fire(i, state)
             elif not clips.armed[i] and jaw > clp.CLIP_REARM:
                 clips.armed[i] = True
-        if clips.before_step():  # crimping clips changed rest shapes: re-evaluate every element
-            state.carried = False
+        if clips.before_step():
+            # The crimp has closed and the tissue settled into it: around the clip it is far from
+            # rest, its elements turned up to ~75 deg against each other at the folds. Refactor
+            # the step matrix assembled there (rotated element stiffnesses, node frames relative
+            # to these).
+            self.refactor = (self.model.with_topology(), clips.configuration(state))
 
     def _fire(self, i: int, state) -> None:
         tool = self.tools[i]
@@ -106,11 +110,10 @@ class TissueInjury:
         self.contact.skip[self.clips.node[c, :self.clips.count[c]]] = True
         if self.damage is not None:
             self.damage.hold(self.clips.elems[c, :self.clips.n_elems[c]])
-        # The crimp makes its elements far stiffer across the clip than the factored step matrix
-        # knows (the solver then needs tens of passes a tick): the scene refactors for the
-        # crimped shapes off the hot path (`take_refactor`).
-        if getattr(self.info, "clip_refactor", True):
-            self.refactor = self.model.with_topology(dm_inv_rows=self.clips.crimped_rows(c))
+        # The clip's tether is far stiffer than the tissue (the solver needs tens of passes a
+        # tick until the preconditioner knows it): the scene refactors the step matrix with the
+        # tethers off the hot path (`take_refactor`).
+        self.refactor = (self.model.with_topology(), None)
         r = self.clips.records()[c]
         where = ("" if np.isnan(r["along"]) else
                  f" at {r['along'] * 1e3:.1f} mm along the tube, {r['angle']:.0f} deg to its axis, "
@@ -118,7 +121,7 @@ class TissueInjury:
         self._events.append(("clip_applied", i, float(c), f"clip {c} applied{where}"))
 
     def after_step(self, state, f_ext: np.ndarray, reaction: np.ndarray) -> None:
-        """Clip projection, damage and tearing, bleeding (f_ext (n, 3) [N]: the carried contact
+        """Clip poses, damage and tearing, bleeding (f_ext (n, 3) [N]: the carried contact
         forces, clip forces added; reaction (n_tools, 3) [N]: tissue force on each tool)."""
         self.tick += 1
         self.clips.after_step(state)
@@ -159,9 +162,14 @@ class TissueInjury:
         if self.bleeding is not None:
             self.bleeding.open_wound(failed, state.x)
 
+    def tethers(self) -> tuple:
+        """The clips' tethers for the tissue step (`sim.tissue.step`)."""
+        return self.clips.tethers()
+
     def take_refactor(self):
-        """A model (the tissue with a new clip's crimped rest shapes) whose step matrix the scene
-        factors off the hot path and swaps in, or None."""
+        """(model, configuration or None): a model (the tissue with a new clip's tether springs)
+        whose step matrix the scene factors off the hot path (at rest, or at the configuration:
+        `sim.tissue.TissueSystem.build`) and swaps in `clp.CLIP_REFACTOR_TICKS` later; or None."""
         model, self.refactor = self.refactor, None
         return model
 

@@ -59,3 +59,10 @@ def polar_quat(a, q, iters):
         w, x, y, z = polar_step(*np.asarray(a, float).reshape(-1), w, x, y, z)
     q[:] = (w, x, y, z)
     return np.array(quat_to_mat(w, x, y, z)).reshape(3, 3)
+
+
+@nb.njit(nogil=True, cache=True)
+def relative_quat(w, x, y, z, rw, rx, ry, rz):
+    """q r^* (the rotation q after undoing r), (w, x, y, z) unit quaternions."""
+    return (w * rw + x * rx + y * ry + z * rz, -w * rx + x * rw - y * rz + z * ry,
+            -w * ry + x * rz + y * rw - z * rx, -w * rz - x * ry + y * rx + z * rw)

@@ -45,24 +45,75 @@ from sim.tissue_elements import (
     trial_forces,
     trial_rotations,
 )
-from sim.tissue_kernels import quat_to_mat
+from sim.tissue_kernels import quat_to_mat, relative_quat
+from sim.tissue_tethers import tether_energy, tether_pass
 
 ARMIJO = 1e-4  # sufficient-decrease fraction of the line search
 MAX_TRIALS = 12  # step lengths tried: 1, the secant's, then halving
+#: cos^2 of half the turn between a node's first and last adjacent elements below which its
+#: frame is their average (`node_pass`): 10 degrees (at 2 a tool jabbed onto a pad node went
+#: 10 um through the surface: tests/sim/test_scene_contact.py).
+FRAME_SPREAD = math.cos(math.radians(5.0)) ** 2
 
 _KERNEL = dict(nogil=True, cache=True, parallel=True, error_model="numpy")
 
 
+@nb.njit(nogil=True, cache=True)
+def node_frame(i, node_ptr, node_inc, node_rep, q, weight):
+    """Node i's frame (w, x, y, z) from its elements' rotations q (4, m): its first adjacent
+    element that is not inverted (weight > 0; node_rep[i] if none), or, where the adjacent elements
+    turn differently (a crimped or cut region, a fold: the first and last differ by more than
+    10 deg), their weight-averaged rotation: the rotated rest matrix then misjudges every adjacent
+    element by half the spread, not the whole of it."""
+    rep = node_rep[i]
+    for k in range(node_ptr[i], node_ptr[i + 1]):
+        if weight[node_inc[k] >> 2] > 0.0:
+            rep = node_inc[k] >> 2
+            break
+    w0, w1, w2, w3 = q[0, rep], q[1, rep], q[2, rep], q[3, rep]
+    last = rep
+    for k in range(node_ptr[i + 1] - 1, node_ptr[i] - 1, -1):
+        if weight[node_inc[k] >> 2] > 0.0:
+            last = node_inc[k] >> 2
+            break
+    d = q[0, last] * w0 + q[1, last] * w1 + q[2, last] * w2 + q[3, last] * w3
+    if d * d < FRAME_SPREAD:
+        a0 = a1 = a2 = a3 = 0.0
+        for k in range(node_ptr[i], node_ptr[i + 1]):
+            e = node_inc[k] >> 2
+            wt = weight[e]
+            if wt > 0.0:
+                if q[0, e] * w0 + q[1, e] * w1 + q[2, e] * w2 + q[3, e] * w3 < 0.0:
+                    wt = -wt
+                a0 += wt * q[0, e]
+                a1 += wt * q[1, e]
+                a2 += wt * q[2, e]
+                a3 += wt * q[3, e]
+        norm = math.sqrt(a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3)
+        if norm > 0.0:
+            w0, w1, w2, w3 = a0 / norm, a1 / norm, a2 / norm, a3 / norm
+    return w0, w1, w2, w3
+
+
+@nb.njit(nogil=True, cache=True)
+def node_frames(node_ptr, node_inc, node_rep, q, weight, out):
+    """Every node's `node_frame` into out (n, 4)."""
+    for i in range(out.shape[0]):
+        w, x, y, z = node_frame(i, node_ptr, node_inc, node_rep, q, weight)
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w, x, y, z
+
+
 @nb.njit(**_KERNEL)
 def node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y, xp,
-              h2, ah, fpos, r_node, res, z, node_e):
+              h2, ah, fpos, r_node, res, z, node_e, ref):
     """Per node: sum the element forces, pick the node frame, form the residual and its share of E.
 
-    Node i's frame is the rotation of its first adjacent element that is not inverted (node_rep[i]
-    if none). Writes r_node (n, 3, 3); res (n, 3) = h'^2 (f_el + f_ext + m g) - m (x - y)
-    - h' alpha m (x - x_p) [N s^2], zero on fixed nodes; z[fpos[i]] = R_i^T res_i (factor order);
+    Node i's frame: `node_frame` (relative to ref[i], see below). Writes r_node (n, 3, 3);
+    res (n, 3) = h'^2 (f_el + f_ext + m g) - m (x - y) - h' alpha m (x - x_p) [N s^2], zero on
+    fixed nodes; z[fpos[i]] = R_i^T res_i (factor order);
     node_e (n,) the node's part of h'^2 E [J s^2]. Sums run in a fixed order (thread-count
-    independent results).
+    independent results). ref (n', 4): the node frames the step matrix was assembled at
+    (`sim.tissue.TissueSystem.frames`): node i's frame is then relative to ref[i] (i < n').
     """
     n = node_ptr.shape[0] - 1
     for i in prange(n):
@@ -85,12 +136,10 @@ def node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravi
                 fx += force[row, e]
                 fy += force[row + 1, e]
                 fz += force[row + 2, e]
-        rep = node_rep[i]
-        for k in range(node_ptr[i], node_ptr[i + 1]):
-            if weight[node_inc[k] >> 2] > 0.0:
-                rep = node_inc[k] >> 2
-                break
-        r = quat_to_mat(q[0, rep], q[1, rep], q[2, rep], q[3, rep])
+        w0, w1, w2, w3 = node_frame(i, node_ptr, node_inc, node_rep, q, weight)
+        if i < ref.shape[0]:
+            w0, w1, w2, w3 = relative_quat(w0, w1, w2, w3, ref[i, 0], ref[i, 1], ref[i, 2], ref[i, 3])
+        r = quat_to_mat(w0, w1, w2, w3)
         r_node[i, 0, 0] = r[0]
         r_node[i, 0, 1] = r[1]
         r_node[i, 0, 2] = r[2]
@@ -296,13 +345,16 @@ def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_
                 fpos, l_ptr, l_col, l_val, d_inv, h, beta, alpha, polar_iters, max_iters, tol,
                 turn2, f_ext, x, v, q, x_prev, v_prev, x_last, v_last, fs, gs, force, energy,
                 weight, carried, qt, f, gn, xp, y, dx, pz, r_prev, fb, df, f_cur, e_trial, r_node, res, z,
-                node_e, fresh):
+                node_e, fresh, ref, t_n, t_node, t_count, t_tmpl, t_k, t_q):
     """One BDF2 step in place on x, v, the history and the carried evaluation (q, fs, gs, force,
     energy, weight: see `sim.tissue_elements`; carried = False re-evaluates every element).
 
     The step's end rotations, F and next-step damping gradients are written to qt, f and gn: the
-    caller swaps them with q, fs and gs (no copies). Returns (inverted elements, max node speed
-    [m/s], NaN/inf node count, iterations, element passes, elements re-evaluated from positions).
+    caller swaps them with q, fs and gs (no copies). ref: the step matrix's node frames (`node_pass`).
+    t_n ... t_q: tethers (`sim.tissue_tethers`:
+    groups, nodes, counts, templates, stiffnesses, rotations), in the potential. Returns
+    (inverted elements, max node speed [m/s], NaN/inf node count, iterations, element passes,
+    elements re-evaluated from positions).
     """
     hb = 2.0 * h / 3.0
     h2 = hb * hb
@@ -314,8 +366,10 @@ def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_
     refreshed = refresh_elements(tets, dm_inv, vol, mu, lam, kind, x, xp, fresh, not carried, q,
                                  polar_iters, c_damp, fs, gs, force, energy, weight)
     node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y, xp,
-              h2, ah, fpos, r_node, res, z, node_e)
+              h2, ah, fpos, r_node, res, z, node_e, ref)
     e_cur = h2 * ordered_sum(energy) + ordered_sum(node_e)
+    if t_n:
+        e_cur += h2 * tether_pass(t_n, t_node, t_count, t_tmpl, t_k, t_q, ref, x, fpos, h2, res, z, r_node)
     base_f = fs
     q_src = q
     evals = 0
@@ -347,6 +401,8 @@ def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_
                 break
             e_new = h2 * ordered_sum(e_trial) + node_energy(fpos, mass, gravity, f_ext, x, s, dx,
                                                             y, xp, h2, ah)
+            if t_n:
+                e_new += h2 * tether_energy(t_n, t_node, t_count, t_tmpl, t_k, t_q, x, s, dx)
             if e_new <= e_cur - ARMIJO * s * gd or s * dmax <= tol:
                 break
             if ls == 0:
@@ -370,7 +426,9 @@ def step_kernel(tets, dm_inv, vol, mu, lam, kind, mass, gravity, node_ptr, node_
         zr_prev = zr
         step_forces(f, fs, gs, qt, q, dm_inv, vol, mu, lam, kind, c_damp, f_cur)
         node_pass(node_ptr, node_inc, node_rep, f_cur, qt, weight, f_ext, mass, gravity, x, y,
-                  xp, h2, ah, fpos, r_node, res, z, node_e)
+                  xp, h2, ah, fpos, r_node, res, z, node_e, ref)
+        if t_n:
+            tether_pass(t_n, t_node, t_count, t_tmpl, t_k, t_q, ref, x, fpos, h2, res, z, r_node)
         fb[:, :] = f
         base_f = fb
         q_src = qt

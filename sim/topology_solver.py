@@ -75,16 +75,17 @@ def extend_system(old: TissueSystem, model: TissueModel, node_source: np.ndarray
         l_col=fac.l_col, l_val=l_val,
         d_inv=np.ascontiguousarray(np.concatenate([fac.d_inv, d_new])),
     )
-    return TissueSystem(dt=old.dt, factor=factor, fpos=fpos)
+    return TissueSystem(dt=old.dt, factor=factor, fpos=fpos, frames=old.frames)
 
 
 class FactorRebuild:
-    """Factors a model's exact step matrix in a worker thread (SciPy's SuperLU and NumPy release
+    """Factors a model's exact step matrix (at rest, or at a configuration `at`:
+    `TissueSystem.build`) in a worker thread (SciPy's SuperLU and NumPy release
     the GIL for the heavy parts); `result()` waits for it. One per model (`for_model`), so a saved
     state restored later finds the factor already built."""
 
-    def __init__(self, model: TissueModel, dt: float) -> None:
-        self.model, self.dt = model, dt
+    def __init__(self, model: TissueModel, dt: float, at: tuple | None = None) -> None:
+        self.model, self.dt, self.at = model, dt, at
         self._result: TissueSystem | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="tissue-refactor", daemon=True)
@@ -92,7 +93,7 @@ class FactorRebuild:
 
     def _run(self) -> None:
         try:
-            self._result = TissueSystem.build(self.model, self.dt)
+            self._result = TissueSystem.build(self.model, self.dt, self.at)
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._error = exc
 
