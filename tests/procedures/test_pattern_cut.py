@@ -100,8 +100,6 @@ def test_result_of_a_known_trace():
     assert not slow.passed  # all within the line, over 98 s
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: now that the gauze really separates, one expert snip "
-                   "lands 3.4 mm^2 outside the line; the expert policy needs retuning")
 def test_expert_starts_the_pattern_cut_on_the_real_scene():
     """Through the device path on the pattern_cut scene: the left hand takes the gauze, the
     scissors snip along the circle, within the line; the HUD follows."""
