@@ -40,10 +40,12 @@ _KERNEL = dict(nogil=True, cache=True, parallel=True, error_model="numpy")
 
 @nb.njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def neohookean_params(mu, lam):
-    """Stable neo-Hookean (mu', lam', a, psi_0) for small-strain Lamé parameters mu, lam [Pa]."""
+    """Stable neo-Hookean (mu', lam', a, psi_0) for small-strain Lamé parameters mu, lam [Pa].
+    A dead element (mu = lam = 0, sim.tissue_topology) gets (0, 0, 1, 0): no stress, no energy
+    (0 / 0 here made every node NaN in the step after a cut killed an element)."""
     mu_s = 4.0 / 3.0 * mu
     lam_s = lam + 5.0 / 6.0 * mu
-    a = 1.0 + 0.75 * mu_s / lam_s
+    a = 1.0 + 0.75 * mu_s / lam_s if lam_s > 0.0 else 1.0
     psi0 = 0.5 * lam_s * (1.0 - a) ** 2 - 0.5 * mu_s * math.log(4.0)
     return mu_s, lam_s, a, psi0
 

@@ -7,6 +7,8 @@ from scipy.spatial.transform import Rotation
 from procedures import pattern_cut as pc
 from procedures.base import Trace
 from procedures.scoring import fls_score
+from sim.cutting import scissors_blade
+from sim.instruments import SCISSORS
 from sim.scene import SceneEvent
 
 PLANE_Z = 0.03
@@ -17,14 +19,24 @@ def quat_of(r: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(r).as_quat()
 
 
+def curve_offset(depth: float = 0.0015) -> float:
+    """[m] how far inward of the shaft axis the curved blades cross the gauze: the plane is
+    jaw_length - depth below the hinge, the bend 0.6 jaw_length below it, the distal part bent
+    by jaw_curve (sim.cutting.scissors_spokes)."""
+    return (0.4 * SCISSORS.jaw_length - depth) * np.tan(SCISSORS.jaw_curve)
+
+
 def scissors_pose(point, tangent, depth=0.0015) -> np.ndarray:
-    """A vertical scissors shaft through `point` (x, y) on the gauze, tip `depth` below it, blades
-    opening along `tangent` (x, y)."""
+    """A vertical scissors shaft whose curved blades cross the gauze at `point` (x, y) (the
+    middle of their kerf), tip `depth` below it, blades opening along `tangent` (x, y), curving
+    toward the centre of the pattern (as the scripted hands hold them)."""
     t = np.r_[np.asarray(tangent, float), 0.0]
     t /= np.linalg.norm(t)
     u = np.array([0.0, 0.0, 1.0])
-    r = np.column_stack([np.cross(t, u), t, u])  # local x, y (opening), z (up the shaft)
-    return np.r_[point[0], point[1], PLANE_Z - depth, quat_of(r)]
+    inward = np.cross(u, t)
+    r = np.column_stack([inward, np.cross(u, inward), u])  # local x (curve), y (opening), z (shaft)
+    axis = np.asarray(point, float) - inward[:2] * curve_offset(depth)
+    return np.r_[axis[0], axis[1], PLANE_Z - depth, quat_of(r)]
 
 
 def snip_trace(offsets, opening=0.6, n=28, t_end=20.0, dt=1e-3) -> Trace:
@@ -45,17 +57,26 @@ def snip_trace(offsets, opening=0.6, n=28, t_end=20.0, dt=1e-3) -> Trace:
                  events=events)
 
 
-def test_snip_points_lie_on_the_blade_chord():
+def test_snip_points_lie_on_the_surface_the_blades_cut_along():
+    """Scoring reads the cut where the cutting core makes it: on the swept surface of the curved
+    blades (a straightened fan once scored cuts 1-4 mm off the line as on it)."""
     pose = scissors_pose((pc.RADIUS, 0.0), (0.0, 1.0))
     pts = pc.snip_points(pose, 0.6, PLANE_Z)
     assert len(pts) == pc.FAN_SAMPLES
-    assert np.allclose(pts[:, 0], pc.RADIUS, atol=1e-12)  # along the tangent through the aim point
-    half = (pc.JAW_LENGTH - 0.0015) * np.tan(0.3)  # hinge height over the gauze x tan(half opening)
-    assert pts[:, 1].max() == pytest.approx(half, rel=1e-9)
-    assert pts[:, 1].min() == pytest.approx(-half, rel=1e-9)
-    # a chord of the circle: its ends stray by half^2 / (2 R)
-    assert pc.deviation(pts).max() == pytest.approx(half**2 / (2 * pc.RADIUS), rel=0.02)
-    assert len(pc.snip_points(scissors_pose((0.0, 0.0), (1, 0), depth=-0.002), 0.6, PLANE_Z)) == 0  # above it
+    blade = scissors_blade(pose, SCISSORS, 0.6)
+    on = np.c_[pts, np.full(len(pts), PLANE_Z)]
+    # on the surface the tissue is cut along (the cutting core's triangles between its spokes,
+    # 0.1 rad apart, are within 10 um of the curved surface the spokes sample)
+    assert blade.distances(on).max() < 1e-5
+    mid = pts[len(pts) // 2]
+    assert mid == pytest.approx([pc.RADIUS, 0.0], abs=1e-12)  # the kerf's middle where it was put
+    # the curved blades bow toward the centre, as the circle does: the kerf's ends lie inward
+    assert pts[0, 0] < mid[0] and pts[-1, 0] < mid[0]
+    assert pts[:, 1] == pytest.approx(-pts[::-1, 1], abs=1e-12)  # symmetric about the middle
+    half = (SCISSORS.jaw_length - 0.0015) * np.tan(0.3)  # about the hinge height x tan(half opening)
+    assert pts[:, 1].max() == pytest.approx(half, rel=0.1)
+    assert pc.deviation(pts).max() < 0.5 * pc.LINE_W  # a snip on the circle stays within the line
+    assert len(pc.snip_points(scissors_pose((0.0, 0.0), (1, 0), depth=-0.02), 0.6, PLANE_Z)) == 0  # above it
 
 
 def test_accurate_cut_frees_the_disc_with_no_penalty():
@@ -70,7 +91,7 @@ def test_cut_off_the_line_is_penalised_by_the_area_outside():
     off[5] = 0.003  # one snip 3 mm outside: its chord is 2 mm outside the line's edge, ~7.7 mm long
     book = pc.book_from_trace(snip_trace(off), PLANE_Z)
     assert book.off_line == 1 and book.coverage == 1.0  # 3 mm is within the band that still frees it
-    chord = 2 * (pc.JAW_LENGTH - 0.0015) * np.tan(0.3)
+    chord = 2 * (SCISSORS.jaw_length - 0.0015) * np.tan(0.3)
     assert book.area == pytest.approx(0.002 * chord, rel=0.15)  # ~ (3 - 1) mm x the chord
     penalty = pc.penalty_of(book.area)
     assert penalty == pytest.approx(100 * book.area / (2 * np.pi * pc.RADIUS * pc.LINE_W))
