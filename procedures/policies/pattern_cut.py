@@ -47,7 +47,8 @@ class Style:
     of the aim per snip [m] (pulled back to the line by `correct` each snip); opening: blade
     opening per snip [rad]; spacing: arc between snips [m]; depth: tip below the gauze [m];
     press: how far below the gauze surface the grasper closes [m]; close_s: blade closing [s];
-    aim_checks: how often the hand looks where its blades cross the gauze and corrects;
+    aim_checks: how often the hand looks where its blades cross the gauze and corrects (the first
+    look also turns the instrument); settle: a still moment before closing [s];
     traction: the left hand follows the cut round (shifts its traction while the scissors move)."""
 
     name: str
@@ -65,11 +66,12 @@ class Style:
     close_s: float
     aim_checks: int
     traction: bool
+    settle: float = 0.0
 
 
 EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=1.5e-4,
                drift_sd=0.0, correct=1.0, opening=0.45, spacing=0.0045, depth=0.0015, press=0.0005,
-               close_s=0.07, aim_checks=2, traction=True)
+               close_s=0.07, aim_checks=2, traction=True, settle=0.06)
 NOVICE = Style("novice", speed=0.08, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
                drift_sd=1.2e-3, correct=0.5, opening=0.7, spacing=0.0035, depth=0.0025, press=0.0015,
                close_s=0.2, aim_checks=1, traction=False)
@@ -178,23 +180,29 @@ class PatternCutPolicy(ScriptedPolicy):
                 break
         return float(np.radians(run[len(run) // 2] + 0.5))
 
-    def _aim_error(self, p: np.ndarray, r: float, radial: np.ndarray, along: np.ndarray) -> np.ndarray:
-        """How far [m] (3,) to move the tip so that the open blades cross the gauze on the circle of
-        radius r at p: what the hand sees of where its blades meet the gauze (the curved kerf they
-        would cut, `pc.snip_points`): its mean distance from the centre against r (radial) and its
-        middle against p (along the tangent). Blades that do not reach the gauze: the shaft axis."""
+    def _aim_error(self, p: np.ndarray, r: float, radial: np.ndarray,
+                   along: np.ndarray) -> tuple[np.ndarray, float]:
+        """How far [m] (3,) to move the tip and how far [rad] to turn the instrument about its shaft
+        so that the open blades cross the gauze along the circle of radius r at p: what the hand
+        sees of where its blades meet the gauze (the curved kerf they would cut,
+        `pc.snip_points`): the middle of its range of distances from the centre against r (radial),
+        its middle against p (along the tangent) and its direction against the tangent (the turn).
+        Blades that do not reach the gauze: the shaft axis, no turn."""
         pose = self.scene.tool_link_poses()[1, 0]
         pts = pc.snip_points(pose, self.style.opening, self.plane_z)
         err = np.zeros(3)
+        u = pc._rot(pose[3:7])[:, 2]
         if len(pts) < 3:
-            u = pc._rot(pose[3:7])[:, 2]
             err[:2] = (p - (pose[:3] + u * (self.plane_z - pose[2]) / u[2]))[:2]
-            return err
-        c = np.array(pc.CENTRE)
-        dr = float(np.mean(np.hypot(*(pts - c).T))) - r
+            return err, 0.0
+        d = pts[-1] - pts[0]
+        turn = float(np.arctan2(d[0] * along[1] - d[1] * along[0], np.dot(d, along)))
+        turn = (turn + 0.5 * np.pi) % np.pi - 0.5 * np.pi  # a kerf has no front and back
+        dev = np.hypot(*(pts - np.array(pc.CENTRE)).T) - r
+        dr = 0.5 * float(dev.max() + dev.min())  # centre the whole kerf on the line, ends included
         dt = float(np.dot(pts[len(pts) // 2] - p[:2], along))
         err[:2] = -dr * radial - dt * along
-        return err
+        return err, turn * np.sign(u[2])  # a turn about the shaft turns the kerf about +z by ~u_z x it
 
     def _snip(self, phi: float, off: float):
         """One snip across the circle at angle phi [rad], aimed `off` [m] outside the circle."""
@@ -216,10 +224,14 @@ class PatternCutPolicy(ScriptedPolicy):
         delta = float(np.arctan2(np.dot(np.cross(x, want), u), np.dot(x, want)))
         yield ("move", tip, s.opening, max(0.06, abs(delta) * 0.3), self.movers[1].roll - delta)
         radial, along = np.array([np.cos(phi), np.sin(phi)]), tangent[:2]
-        for _ in range(s.aim_checks):  # the gauze pushes back on the blades: aim where they cross it
-            err = self._aim_error(p, r, radial, along)
+        for k in range(s.aim_checks):  # the gauze pushes back on the blades: aim where they cross it
+            err, turn = self._aim_error(p, r, radial, along)
             tip = self.movers[1].tip + err
-            yield ("move", tip, s.opening, 0.08)
+            if k == 0:  # turn once, then only shift: the instrument's roll lags its command
+                yield ("move", tip, s.opening, 0.08, self.movers[1].roll - turn)
+            else:
+                yield ("move", tip, s.opening, 0.08)
+        yield ("hold", s.settle)  # let the instrument settle before the blades close
         yield ("move", tip, CLOSED, s.close_s)
         pose = self.scene.tool_link_poses()[1, 0]
         self.book.add(pc.snip_points(pose, s.opening, self.plane_z))
