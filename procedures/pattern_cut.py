@@ -7,10 +7,12 @@ cut-off. Proficiency: 98 s, all of the cut within the line.
 
 How the cut is read (from typed SceneEvents and the scissors' pose; `snip_points`): every 'snip'
 event (the blades closed; value = widest opening since the last snip [rad]) cuts the gauze where
-the surface the blades swept (a fan in the shaft's y-z plane, hinge to tip, straightened like the
-contact stage's jaws) crosses the gauze's plane: a short polyline. The cutting core
-(`sim.cutting`, issue 14 part 1) separates the tissue along the same blade surface; scoring reads
-the geometry of the blades, so it does not depend on the mesh resolution.
+the surface the blades swept (`sim.cutting.scissors_spokes`: a fan in the shaft's y-z plane, hinge
+to tip, the distal 40 % curved like the jaws) crosses the gauze's top plane: a short polyline. The
+cutting core (`sim.cutting`) separates the tissue along the same blade surface; scoring reads
+the geometry of the blades, so it does not depend on the mesh resolution. (A straightened fan
+here once scored the expert's cut within 0.2 mm of the circle while the curved blades had cut the
+gauze 1-4 mm outside it.)
 - deviation of a cut point: | |p - c| - R | from the circle (centre c, radius R) [m];
 - the line: deviation <= LINE_W / 2 (1 mm); a snip with any point beyond is an 'off_line' error;
 - area outside the line [m^2]: the integral over the cut polylines of max(0, deviation - LINE_W/2)
@@ -34,6 +36,8 @@ import numpy as np
 from procedures.base import Metric, Procedure, ProcedureResult, Trace, iso_now
 from procedures.peg_transfer import motion_metrics
 from procedures.scoring import fls_score
+from sim.cutting import scissors_spokes
+from sim.instruments import SCISSORS as SCISSORS_SPEC
 
 CUTOFF_S = 300.0  # [s] FLS cut-off
 TARGET_TIME_S = 98.0  # [s] FLS proficiency time (Ritter & Scott)
@@ -42,12 +46,12 @@ CENTRE = (0.0, 0.0)  # [m] circle centre on the gauze
 RADIUS = 0.02  # [m] the 4 cm circle
 LINE_W = 0.002  # [m] line width
 COVER_BAND = 0.004  # [m] a cut this close to the circle counts toward freeing the disc
+BRIDGE_BAND = 0.0015  # [m] an element reaching this far to both sides of the circle bridges it
 BINS = 360
 FAN_SAMPLES = 25  # points per snip along the swept blade surface
 WARN_EVERY = 100  # [ticks]
 FORCE_WARN = 3.0  # [N]
 OFF_LINE_WARN_S = 2.0  # [s] the HUD shows the last off-line snip this long
-JAW_LENGTH = 0.015  # [m] sim.instruments.SCISSORS.jaw_length (hinge to tip)
 
 PHASE_INSTRUCTIONS = (
     "Grasp the gauze inside the circle with the LEFT grasper and lift it a little (traction)",
@@ -63,22 +67,24 @@ def _rot(q: np.ndarray) -> np.ndarray:
                      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
-def snip_points(pose: np.ndarray, opening: float, plane_z: float, jaw_length: float = JAW_LENGTH,
-                n: int = FAN_SAMPLES) -> np.ndarray:
-    """Where a snip cut the plane z = plane_z [m]: points (k, 2) [m], in blade order, of the fan the
-    jaws swept (hinge to tip, total opening `opening` [rad]) of the scissors whose shaft link pose
-    is `pose` (7,) (tip [m] + quaternion x y z w; +z up the shaft, jaws open in its y-z plane)."""
+def snip_points(pose: np.ndarray, opening: float, plane_z: float, n: int = FAN_SAMPLES) -> np.ndarray:
+    """Where a snip cut the plane z = plane_z [m]: points (k, 2) [m], in blade order, where the
+    `n` spokes of the surface the jaws swept (`sim.cutting.scissors_spokes`: hinge, bend and tip
+    of the curved jaws, total opening `opening` [rad], the surface the cutting core cuts along)
+    cross the plane, for the scissors whose shaft link pose is `pose` (7,) (tip [m] + quaternion
+    x y z w; +z up the shaft, jaws open in its y-z plane, curved toward +x)."""
     r = _rot(pose[3:7])
-    u, y = r[:, 2], r[:, 1]
-    hinge = pose[:3] + u * jaw_length
+    fan = scissors_spokes(SCISSORS_SPEC, opening, n) @ r.T + pose[:3]  # (n, 3 points, 3) world
     pts = []
-    for th in np.linspace(-0.5 * opening, 0.5 * opening, n):
-        d = -u * np.cos(th) + y * np.sin(th)
-        if abs(d[2]) < 1e-9:
-            continue
-        s = (plane_z - hinge[2]) / d[2]
-        if 0.0 <= s <= jaw_length:
-            pts.append((hinge + s * d)[:2])
+    for spoke in fan:
+        for a, b in ((spoke[0], spoke[1]), (spoke[1], spoke[2])):
+            dz = b[2] - a[2]
+            if abs(dz) < 1e-12:
+                continue
+            s = (plane_z - a[2]) / dz
+            if 0.0 <= s <= 1.0:
+                pts.append((a + s * (b - a))[:2])
+                break
     return np.array(pts).reshape(-1, 2)
 
 
@@ -94,6 +100,35 @@ def disc_free(model) -> bool:
     d[~live] = np.inf
     piece = label[int(np.argmin(d))]
     return not bool(model.fixed[label == piece].any())
+
+
+def mesh_cut_bins(model) -> np.ndarray:
+    """The circle's 1-degree bins (BINS,) bool that the gauze is cut through at: crossed by a cut
+    face (a surface triangle standing across the sheet, inside the frame) within COVER_BAND of
+    the circle, in rest (material) coordinates: the kerf a person sees, whatever the blades did."""
+    p = model.rest[model.surface]  # (k, 3, 3) [m]
+    nrm = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    c = p.mean(axis=1)
+    standing = np.abs(nrm[:, 2]) < 0.9 * np.linalg.norm(nrm, axis=1)  # across the sheet, not on top
+    near = np.abs(np.hypot(c[:, 0] - CENTRE[0], c[:, 1] - CENTRE[1]) - RADIUS) <= COVER_BAND
+    covered = np.zeros(BINS, dtype=bool)
+    for tri in p[standing & near]:
+        cover(tri[[0, 1, 2, 0], :2], covered)
+    return covered
+
+
+def bridged_bins(model, band: float = BRIDGE_BAND) -> np.ndarray:
+    """The circle's 1-degree bins (BINS,) bool where the gauze still bridges the line: a live
+    element with rest (material) corners both nearer than R - band and farther than R + band
+    from the centre (no cut passed through it)."""
+    live = model.volume > 0.0
+    r = np.hypot(model.rest[:, 0] - CENTRE[0], model.rest[:, 1] - CENTRE[1])[model.tets]
+    across = live & (r.min(axis=1) < RADIUS - band) & (r.max(axis=1) > RADIUS + band)
+    c = model.rest[model.tets[across]].mean(axis=1)
+    ang = np.degrees(np.arctan2(c[:, 1] - CENTRE[1], c[:, 0] - CENTRE[0])) % 360.0
+    out = np.zeros(BINS, dtype=bool)
+    out[np.floor(ang).astype(int) % BINS] = True
+    return out
 
 
 def deviation(points: np.ndarray) -> np.ndarray:

@@ -41,6 +41,8 @@ their current position in the shaft frame; they follow the jaws as bilateral con
 same carried-force scheme. Opening past GRASP_OPEN releases them. If the force pulling on the grasped
 nodes exceeds the grip limit 2 mu_grip N (N = jaw_max_torque / (jaw_length / 2) per jaw, mu_grip =
 GRIP_MU), the tissue slips out: the nodes are released and a 'slip' event is recorded.
+Scissors (`cutters`) bite the same way but never grasp (`_blade_bite`): what lies between their
+blades is cut at the snip (sim.scene_topology), not pushed aside, so their bite lasts until the snip.
 """
 
 from __future__ import annotations
@@ -181,7 +183,10 @@ class ToolTissueContact:
         self.caps_prev[:] = self.caps
         self._read_links()
         for i, tool in enumerate(self.tools):
-            if not (tool.spec.has_jaws and tool.spec.grasps_tissue) or i in self.cutters:
+            if i in self.cutters:
+                self._blade_bite(i, tool, state.x, float(jaws[i]))
+                continue
+            if not (tool.spec.has_jaws and tool.spec.grasps_tissue):
                 continue
             jaw = float(jaws[i])
             prev = self._jaw_prev[i]
@@ -282,6 +287,25 @@ class ToolTissueContact:
         self.bite_node = np.concatenate([self.bite_node, nodes])
         self.bite_tool = np.concatenate([self.bite_tool, np.full(nodes.size, i, dtype=np.int64)])
         self.skip[nodes] = True
+
+    def _blade_bite(self, i: int, tool: inst.Instrument, x: np.ndarray, jaw: float) -> None:
+        """Scissors: the tissue between the blades when they start to close is theirs to cut, not
+        to push. The blades stop pushing it until the snip (the jaw command below GRASP_CLOSE: the
+        scene cuts along the swept surface in that tick) or until they reopen by BITE_REOPEN.
+        Pushed, a thin sheet lying across the blades was squeezed edgewise between them (the 2 mm
+        gauze's elements flattened to ~1 % of their volume as the expert's first snip closed) and
+        the crushed patch kept the tissue step at its iteration cap for the rest of the attempt
+        (docs/cutting.md, "Blades do not crush")."""
+        prev = self._jaw_prev[i]
+        self._jaw_prev[i] = jaw
+        if self.bite_from[i] < np.inf:
+            if jaw < GRASP_CLOSE or jaw > self.bite_from[i] + BITE_REOPEN:
+                self._drop_bite(i)
+        elif GRASP_CLOSE <= jaw < prev < np.inf:
+            self._bite(i, tool, x, prev)
+            # and their carried push with it (it would go on pushing them, as a stale load,
+            # for the whole closing)
+            self.f_node[self.bite_node[self.bite_tool == i]] = 0.0
 
     def _drop_bite(self, i: int) -> np.ndarray:
         """End tool i's bite; returns its nodes (their contact is back on)."""

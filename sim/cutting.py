@@ -91,27 +91,34 @@ def quat_matrix(q) -> np.ndarray:
     ])
 
 
-def scissors_local(spec: InstrumentSpec, open_angle: float, *, step: float = 0.1) -> np.ndarray:
-    """The swept jaw surface in the shaft frame (tip at the origin, shaft along +z), (k, 3, 3) [m].
+def scissors_spokes(spec: InstrumentSpec, open_angle: float, spokes: int) -> np.ndarray:
+    """The fan the jaws sweep closing from total opening `open_angle` [rad], as `spokes` jaw
+    centre lines in the shaft frame (tip at the origin, shaft along +z): (spokes, 3, 3) [m], each
+    hinge, bend, tip (+ TIP_REACH), at angles evenly spaced between -open/2 and +open/2.
 
     The jaws hinge about the shaft frame's x axis one jaw length above the tip and open in its
-    y-z plane (sim.instruments); closing from a total opening `open_angle` [rad] to 0, the jaw
-    centre line sweeps the fan between -open/2 and +open/2. Each jaw's distal 40 % is bent toward
-    +x by `spec.jaw_curve`, so the fan's outer band is a ruled, curved surface, reaching TIP_REACH
-    beyond the tips. `step` [rad]: the largest angle between the fan's spokes.
+    y-z plane (sim.instruments); each jaw's distal 40 % is bent toward +x by `spec.jaw_curve`, so
+    the fan's outer band is a ruled, curved surface, reaching TIP_REACH beyond the tips.
     """
     a = float(np.clip(open_angle, 0.0, spec.jaw_open_max))
-    spokes = max(2, int(math.ceil(a / step)) + 1)
-    phi = np.linspace(-0.5 * a, 0.5 * a, spokes) if a > 0 else np.array([-1e-3, 1e-3])
+    phi = np.linspace(-0.5 * a, 0.5 * a, spokes) if a > 0 else np.linspace(-1e-3, 1e-3, spokes)
     jl = spec.jaw_length
-    l1, l2, c = 0.6 * jl, 0.4 * jl, spec.jaw_curve
-    hinge = np.array([0.0, 0.0, jl])
+    l1, l2, c = 0.6 * jl, 0.4 * jl + TIP_REACH, spec.jaw_curve
+    hinge = np.broadcast_to(np.array([0.0, 0.0, jl]), (spokes, 3))
     s, co = np.sin(phi), np.cos(phi)
     bend = hinge + l1 * np.stack([np.zeros_like(phi), s, -co], axis=1)
-    l2 += TIP_REACH
     tip = bend + l2 * np.stack([np.full_like(phi, np.sin(c)), np.cos(c) * s, -np.cos(c) * co], axis=1)
+    return np.stack([hinge, bend, tip], axis=1)
+
+
+def scissors_local(spec: InstrumentSpec, open_angle: float, *, step: float = 0.1) -> np.ndarray:
+    """The swept jaw surface in the shaft frame (tip at the origin, shaft along +z), (k, 3, 3) [m]:
+    the fan of `scissors_spokes` as triangles; `step` [rad]: the largest angle between spokes."""
+    a = float(np.clip(open_angle, 0.0, spec.jaw_open_max))
+    fan = scissors_spokes(spec, open_angle, max(2, int(math.ceil(a / step)) + 1))
+    hinge, bend, tip = fan[0, 0], fan[:, 1], fan[:, 2]
     tris = []
-    for k in range(len(phi) - 1):
+    for k in range(len(fan) - 1):
         tris.append((hinge, bend[k], bend[k + 1]))
         tris.append((bend[k], tip[k], tip[k + 1]))
         tris.append((bend[k], tip[k + 1], bend[k + 1]))

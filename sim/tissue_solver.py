@@ -27,6 +27,10 @@ the next step's start (docs/tissue-solver.md, "One pass per tick"). The history 
 restarted (x_{n-1} = x_n - h v_n, v_{n-1} = v_n: a constant-velocity past) when its x or v is not
 what the last step wrote, so resets, teleports and the contact stage's position projections need
 no bookkeeping by the caller.
+
+Numba's on-disk cache of these kernels is keyed on this file only: after changing a
+`sim.tissue_elements` function they inline, delete sim/__pycache__/tissue_solver.* (and
+tissue.*, tissue_kernels.*, tissue_injury.*) or the old code keeps running.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The left hand (tool 0, grasper) grasps the gauze inside the circle and lifts it 
 (traction), then holds. The right hand (tool 1, scissors) snips around the circle: for each snip
 it puts the shaft axis through a point of the circle (tip `depth` below the gauze, so the blades
 straddle it), turns the instrument (roll) until the plane its blades sweep contains the circle's
-tangent there, and closes the blades. It watches its own cut (the kerf each closure leaves, as a
+tangent there with the blades' curve bowing toward the centre, aims where the curved blades cross
+the gauze, and closes the blades. It watches its own cut (the kerf each closure leaves, as a
 person sees it, `procedures.pattern_cut.snip_points`) and snips again where the circle is not yet
 cut through. Hands act only through their device samples (position, gripper, roll); what they
 read is what a person sees: the instruments and the gauze's grasp.
@@ -35,6 +36,7 @@ OPEN_GRASPER, CLOSED = 0.6, 0.0  # [rad]
 GRASP_AT = np.array([-0.030, -0.020])  # on a node of the 5 mm gauze grid
 LIFT = 0.002  # [m] traction: the grasped gauze is lifted this much
 MAX_EXTRA = 40  # extra snips to close gaps before giving up
+RETRY_SHIFT = 0.0015  # [m] along the line: each further snip at the same gap lands this much aside
 TRACTION_SHIFT = 0.003  # [m] how far the expert's traction point moves away from the cut
 
 
@@ -45,7 +47,8 @@ class Style:
     of the aim per snip [m] (pulled back to the line by `correct` each snip); opening: blade
     opening per snip [rad]; spacing: arc between snips [m]; depth: tip below the gauze [m];
     press: how far below the gauze surface the grasper closes [m]; close_s: blade closing [s];
-    aim_checks: how often the hand looks where its blades cross the gauze and corrects;
+    aim_checks: how often the hand looks where its blades cross the gauze and corrects (the first
+    look also turns the instrument); settle: a still moment before closing [s];
     traction: the left hand follows the cut round (shifts its traction while the scissors move)."""
 
     name: str
@@ -63,11 +66,12 @@ class Style:
     close_s: float
     aim_checks: int
     traction: bool
+    settle: float = 0.0
 
 
 EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=1.5e-4,
-               drift_sd=0.0, correct=1.0, opening=0.6, spacing=0.0045, depth=0.0015, press=0.0005,
-               close_s=0.07, aim_checks=2, traction=True)
+               drift_sd=0.0, correct=1.0, opening=0.45, spacing=0.0045, depth=0.0015, press=0.0005,
+               close_s=0.07, aim_checks=2, traction=True, settle=0.06)
 NOVICE = Style("novice", speed=0.08, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
                drift_sd=1.2e-3, correct=0.5, opening=0.7, spacing=0.0035, depth=0.0025, press=0.0015,
                close_s=0.2, aim_checks=1, traction=False)
@@ -140,16 +144,65 @@ class PatternCutPolicy(ScriptedPolicy):
         for k in range(n):
             drift = (1.0 - s.correct) * drift + self.rng.normal(0.0, s.drift_sd) if s.drift_sd else 0.0
             yield from self._snip(phi0 + 2 * np.pi * k / n, drift + self.rng.normal(0.0, s.aim_sd))
-        for _ in range(MAX_EXTRA):  # close the gaps the policy sees in its cut
-            gaps = np.flatnonzero(~self.book.covered)
-            if gaps.size == 0:
+        last, tries = None, 0
+        for _ in range(MAX_EXTRA):  # close the gaps the hand sees: in its blades' path or in the kerf
+            phi = self._first_gap()
+            if phi is None or pc.disc_free(self.scene.tissue):
                 break
-            phi = np.radians(gaps[0] + 1.0)
-            yield from self._snip(phi, self.rng.normal(0.0, s.aim_sd))
+            # Snipping the same spot the same way changes nothing: shift along the line each try.
+            same = last is not None and abs((phi - last + np.pi) % (2 * np.pi) - np.pi) < np.radians(4.0)
+            tries = tries + 1 if same else 0
+            last = phi
+            shift = RETRY_SHIFT * ((tries + 1) // 2) * (1 if tries % 2 else -1) / pc.RADIUS
+            yield from self._snip(phi + shift, self.rng.normal(0.0, s.aim_sd))
         else:
             self.gave_up = True
         yield ("move", self.movers[1].tip + [0.0, 0.0, 0.02], CLOSED, 0.3)
         self.finished = True
+
+    def _first_gap(self) -> float | None:
+        """The angle [rad] to snip at next: the middle of the first run of circle bins that its
+        snips missed or that the gauze is not cut through at (the kerf it sees,
+        `pc.mesh_cut_bins`); None when there is none."""
+        model = self.scene.tissue
+        miss = ~(self.book.covered & pc.mesh_cut_bins(model)) | pc.bridged_bins(model)
+        if not miss.any():
+            return None
+        if miss.all():
+            return 0.0
+        start = int(np.flatnonzero(~miss)[0])  # walk round from a covered bin
+        order = (start + np.arange(pc.BINS)) % pc.BINS
+        run = []
+        for k in order:
+            if miss[k]:
+                run.append(k)
+            elif run:
+                break
+        return float(np.radians(run[len(run) // 2] + 0.5))
+
+    def _aim_error(self, p: np.ndarray, r: float, radial: np.ndarray,
+                   along: np.ndarray) -> tuple[np.ndarray, float]:
+        """How far [m] (3,) to move the tip and how far [rad] to turn the instrument about its shaft
+        so that the open blades cross the gauze along the circle of radius r at p: what the hand
+        sees of where its blades meet the gauze (the curved kerf they would cut,
+        `pc.snip_points`): the middle of its range of distances from the centre against r (radial),
+        its middle against p (along the tangent) and its direction against the tangent (the turn).
+        Blades that do not reach the gauze: the shaft axis, no turn."""
+        pose = self.scene.tool_link_poses()[1, 0]
+        pts = pc.snip_points(pose, self.style.opening, self.plane_z)
+        err = np.zeros(3)
+        u = pc._rot(pose[3:7])[:, 2]
+        if len(pts) < 3:
+            err[:2] = (p - (pose[:3] + u * (self.plane_z - pose[2]) / u[2]))[:2]
+            return err, 0.0
+        d = pts[-1] - pts[0]
+        turn = float(np.arctan2(d[0] * along[1] - d[1] * along[0], np.dot(d, along)))
+        turn = (turn + 0.5 * np.pi) % np.pi - 0.5 * np.pi  # a kerf has no front and back
+        dev = np.hypot(*(pts - np.array(pc.CENTRE)).T) - r
+        dr = 0.5 * float(dev.max() + dev.min())  # centre the whole kerf on the line, ends included
+        dt = float(np.dot(pts[len(pts) // 2] - p[:2], along))
+        err[:2] = -dr * radial - dt * along
+        return err, turn * np.sign(u[2])  # a turn about the shaft turns the kerf about +z by ~u_z x it
 
     def _snip(self, phi: float, off: float):
         """One snip across the circle at angle phi [rad], aimed `off` [m] outside the circle."""
@@ -161,23 +214,24 @@ class PatternCutPolicy(ScriptedPolicy):
         tip = p + axis * s.depth
         yield ("move", tip, s.opening, self._duration(self.movers[1].tip, tip))
         yield from self.pause()
-        # Turn the blades until the plane they sweep holds the circle's tangent at p.
+        # Turn the blades until the plane they sweep holds the circle's tangent at p, their curve
+        # (toward the shaft frame's +x) bowing toward the centre, as the circle does.
         tangent = np.array([-np.sin(phi), np.cos(phi), 0.0])
         rot = self.shaft_frame(1)
         u, x = rot[:, 2], rot[:, 0]
-        want = np.cross(u, tangent)
+        want = np.cross(u, tangent)  # ~ toward the centre for a shaft pointing up
         want /= np.linalg.norm(want)
         delta = float(np.arctan2(np.dot(np.cross(x, want), u), np.dot(x, want)))
-        delta = (delta + 0.5 * np.pi) % np.pi - 0.5 * np.pi  # the blade plane has no front and back
         yield ("move", tip, s.opening, max(0.06, abs(delta) * 0.3), self.movers[1].roll - delta)
-        for _ in range(s.aim_checks):  # the gauze pushes back on the blades: aim where they cross it
-            pose = self.scene.tool_link_poses()[1, 0]
-            u = pc._rot(pose[3:7])[:, 2]
-            cross = pose[:3] + u * (self.plane_z - pose[2]) / u[2]
-            err = p - cross
-            err[2] = 0.0
+        radial, along = np.array([np.cos(phi), np.sin(phi)]), tangent[:2]
+        for k in range(s.aim_checks):  # the gauze pushes back on the blades: aim where they cross it
+            err, turn = self._aim_error(p, r, radial, along)
             tip = self.movers[1].tip + err
-            yield ("move", tip, s.opening, 0.08)
+            if k == 0:  # turn once, then only shift: the instrument's roll lags its command
+                yield ("move", tip, s.opening, 0.08, self.movers[1].roll - turn)
+            else:
+                yield ("move", tip, s.opening, 0.08)
+        yield ("hold", s.settle)  # let the instrument settle before the blades close
         yield ("move", tip, CLOSED, s.close_s)
         pose = self.scene.tool_link_poses()[1, 0]
         self.book.add(pc.snip_points(pose, s.opening, self.plane_z))
