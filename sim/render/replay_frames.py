@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.errors import UserError
+from sim.runtime.lockstep import replay_row
 
 
 class ReplayedSession:
@@ -48,10 +49,6 @@ class ReplayedSession:
         while scene.tick_count * scene.dt < t_end - 1e-12:
             if self._row >= len(ticks):
                 raise UserError(f"--at {t_end:g} s: {self.path} ends at {len(ticks) * scene.dt:.3f} s")
-            row = ticks[self._row]
-            self.control.targets[:] = row["targets"]
-            self.control.jaws[:] = row["jaws"]
-            if has_scope and row["scope"].any():
-                scene.scope.set_params(row["scope"])
+            replay_row(ticks[self._row], self.control, scene, has_scope)
             self.step.step(0, control=self.control)
             self._row += 1

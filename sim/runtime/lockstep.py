@@ -160,6 +160,15 @@ class ReplayResult:
         return self.mismatch is None and self.events_equal
 
 
+def replay_row(row, control, scene, has_scope: bool) -> None:
+    """Put one recorded tick row's targets and jaws into control, and its scope parameters (if the
+    recording has them and the row set them) on the scene: what replaying that tick needs."""
+    control.targets[:] = row["targets"]
+    control.jaws[:] = row["jaws"]
+    if has_scope and row["scope"].any():
+        scene.scope.set_params(row["scope"])
+
+
 def replay(path: str, *, progress=None, threads: int = 1, procedure=None, recording=None) -> ReplayResult:
     """Re-run a recording in lockstep through `SessionStep` and compare checksums (see the module
     docstring). The procedure (if META names one) is rebuilt and updated as in the session;
@@ -202,10 +211,7 @@ def replay(path: str, *, progress=None, threads: int = 1, procedure=None, record
             if k != scene.tick_count:
                 rec.damage = rec.damage or f"{path}: tick {k} where tick {scene.tick_count} was expected"
                 break
-            control.targets[:] = row["targets"]
-            control.jaws[:] = row["jaws"]
-            if has_scope and row["scope"].any():
-                scene.scope.set_params(row["scope"])
+            replay_row(row, control, scene, has_scope)
             step.step(0, control=control)
             last = k
             want = expected.get(k)
