@@ -81,7 +81,9 @@ class MailboxDevice:
     def read(self):
         s = self.sample
         if self.box.read_into(self.buf) is None:
-            s.connected = False
+            # Nothing from the servo yet (not connected), or no consistent copy this time (the
+            # servo was writing: the last sample stands, not fresh). Taken as a dropped link, a
+            # torn read stopped the tool's link-up glide for a tick: 1.5 N of coupling damping.
             s.fresh = False
             return s
         v = self.buf["sample"][self.hand]
