@@ -10,6 +10,11 @@ Lamé parameters come from each organ's material (`ORGAN_MATERIALS`), with the a
 nodes held, and factors its step matrix (with those per-element parameters) before returning.
 Density, damping and the elastic law are shared by every organ (`SHARED`).
 
+`hanging(model, dt)` lets the organs sag to rest under gravity before a session (the scene starts
+there, `BodyInfo.start_x`) and leaves the model's step matrix assembled at that configuration: the
+ducts hang with their elements turned up to ~20 deg, where the rest matrix fed a limit cycle in
+the one-pass step (docs/tissue-solver.md, "A step matrix at the hanging configuration").
+
 Units: Pa, kg/m^3, s.
 """
 
@@ -23,7 +28,8 @@ import numpy as np
 from sim import fem
 from sim.anatomy import BODIES, CYSTIC_ARTERY, Anatomy, anatomy_for_seed
 from sim.damage import tear_material
-from sim.tissue import TissueMaterial, TissueModel, TissueModelBuilder
+from sim.tissue import TissueMaterial, TissueModel, TissueModelBuilder, TissueSystem, make_state, step
+from sim.tissue_solver import node_frames
 
 #: What every organ of the model shares: soft-tissue density (1040-1060 kg/m^3), the scene pad's
 #: stiffness-proportional damping, and the stable neo-Hookean law (graspers pinch the ducts:
@@ -60,6 +66,32 @@ def organ_tissue(anatomy: Anatomy, dt: float | None = 1e-3, *,
     return model
 
 
+#: Settling before a session: simulated seconds per round, rounds (the step matrix is reassembled
+#: at the configuration after each), and the node speed [m/s] that ends it early once the last
+#: round's matrix is in (the organs at rest to well under a millimetre a second).
+HANG_ROUND_S = 0.4
+HANG_ROUNDS = 3
+HANG_REST_SPEED = 1e-4
+
+
+def hanging(model: TissueModel, dt: float) -> np.ndarray:
+    """Let `model` sag under gravity from its rest shape and return where it comes to rest [m],
+    (n, 3); `model`'s step matrix for dt [s] is then the one assembled at that configuration
+    (`TissueSystem.build(at=...)`: element stiffnesses turned by their rotations there, the node
+    frames there). Each round steps HANG_ROUND_S with the last round's matrix, then reassembles it
+    where the organs are. ~0.3 s of compute for the cholecystectomy's ~1.4k elements."""
+    state = make_state(model)
+    frames = np.zeros((model.node_count, 4))
+    for r in range(HANG_ROUNDS):
+        for _ in range(int(round(HANG_ROUND_S / dt))):
+            step(model, state, None, None, dt)
+            if r == HANG_ROUNDS - 1 and float(np.abs(state.v).max()) < HANG_REST_SPEED:
+                break
+        node_frames(model.node_ptr, model.node_inc, model.node_rep, state.q, state.weight, frames)
+        model.use_system(TissueSystem.build(model, dt, at=(np.array(state.q), frames.copy(), None)))
+    return state.x.copy()
+
+
 #: Tear material per organ (`sim.damage.TEAR_MATERIALS`: forces from Rodrigues et al. 2012).
 ORGAN_TEAR = {"gallbladder": "gallbladder", "cystic_duct": "duct", "common_bile_duct": "duct",
               "cystic_artery": "artery"}
@@ -83,10 +115,14 @@ class AnatomyBody:
         return anatomy_for_seed(self.seed)
 
     def build(self, dt: float | None):
-        """(TissueModel, sim.tissue_bodies.BodyInfo)."""
+        """(TissueModel, sim.tissue_bodies.BodyInfo); with dt [s], the organs hang at rest
+        (`hanging`: `BodyInfo.start_x`, the step matrix assembled there)."""
         a = self.anatomy
         model = organ_tissue(a, dt)
-        return model, organ_body_info(a, model)
+        info = organ_body_info(a, model)
+        if dt is not None:
+            info = dataclasses.replace(info, start_x=hanging(model, dt))
+        return model, info
 
 
 def _section_area(a: Anatomy, name: str) -> float:

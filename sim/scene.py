@@ -250,7 +250,7 @@ class Scene:
         self.anatomy: Anatomy | None = getattr(cfg.body, "anatomy", None)
         self.tissue_body = (self.anatomy.body.copy() if self.anatomy is not None else
                             np.zeros(self.tissue.tet_count if self.tissue else 0, dtype=np.int8))
-        self.tissue_state: TissueState | None = make_state(self.tissue) if self.tissue else None
+        self.tissue_state: TissueState | None = self._start_state() if self.tissue else None
         self.cutters = topo.cutter_tools(self.tools)
         self.contact = (ToolTissueContact(self.tissue, self.tools, cfg.dt, cutters=self.cutters)
                         if self.tissue else None)
@@ -398,11 +398,15 @@ class Scene:
         self._install(change.model, change.state)
         self._contacts.force[:n_old] = self._carried[:n_old]
         self.contact.retopologize(change.model, change.node_source)
-        self._refactor.start(change.model, self.tick_count)
         self.topology_version += 1
         self.events.append(SceneEvent(self.tick_count, kind, tool, float(value), message))
         for listener in self.topology_listeners:
             listener(change)
+        # A body whose step matrix follows its configuration (organs: `sim.organs.hanging`) gets
+        # the rebuilt one assembled where the tissue is now (the clips rebound by the listeners).
+        at = (self.injury.configuration(change.state)
+              if getattr(self.body_info, "start_x", None) is not None else None)
+        self._refactor.start(change.model, self.tick_count, at=at)
         return True
 
     def _install(self, model: TissueModel, state: TissueState) -> None:
@@ -413,12 +417,20 @@ class Scene:
         self.tissue_state = state
         self._contacts = TissueContacts.zeros(model)
 
+    def _start_state(self) -> TissueState:
+        """The tissue at its start: where its body says it hangs (`BodyInfo.start_x`), else at rest
+        (and at rest once a cut has changed the node count)."""
+        x = getattr(self.body_info, "start_x", None)
+        if x is not None and len(x) != self.tissue.node_count:
+            x = None
+        return make_state(self.tissue, x)
+
     def _reset_tissue(self, why: str) -> None:
         """Recover from a tissue blow-up: back to rest, grasps released, no contact forces left.
 
         The hand then feels no tissue for a tick instead of a kick; the event says what happened.
         """
-        rest = make_state(self.tissue)
+        rest = self._start_state()
         for name in ("x", "v", "q"):
             getattr(self.tissue_state, name)[...] = getattr(rest, name)
         self.tissue_state.carried = False

@@ -173,6 +173,11 @@ class TissueInjury:
         model, self.refactor = self.refactor, None
         return model
 
+    def configuration(self, state) -> tuple:
+        """The tissue's configuration now for a step matrix assembled there (`TissueSystem.build`'s
+        `at`, with the clips' tethers: `sim.clips.ClipSet.configuration`)."""
+        return self.clips.configuration(state)
+
     def take_tear(self):
         """(blade, failed elements, event or None) of a tear this tick, or None; the scene cuts
         along the blade (`sim.scene.Scene.tick`), or calls `tear_not_separated`."""

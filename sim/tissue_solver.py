@@ -54,48 +54,41 @@ from sim.tissue_tethers import tether_energy, tether_pass
 
 ARMIJO = 1e-4  # sufficient-decrease fraction of the line search
 MAX_TRIALS = 12  # step lengths tried: 1, the secant's, then halving
-#: cos^2 of half the turn between a node's first and last adjacent elements below which its
-#: frame is their average (`node_pass`): 10 degrees (at 2 a tool jabbed onto a pad node went
-#: 10 um through the surface: tests/sim/test_scene_contact.py).
-FRAME_SPREAD = math.cos(math.radians(5.0)) ** 2
-
 _KERNEL = dict(nogil=True, cache=True, parallel=True, error_model="numpy")
 
 
 @nb.njit(nogil=True, cache=True)
 def node_frame(i, node_ptr, node_inc, node_rep, q, weight):
-    """Node i's frame (w, x, y, z) from its elements' rotations q (4, m): its first adjacent
-    element that is not inverted (weight > 0; node_rep[i] if none), or, where the adjacent elements
-    turn differently (a crimped or cut region, a fold: the first and last differ by more than
-    10 deg), their weight-averaged rotation: the rotated rest matrix then misjudges every adjacent
-    element by half the spread, not the whole of it."""
+    """Node i's frame (w, x, y, z): the weight-averaged rotation of its live adjacent elements
+    (weight > 0; quaternions sign-aligned to the first one), or node_rep[i]'s if none is live.
+
+    Always the average, never one element's: the rotated rest matrix then misjudges each adjacent
+    element by its share of the spread, and the frame moves smoothly with the elements. A frame
+    that switched from one element's rotation to the average where the spread passed a threshold
+    (10 deg, then 1 deg) fed a limit cycle in the one-pass step: the cholecystectomy's hanging
+    cystic duct (elements turned up to 16 deg at rest under gravity) oscillated at 0.09-0.21 m/s
+    forever with the tools in the air; with the average it settles to 0 (docs/tissue-solver.md).
+    """
     rep = node_rep[i]
     for k in range(node_ptr[i], node_ptr[i + 1]):
         if weight[node_inc[k] >> 2] > 0.0:
             rep = node_inc[k] >> 2
             break
     w0, w1, w2, w3 = q[0, rep], q[1, rep], q[2, rep], q[3, rep]
-    last = rep
-    for k in range(node_ptr[i + 1] - 1, node_ptr[i] - 1, -1):
-        if weight[node_inc[k] >> 2] > 0.0:
-            last = node_inc[k] >> 2
-            break
-    d = q[0, last] * w0 + q[1, last] * w1 + q[2, last] * w2 + q[3, last] * w3
-    if d * d < FRAME_SPREAD:
-        a0 = a1 = a2 = a3 = 0.0
-        for k in range(node_ptr[i], node_ptr[i + 1]):
-            e = node_inc[k] >> 2
-            wt = weight[e]
-            if wt > 0.0:
-                if q[0, e] * w0 + q[1, e] * w1 + q[2, e] * w2 + q[3, e] * w3 < 0.0:
-                    wt = -wt
-                a0 += wt * q[0, e]
-                a1 += wt * q[1, e]
-                a2 += wt * q[2, e]
-                a3 += wt * q[3, e]
-        norm = math.sqrt(a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3)
-        if norm > 0.0:
-            w0, w1, w2, w3 = a0 / norm, a1 / norm, a2 / norm, a3 / norm
+    a0 = a1 = a2 = a3 = 0.0
+    for k in range(node_ptr[i], node_ptr[i + 1]):
+        e = node_inc[k] >> 2
+        wt = weight[e]
+        if wt > 0.0:
+            if q[0, e] * w0 + q[1, e] * w1 + q[2, e] * w2 + q[3, e] * w3 < 0.0:
+                wt = -wt
+            a0 += wt * q[0, e]
+            a1 += wt * q[1, e]
+            a2 += wt * q[2, e]
+            a3 += wt * q[3, e]
+    norm = math.sqrt(a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3)
+    if norm > 0.0:
+        w0, w1, w2, w3 = a0 / norm, a1 / norm, a2 / norm, a3 / norm
     return w0, w1, w2, w3
 
 
