@@ -52,7 +52,10 @@ CLIP_FIRE = 0.5  # [rad] the applier fires (its ratchet engages) when the jaw co
 CLIP_REARM = 0.6  # [rad] ... and loads the next clip when opened past this again
 CRIMP_S = 0.05  # [s] crimp ramp
 CLIP_STIFFNESS = 5.0e3  # [N/m] per clipped node: the tether holding it to the clip's template
-CLIP_REFACTOR_TICKS = 50  # ticks from firing to the swap of the step matrix with the clip's tether
+#: ticks from firing to the swap of the step matrix with the clip's tether (factoring the
+#: cholecystectomy's ~500 nodes takes 15-25 ms; the swap waits for the worker if it is late).
+#: Until it is in, the stiff tether costs 9-12 element passes a tick.
+CLIP_REFACTOR_TICKS = 25
 #: ticks from firing to the snapshot of the clipped tissue for a step matrix assembled there (the
 #: crimp closes in CRIMP_S, the tissue settles into it in ~0.1 s more; taken at the crimp's end,
 #: 50 ticks, a lifted clipped duct needed 6.5 element passes a tick instead of 1)

@@ -69,6 +69,7 @@ from sim.tissue import (
 )
 from sim.tissue_injury import TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
+from sim.topology_solver import ORGAN_REFACTOR_TICKS
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
 #: dynamics (no stabilization). Co-rotational: with stable neo-Hookean a node wedged between a
@@ -404,9 +405,11 @@ class Scene:
             listener(change)
         # A body whose step matrix follows its configuration (organs: `sim.organs.hanging`) gets
         # the rebuilt one assembled where the tissue is now (the clips rebound by the listeners).
-        at = (self.injury.configuration(change.state)
-              if getattr(self.body_info, "start_x", None) is not None else None)
-        self._refactor.start(change.model, self.tick_count, at=at)
+        if getattr(self.body_info, "start_x", None) is not None:
+            self._refactor.start(change.model, self.tick_count, ORGAN_REFACTOR_TICKS,
+                                 self.injury.configuration(change.state))
+        else:
+            self._refactor.start(change.model, self.tick_count)
         return True
 
     def _install(self, model: TissueModel, state: TissueState) -> None:

@@ -112,8 +112,9 @@ class TissueInjury:
             self.damage.hold(self.clips.elems[c, :self.clips.n_elems[c]])
         # The clip's tether is far stiffer than the tissue (the solver needs tens of passes a
         # tick until the preconditioner knows it): the scene refactors the step matrix with the
-        # tethers off the hot path (`take_refactor`).
-        self.refactor = (self.model.with_topology(), None)
+        # tethers off the hot path (`take_refactor`), assembled where the tissue is now (organs
+        # hang far from their rest shape: `sim.organs.hanging`).
+        self.refactor = (self.model.with_topology(), self.clips.configuration(state))
         r = self.clips.records()[c]
         where = ("" if np.isnan(r["along"]) else
                  f" at {r['along'] * 1e3:.1f} mm along the tube, {r['angle']:.0f} deg to its axis, "

@@ -21,6 +21,9 @@ from sim.tissue import TissueModel, TissueSystem
 #: Ticks between a topology change and the swap of the rebuilt factor (~0.2 s of factoring at 5k
 #: tets on one core; the swap waits for the worker if it is late, so this only decides speed).
 REFACTOR_TICKS = 400
+#: The same for the organs of an anatomy scene (~500 nodes: 15-25 ms to factor): the old factor
+#: misjudges the cut region, and dividing a duct cost ~5 element passes a tick for the 400 ticks.
+ORGAN_REFACTOR_TICKS = 40
 
 
 def node_diagonal_blocks(model: TissueModel, nodes: np.ndarray, dt: float) -> np.ndarray:
