@@ -42,7 +42,9 @@ class BodyInfo:
     sector: circumferential index of each node (n,) int, n_sectors; inner: lumen-wall nodes (n,)
     bool; r_in, r_out: lumen and outer radius [m]; origin, axis: the tube axis at rest [m], unit;
     vessel_elements: (m,) bool, the elements of the vessel when the body holds other organs too
-    (None: every element; `sim.organs`).
+    (None: every element; `sim.organs`); bite_tear_force: (m,) [N], a grasper's bite on an
+    element's nodes tears out when the jaws pull on it this hard (`sim.damage.BiteTear`; None:
+    bites never tear, only the continuum criterion does).
     """
 
     name: str
@@ -60,6 +62,7 @@ class BodyInfo:
     origin: np.ndarray | None = None
     axis: np.ndarray | None = None
     vessel_elements: np.ndarray | None = None
+    bite_tear_force: np.ndarray | None = None
 
 
 def _translated(mesh: TetMesh, offset) -> TetMesh:
