@@ -53,7 +53,8 @@ RETRACT_M = 0.005  # [m] lateral pull of the infundibulum that opens the triangl
 MAX_ANGLE_DEG = 30.0
 SPAN_FRACTION = 0.6
 CUT_REACH = 0.002  # [m]
-FORCE_LIMIT = 4.0  # [N] on a hand: the gallbladder tears at 4 N (sim.damage TEAR_MATERIALS)
+#: [N] on a hand (the HUD's warning level; a grasper's bite on the gallbladder tears at 1.25 N)
+FORCE_LIMIT = 4.0
 FORCE_HOLD_S = 0.3
 WARN_EVERY = 100  # [ticks]
 STRUCTURES = ("cystic_duct", "cystic_artery")

@@ -332,6 +332,12 @@ class ToolTissueContact:
         self.grasping[i] = True
         self._events.append(("grasp", i, float(nodes.size), f"tool {i} grasped {nodes.size} tissue node(s)"))
 
+    def release(self, i: int, kind: str, value: float, message: str) -> None:
+        """End tool i's grasp now (its nodes back in contact; event (kind, i, value, message)): the
+        injury stage's grasp-site tear (`sim.tissue_injury`), the tissue torn out of the jaws."""
+        if self.grasping[i]:
+            self._release(i, kind, value, message)
+
     def _release(self, i: int, kind: str, value: float, message: str) -> None:
         mine = self.att_tool == i
         nodes = self.att_node[mine]

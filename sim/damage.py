@@ -23,6 +23,17 @@ Method (continuum damage, brittle at the end; docs/clips-damage.md):
   does `soften()` scale the failed elements' Lamé parameters by RESIDUAL instead (their mass
   stays with their nodes).
 
+Under a grasper's jaws (bodies whose `BodyInfo.bite_tear_force` is set: the cholecystectomy's
+organs): the tissue a grasper holds tears out of its jaws when the jaws pull on it harder than its
+material's tear force for BITE_HOLD_TICKS ticks (Rodrigues et al. measured exactly that: a grasper
+pulling tissue until it was damaged). The elements of the bite (incident to the held nodes) are
+then torn (damage 1, in the torn volume) and the grasp ends, so the pull drops to what the contact
+still pushes. While a bite holds, its elements are left out of the continuum criterion (`grip`):
+on a coarse mesh a bite is one or two nodes, and the strain next to them is the point load's, not
+the section's (the 9 mm gallbladder tore there at half its tear force). The bite is not cut out of
+the mesh: on the 9 mm gallbladder a crack through its elements is a 1-2 cm hole, and the separated
+slivers left nodes hanging in one element that shook at metres per second.
+
 Thresholds per material (`TEAR_MATERIALS`): a tear force [N] for the structure the material
 makes, from the safe pulling forces in Rodrigues et al. 2012 (1.25 N fallopian tube ... 11.4 N
 fascia, ../shared/REFERENCES.md); `tear_stress = tear_force / section_area` for the structure's
@@ -55,6 +66,9 @@ TRANSIENT_SPEED = 2.0
 CRACK_BAND = 0.02
 #: Most elements one non-local average reads (larger neighbourhoods are sampled evenly).
 MAX_NEIGHBOURS = 32
+#: [ticks] a bite tears when the jaws' pull stays past its tear force this long (the attach force
+#: of a one-node bite flickers tick to tick).
+BITE_HOLD_TICKS = 5
 
 
 @dataclass(frozen=True)
@@ -91,8 +105,10 @@ TEAR_MATERIALS = {
     "fragile": TearMaterial("fragile", 1.25, _RODRIGUES + ": fallopian tube"),
     "duct": TearMaterial("duct", 1.25, _RODRIGUES + ": fallopian tube, the most fragile tube measured"),
     "artery": TearMaterial("artery", 1.25, _RODRIGUES + ": fallopian tube, the most fragile tube measured"),
-    "gallbladder": TearMaterial("gallbladder", 4.0, _RODRIGUES + ": within the 1.25-11.4 N range "
-                                "(our choice for a thin-walled organ)"),
+    "gallbladder": TearMaterial("gallbladder", 1.25, _RODRIGUES + ": the fragile end of the 1.25-11.4 N "
+                                "range (our choice for a thin-walled organ: the model's gallbladder, "
+                                "an effective 10 kPa solid, needs ~15 cm of pull for 4 N; "
+                                "docs/clips-damage.md)"),
     "fascia": TearMaterial("fascia", 11.4, _RODRIGUES + ": fascia"),
     "gauze": TearMaterial("gauze", 20.0, "our choice: cotton gauze does not tear under a grasper"),
 }
@@ -266,7 +282,8 @@ class DamageField:
     (failed elements softened instead of separated), ticks.
     """
 
-    def __init__(self, model, tear_stress, *, radius: float, onset=ONSET, every: int = 5) -> None:
+    def __init__(self, model, tear_stress, *, radius: float, onset=ONSET, every: int = 5,
+                 bite_force=None) -> None:
         m = model.tet_count
         self.model = model
         self.tear_stress = np.broadcast_to(np.asarray(tear_stress, np.float64), (m,)).copy()
@@ -286,6 +303,10 @@ class DamageField:
         self.soft = np.zeros(m, dtype=np.bool_)  # failed and not separated: softened
         self.off = np.zeros(m, dtype=np.bool_)  # failed or dead (removed by a cut): no strain, no say
         self.held = np.zeros(m, dtype=np.bool_)  # crushed under a clip on purpose: no tear, no say
+        self.gripped = np.zeros(m, dtype=np.bool_)  # in a grasper's bite now: judged by `bite_force`
+        #: (m,) [N] pull at which a bite on an element's nodes tears out (None: bites never tear).
+        self.bite_force = (None if bite_force is None else
+                           np.broadcast_to(np.asarray(bite_force, np.float64), (m,)).copy())
         self.ticks = 0
 
     def update(self, state) -> np.ndarray:
@@ -315,8 +336,7 @@ class DamageField:
         stiffness is untouched: the crack (`crack_blade`) or `soften` takes their load away."""
         self.failed[elements] = True
         self.damage[elements] = 1.0
-        live = self.model.volume > 0.0
-        np.logical_or(self.failed, ~live, out=self.off)
+        self._refresh_off()
 
     def crack_blade(self, x: np.ndarray, elements: np.ndarray):
         """The crack surface through failed elements (k,) at positions x (n, 3) [m]: a square
@@ -351,10 +371,15 @@ class DamageField:
         self.soft[elements] = True
         self._apply_failed()
 
-    def _apply_failed(self) -> None:
+    def _refresh_off(self) -> None:
         live = self.model.volume > 0.0
         np.logical_or(self.failed, ~live, out=self.off)
         self.off |= self.held
+        self.off |= self.gripped
+
+    def _apply_failed(self) -> None:
+        live = self.model.volume > 0.0
+        self._refresh_off()
         scale = np.where(self.soft, RESIDUAL, 1.0) * live
         np.multiply(self.mu0, scale, out=self.model.mu)
         np.multiply(self.lam0, scale, out=self.model.lam)
@@ -365,6 +390,43 @@ class DamageField:
         otherwise tore it next to the clip at 0.2 N of pull)."""
         self.held[elements] = True
         self._apply_failed()
+
+    def bite_elements(self, nodes: np.ndarray) -> np.ndarray:
+        """Live elements incident to `nodes` (a grasper's bite), element ids (k,)."""
+        model = self.model
+        out = []
+        for i in np.asarray(nodes, dtype=np.int64):
+            for k in range(int(model.node_ptr[i]), int(model.node_ptr[i + 1])):
+                e = int(model.node_inc[k]) >> 2
+                if model.volume[e] > 0.0:
+                    out.append(e)
+        return np.unique(np.array(out, dtype=np.int64))
+
+    def grip(self, nodes: np.ndarray) -> None:
+        """The nodes every grasper holds now (after a grasp or a release): their elements leave
+        the continuum criterion while held (see the module docstring)."""
+        self.gripped[:] = False
+        self.gripped[self.bite_elements(nodes)] = True
+        self._refresh_off()
+
+    def bite_threshold(self, nodes: np.ndarray) -> float:
+        """Pull [N] at which a bite on `nodes` tears out: the weakest of its elements' tear forces
+        (inf if bites never tear or it holds no live element)."""
+        if self.bite_force is None:
+            return np.inf
+        el = self.bite_elements(nodes)
+        el = el[~self.failed[el]]
+        return float(self.bite_force[el].min()) if el.size else np.inf
+
+    def tear_bite(self, nodes: np.ndarray) -> np.ndarray:
+        """The bite on `nodes` tore out: its weakest material's elements are torn (damage 1,
+        failed); returns them. Their stiffness is kept (see the module docstring)."""
+        el = self.bite_elements(nodes)
+        el = el[~self.failed[el]]
+        if el.size:
+            el = el[self.bite_force[el] <= self.bite_force[el].min() * (1.0 + 1e-9)]
+            self.separate(el)
+        return el
 
     def retopologize(self, model) -> None:
         """The tissue has a new model (element ids are stable; dead elements have volume 0)."""
@@ -389,7 +451,7 @@ class DamageField:
     # -- state ---------------------------------------------------------------------------------------
 
     _NOT_STATE = frozenset({"model", "tear_stress", "tear_strain", "onset", "every", "nl_ptr", "nl_idx",
-                            "nl_w", "mu0", "lam0", "sig", "s1", "newly", "off"})
+                            "nl_w", "mu0", "lam0", "sig", "s1", "newly", "off", "bite_force"})
 
     def get_state(self) -> dict:
         return copy_attrs(self, self._NOT_STATE)

@@ -142,6 +142,7 @@ def organ_body_info(a: Anatomy, model: TissueModel):
     from sim.tissue_bodies import BodyInfo
 
     tear = np.array([tear_material(ORGAN_TEAR[n]).tear_stress(_section_area(a, n)) for n in BODIES])
+    bite = np.array([tear_material(ORGAN_TEAR[n]).tear_force for n in BODIES])
     artery = a.structures["cystic_artery"]
     chord = artery.points[-1] - artery.points[0]
     pts = model.rest
@@ -162,4 +163,5 @@ def organ_body_info(a: Anatomy, model: TissueModel):
                     damage_radius=0.004, vessel=True,
                     bleed_rate=CYSTIC_ARTERY_BLEED, axial=axial, sector=sector, n_sectors=N_SECTORS,
                     r_out=a.params.ca_radius, vessel_elements=a.body == CYSTIC_ARTERY,
-                    origin=artery.points[0].copy(), axis=chord / np.linalg.norm(chord))
+                    origin=artery.points[0].copy(), axis=chord / np.linalg.norm(chord),
+                    bite_tear_force=bite[a.body])

@@ -42,9 +42,11 @@ class BodyInfo:
     sector: circumferential index of each node (n,) int, n_sectors; inner: lumen-wall nodes (n,)
     bool; r_in, r_out: lumen and outer radius [m]; origin, axis: the tube axis at rest [m], unit;
     vessel_elements: (m,) bool, the elements of the vessel when the body holds other organs too
-    (None: every element; `sim.organs`); start_x: where the body's nodes start [m], (n, 3) (None:
-    at rest; organs start hanging under gravity, and their step matrix follows their
-    configuration: `sim.organs.hanging`).
+    (None: every element; `sim.organs`); bite_tear_force: (m,) [N], a grasper's bite on an
+    element's nodes tears out when the jaws pull on it this hard (`sim.damage.BiteTear`; None:
+    bites never tear, only the continuum criterion does); start_x: where the body's nodes start
+    [m], (n, 3) (None: at rest; organs start hanging under gravity, and their step matrix follows
+    their configuration: `sim.organs.hanging`).
     """
 
     name: str
@@ -62,6 +64,7 @@ class BodyInfo:
     origin: np.ndarray | None = None
     axis: np.ndarray | None = None
     vessel_elements: np.ndarray | None = None
+    bite_tear_force: np.ndarray | None = None
     start_x: np.ndarray | None = None
 
 

@@ -4,8 +4,9 @@ One stage of the scene's tick (`sim.scene.Scene.tick`), around the tissue step:
 - `before_step` (after the contact stage has read the tools): a clip applier whose jaw command
   closes past CLIP_FIRE fires a clip on the tissue between its jaws (`sim.clips`); it re-arms (the
   next clip loads) when opened past CLIP_REARM. The clipped nodes are left out of tool contact from then on.
-- `after_step` (after the contact projection): the clips follow their nodes; the damage field
-  updates and separates failed elements (`sim.damage`), a
+- `after_step` (after the contact projection): the clips follow their nodes; a grasper's bite
+  pulled past its tear force tears out of the jaws (`sim.damage`: 'tear' event, the grasp ends);
+  the damage field updates and separates failed elements (`sim.damage`), a
   'tear' event carries the pulling force at the tear [N] (the largest tissue force on a tool
   that tick); vessel failures open wounds, which bleed unless clipped on both sides
   (`sim.bleeding`).
@@ -24,7 +25,7 @@ import numpy as np
 
 from sim import clips as clp
 from sim.bleeding import MAX_DROPS, Bleeding
-from sim.damage import TEAR_GAP_S, DamageField
+from sim.damage import BITE_HOLD_TICKS, TEAR_GAP_S, TRANSIENT_SPEED, DamageField
 from sim.tissue_elements import ELASTICITY_NEOHOOKEAN, elastic_stress
 from sim.tissue_kernels import quat_to_mat
 from sim.tool_scene import GRASP_CLOSE
@@ -52,7 +53,8 @@ class TissueInjury:
     def __init__(self, model, info, tools, dt: float, contact) -> None:
         self.model, self.info, self.tools, self.dt, self.contact = model, info, tools, float(dt), contact
         self.clips = clp.ClipSet(model, info, dt, len(tools))
-        self.damage = (DamageField(model, info.tear_stress, radius=info.damage_radius)
+        self.damage = (DamageField(model, info.tear_stress, radius=info.damage_radius,
+                                   bite_force=info.bite_tear_force)
                        if info.tear_stress is not None else None)
         self.bleeding = Bleeding(model, info, dt, self.clips) if info.vessel else None
         self.appliers = [i for i, t in enumerate(tools) if is_clip_applier(t.spec)]
@@ -62,6 +64,8 @@ class TissueInjury:
         self.tick = 0
         self.last_tear = -(10**9)
         self.tear = None  # a crack waiting for the scene to separate it (this tick only)
+        self.bite_ticks = np.zeros(len(tools), dtype=np.int64)  # ticks each bite pulled past its tear force
+        self._gripped_key = None  # the grasped nodes the damage field's `grip` was last given
         self.refactor = None  # a model to refactor the step matrix for (a clip fired this tick)
         self.probe = np.zeros(0, dtype=np.int64)
         self._node_full = {name: getattr(info, name) for name in ("axial", "sector", "inner")
@@ -126,12 +130,50 @@ class TissueInjury:
         forces, clip forces added; reaction (n_tools, 3) [N]: tissue force on each tool)."""
         self.tick += 1
         self.clips.after_step(state)
+        if self.damage is not None and self.damage.bite_force is not None:
+            self._bites(state, f_ext)
         if self.damage is not None:
             failed = self.damage.update(state)
             if failed.size:
                 self._torn(failed, state, reaction)
         if self.bleeding is not None:
             self._events.extend(self.bleeding.step(state.x))
+
+    def _bites(self, state, f_ext: np.ndarray) -> None:
+        """Graspers' bites: their elements out of the continuum criterion while held; a bite whose
+        pull (the jaws' force on its nodes, f_ext [N]) stays past its tear force for BITE_HOLD_TICKS
+        ticks tears out: 'tear' event (value: that pull [N]), its elements torn, the grasp ends."""
+        contact = self.contact
+        att, tool = contact.att_node, contact.att_tool
+        key = (att.tobytes(), tool.tobytes())
+        if key != self._gripped_key:
+            self._gripped_key = key
+            self.damage.grip(att)
+        holding = np.zeros(len(self.bite_ticks), dtype=np.bool_)
+        holding[tool] = True
+        self.bite_ticks[~holding] = 0
+        if not att.size:
+            return
+        transient = state.max_speed > TRANSIENT_SPEED
+        for i in np.flatnonzero(holding):
+            nodes = att[tool == i]
+            pull = float(np.linalg.norm(f_ext[nodes].sum(axis=0)))
+            limit = self.damage.bite_threshold(nodes)
+            if transient or not pull > limit:
+                self.bite_ticks[i] = 0
+                continue
+            self.bite_ticks[i] += 1
+            if self.bite_ticks[i] < BITE_HOLD_TICKS:
+                continue
+            torn = self.damage.tear_bite(nodes)
+            self.bite_ticks[i] = 0
+            self.last_tear = self.tick
+            msg = (f"the tissue in tool {i}'s jaws tore at {pull:.2f} N (tears at {limit:.2f} N): "
+                   "it tore out of the jaws")
+            contact.release(int(i), "release", 0.0, f"the tissue tore out of tool {i}'s jaws")
+            self._events.append(("tear", int(i), round(pull, 6), msg))
+            if self.bleeding is not None and torn.size:
+                self.bleeding.open_wound(torn, state.x)
 
     def set_probe(self, nodes) -> None:
         """Measure the pulling force at a tear on these (clamped) nodes instead of the tools: the
@@ -258,6 +300,7 @@ class TissueInjury:
 
     def get_state(self) -> dict:
         return {"tick": self.tick, "last_tear": self.last_tear, "jaw_prev": self.jaw_prev.copy(),
+                "bite_ticks": self.bite_ticks.copy(),
                 "widest": self.widest.copy(), "clips": self.clips.get_state(),
                 "damage": self.damage.get_state() if self.damage else None,
                 "bleeding": self.bleeding.get_state() if self.bleeding else None}
@@ -265,6 +308,8 @@ class TissueInjury:
     def set_state(self, saved: dict) -> None:
         self.tick, self.last_tear = saved["tick"], saved["last_tear"]
         self.jaw_prev[:] = saved["jaw_prev"]
+        self.bite_ticks[:] = saved["bite_ticks"]
+        self._gripped_key = None  # the damage field's grip comes back with its state
         self.widest[:] = saved["widest"]
         self.clips.set_state(saved["clips"])
         if self.damage is not None:
@@ -277,6 +322,7 @@ class TissueInjury:
         h.update(np.int64(self.tick).tobytes())
         h.update(np.int64(self.last_tear).tobytes())
         h.update(self.jaw_prev.tobytes())
+        h.update(self.bite_ticks.tobytes())
         h.update(self.widest.tobytes())
         self.clips.hash_into(h)
         if self.damage is not None:

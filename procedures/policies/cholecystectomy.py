@@ -26,7 +26,10 @@ Styles (seeded per episode):
 - expert: quick direct moves, no tremor, clips at planned places in the middle of the safe zone
   (aim error 0.3 mm), turned square (three roll corrections), no pauses;
 - novice: slower moves with pauses, tremor, clips aimed with a 2.5 mm error along the structure
-  and one roll correction (obliquer clips), a harder, longer pull on the gallbladder.
+  and one roll correction (obliquer clips), a harder, longer pull on the gallbladder that first
+  overshoots (2.5-3.5 times the planned pull, drawn per seed: over-traction); past the
+  gallbladder's tear force the infundibulum tears out of the jaws (`sim.damage`), and the hand
+  grasps it again and pulls the planned distance.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ class Style:
     structures (an expert's hands work together; a novice's take turns); undershoot: the hand's
     first reach toward each structure stops this fraction short and a corrective move follows
     (novices make more, shorter sub-movements); reclip: a clip that does not cross the whole
-    width gets a second one next to it (what a novice who sees it does)."""
+    width gets a second one next to it (what a novice who sees it does); overpull (lo, hi): the
+    first pull goes this many times `pull` (drawn per seed) before coming back to it (1: none)."""
 
     name: str
     speed: float
@@ -75,6 +79,7 @@ class Style:
     roll_sd: float = 0.0
     undershoot: float = 0.0
     reclip: bool = False
+    overpull: tuple[float, float] = (1.0, 1.0)
 
 
 EXPERT = Style(
@@ -106,6 +111,7 @@ NOVICE = Style(
     roll_sd=0.35,
     undershoot=0.35,
     reclip=True,
+    overpull=(2.5, 3.5),
 )
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
@@ -123,6 +129,9 @@ class CholecystectomyPolicy(ScriptedPolicy):
 
     def __init__(self, style: Style, seed: int = 0) -> None:
         super().__init__(style, seed)
+        # The over-traction's own draw: the other draws (aim, depth, roll, pauses) stay those of
+        # the seed without it.
+        self.overpull = float(np.random.default_rng((seed, 15)).uniform(*style.overpull))
         self.tremor.append(Tremor(style.tremor, self.rng))
         self.waiting = [None, None, None]
         self.retracted = False
@@ -186,16 +195,17 @@ class CholecystectomyPolicy(ScriptedPolicy):
 
     # -- the left hand: grasper ----------------------------------------------------------------------
 
-    def _grasper_script(self):
+    def _grasp_infundibulum(self):
+        """Open jaws from above onto the infundibulum where it is now, and close them."""
         from sim.anatomy import GALLBLADDER
 
         s = self.style
-        a = self.anatomy
-        p = a.landmarks["infundibulum"]
-        gb = a.node_body == GALLBLADDER
+        p = self.anatomy.landmarks["infundibulum"]
         x = self.scene.tissue_state.x
-        near = gb & (np.linalg.norm(x[:, :2] - p[:2], axis=1) < 0.004)
-        top = float(x[near, 2].max())
+        n0 = len(self.anatomy.node_body)
+        gb = self.anatomy.node_body == GALLBLADDER
+        near = gb & (np.linalg.norm(x[:n0, :2] - p[:2], axis=1) < 0.004)
+        top = float(x[:n0][near, 2].max())
         above = np.array([p[0], p[1], top + 0.01])
         mv = self.movers[GRASPER]
         yield ("move", above, OPEN_GRASPER, self._duration(mv.tip, above))
@@ -203,9 +213,24 @@ class CholecystectomyPolicy(ScriptedPolicy):
         yield from self.pause()
         yield ("move", mv.tip, CLOSED, 0.1)
         yield ("hold", 0.05)
+
+    def _grasper_script(self):
+        s = self.style
+        mv = self.movers[GRASPER]
+        yield from self._grasp_infundibulum()
         grip = mv.tip.copy()
         pulled = grip + np.asarray(s.pull)
-        yield ("move", pulled, CLOSED, max(0.4, self._duration(grip, pulled)))
+        if self.overpull > 1.0:  # over-traction: too far first, then back to the planned pull
+            far = grip + self.overpull * np.asarray(s.pull)
+            yield ("move", far, CLOSED, max(0.4, self._duration(grip, far)))
+            yield ("hold", 0.3)
+            if not self.scene.contact.grasping[GRASPER]:  # torn out of the jaws: grasp it again
+                yield ("move", mv.tip, OPEN_GRASPER, 0.2)
+                yield ("hold", 0.5)  # it snaps back
+                yield from self._grasp_infundibulum()
+                grip = mv.tip.copy()
+                pulled = grip + np.asarray(s.pull)
+        yield ("move", pulled, CLOSED, max(0.4, self._duration(mv.tip, pulled)))
         self.retracted = True
         if s.both_hands:  # re-tension (2 mm more) while the applier moves on to the artery
             yield ("until", lambda: self.on_artery or self.finished)

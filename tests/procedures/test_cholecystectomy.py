@@ -115,3 +115,54 @@ def _empty_trace(scene):
     return Trace(dt=scene.dt, t=np.arange(n) * scene.dt, tool_pose=np.zeros((n, 3, 7)),
                  jaws=np.zeros((n, 3)), force=np.zeros((n, 2, 3)), scope_pose=np.zeros((n, 7)),
                  events=[], tick0=0)
+
+
+def test_over_pulled_infundibulum_tears_at_its_threshold_and_lets_go(session):
+    """A grasper pulling the infundibulum 7 cm (far past the 5 mm retraction) tears the gallbladder
+    out of its jaws at the gallbladder's tear force (within 10 %), nothing tore before, the pull
+    drops to nothing, the procedure scores a 'tear', and the organ recoils and settles over the
+    next second with no tissue reset, no NaN and no node at metres per second."""
+    from sim.damage import TEAR_MATERIALS
+
+    scene, proc = session
+    threshold = TEAR_MATERIALS["gallbladder"].tear_force
+    a = scene.anatomy
+    p = a.landmarks["infundibulum"].copy()
+    gb = a.mesh.points[a.node_body == 0]
+    top = gb[np.linalg.norm(gb[:, :2] - p[:2], axis=1) < 0.004][:, 2].max()
+    scene._ctl = scene.hold_control()
+    scene._ctl.jaws[APPLIER] = 0.7
+    _move(scene, proc, GRASPER, [p[0], p[1], top + 0.01], 0.8, 250)
+    _move(scene, proc, GRASPER, [p[0], p[1], top - 0.003], 0.8, 150)
+    _move(scene, proc, GRASPER, [p[0], p[1], top - 0.003], 0.0, 80)
+    assert scene.contact.grasping[GRASPER]
+    force, speed = [], []
+    start = scene._ctl.targets[GRASPER, :3].copy()
+    goal = start + [-0.06, -0.02, 0.03]
+    tick0 = scene.tick_count
+    for k in range(3000):  # the pull over 2 s, then 1 s held there
+        w = 0.5 - 0.5 * np.cos(np.pi * min(k + 1, 2000) / 2000)
+        scene._ctl.targets[GRASPER, :3] = start + w * (goal - start)
+        n = len(scene.events)
+        scene.tick(scene._ctl, scene.dt)
+        proc.update(scene, scene.tick_count - 1, scene.events[n:])
+        force.append(float(np.linalg.norm(scene.reaction[GRASPER])))
+        speed.append(float(scene.tissue_state.max_speed))
+    tears = [e for e in scene.events if e.kind == "tear"]
+    assert len(tears) == 1, [(e.kind, e.value) for e in scene.events]
+    tear = tears[0]
+    assert tear.tool == GRASPER and abs(tear.value - threshold) <= 0.10 * threshold, (tear.value, threshold)
+    k = tear.tick - tick0
+    assert max(force[:k - 5]) < tear.value + 1e-9  # it held until the threshold
+    assert k < 2500, "the pull tore it only after the hand stopped"
+    assert not scene.contact.grasping[GRASPER]  # torn out of the jaws
+    assert max(force[k + 2:]) < 0.2 * threshold  # the pull is gone
+    assert proc.tears == 1 and "tear" in [e.kind for e in proc.errors]
+    assert scene.injury.damage.summary()["torn_mm3"] > 0.0
+    # The second after it: the organ snaps back (the recoil of 5 cm of stretch) and settles.
+    kinds = [e.kind for e in scene.events]
+    assert "tissue_reset" not in kinds
+    assert np.isfinite(scene.tissue_state.x).all()
+    after = np.array(speed[k:k + 1000])
+    assert after.max() < 1.5, after.max()
+    assert np.median(after[-300:]) < 0.3, np.median(after[-300:])

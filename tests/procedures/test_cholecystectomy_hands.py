@@ -1,6 +1,6 @@
 """The scripted cholecystectomy hands through the device path (issue 15): the expert clips and
-divides both structures and passes; the novice fails; a recorded attempt replays to the same
-result."""
+divides both structures and passes; the novice over-pulls the gallbladder (a tear) and fails; a
+recorded attempt replays to the same result."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from procedures.cholecystectomy import TARGET_TIME_S
+from sim.damage import TEAR_MATERIALS
 from sim.runtime.recording import read_recording
 
 
@@ -57,3 +58,10 @@ def test_novice_fails():
     assert not res.passed and not res.proficiency["met"]
     assert res.duration_s > TARGET_TIME_S or res.status != "success"
     assert not any(e.kind == "tissue_reset" for e in att.scene.events)
+    # Its over-traction tore the infundibulum out of the grasper's jaws at the gallbladder's tear
+    # force, it was scored, and the hand grasped it again.
+    tears = [e for e in att.scene.events if e.kind == "tear"]
+    threshold = TEAR_MATERIALS["gallbladder"].tear_force
+    assert len(tears) == 1 and abs(tears[0].value - threshold) <= 0.1 * threshold, tears
+    assert res.metrics["tears"].value == 1 and "tear" in [e.kind for e in res.errors]
+    assert [e.kind for e in att.scene.events if e.tick > tears[0].tick].count("grasp") == 1
