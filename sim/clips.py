@@ -269,11 +269,17 @@ class ClipSet:
         `at`): element rotations, node frames (a clipped node's: its clip's rotation), the tethers'
         stiffness in this frame."""
         model = self.model
-        frames = np.zeros((model.node_count, 4))
+        frames = self.frames_into(state, np.zeros((model.node_count, 4)))
+        return state.q.copy(), frames, crimp_springs(self, model.node_count, turned=True)
+
+    def frames_into(self, state, out: np.ndarray) -> np.ndarray:
+        """The node frames of `configuration` (n, 4) into out (its first n rows); returns them."""
+        model = self.model
+        frames = out[:model.node_count]
         node_frames(model.node_ptr, model.node_inc, model.node_rep, state.q, state.weight, frames)
         for c in range(self.n_clips):
             frames[self.node[c, :self.count[c]]] = self.rq[c]
-        return state.q.copy(), frames, crimp_springs(self, model.node_count, turned=True)
+        return frames
 
     def tethers(self) -> tuple:
         """The clips as tethers for the tissue step (`sim.tissue.step`, `sim.tissue_tethers`)."""

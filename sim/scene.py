@@ -69,7 +69,7 @@ from sim.tissue import (
 )
 from sim.tissue_injury import TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
-from sim.topology_solver import ORGAN_REFACTOR_TICKS
+from sim.topology_solver import DRIFT_CHECK_TICKS, DRIFT_DEG, ORGAN_REFACTOR_TICKS
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
 #: dynamics (no stabilization). Co-rotational: with stable neo-Hookean a node wedged between a
@@ -273,6 +273,9 @@ class Scene:
         self._scissors = topo.ScissorsWatch(self.tools, self.cutters)
         self._refactor = topo.Refactor(cfg.dt)
         self._caps = topo.capacities(self.tissue)
+        # Organs: the step matrix follows the tissue's configuration (`_follow_configuration`).
+        self._follow = getattr(self.body_info, "start_x", None) is not None
+        self._frames = np.zeros((self._caps[0], 4))
         self._start = self.get_state()  # what reset() returns to
 
     # -- the tick ------------------------------------------------------------------------------------
@@ -293,6 +296,8 @@ class Scene:
         if self.contact is not None:
             self.contact.before_step(self.tissue_state, control.jaws)
             self._refactor.due(self.tissue, self.tick_count)
+            if self._follow and self.tick_count % DRIFT_CHECK_TICKS == 0 and self._refactor.idle():
+                self._follow_configuration()
             for tool, blade in self._scissors.closing(control.jaws, self.contact.link_pose):
                 self.cut(blade, tool=tool)
             self.injury.before_step(self.tissue_state, control.jaws)
@@ -419,6 +424,16 @@ class Scene:
         self.tissue = model
         self.tissue_state = state
         self._contacts = TissueContacts.zeros(model)
+
+    def _follow_configuration(self) -> None:
+        """Refactor the step matrix where the tissue is (off the hot path, swapped in
+        ORGAN_REFACTOR_TICKS later) once a node frame has turned DRIFT_DEG from those it was
+        assembled at."""
+        st = self.tissue_state
+        limit = np.sin(np.radians(DRIFT_DEG) / 2.0) ** 2
+        if self.injury.drift(st, self.tissue.system(self.dt), self._frames) > limit:
+            self._refactor.start(self.tissue.with_topology(), self.tick_count, ORGAN_REFACTOR_TICKS,
+                                 self.injury.configuration(st))
 
     def _start_state(self) -> TissueState:
         """The tissue at its start: where its body says it hangs (`BodyInfo.start_x`), else at rest

@@ -89,6 +89,10 @@ class Refactor:
         self.pending = (model, at)
         self.swap_tick = tick + delay
 
+    def idle(self) -> bool:
+        """No rebuild pending or running toward a swap."""
+        return self.pending is None and self.swap_tick < 0
+
     def launch(self) -> None:
         """Start the pending rebuild, if any (end of a tick)."""
         if self.pending is not None:

@@ -26,8 +26,10 @@ import numpy as np
 from sim import clips as clp
 from sim.bleeding import MAX_DROPS, Bleeding
 from sim.damage import BITE_HOLD_TICKS, TEAR_GAP_S, TRANSIENT_SPEED, DamageField
+from sim.tissue import NO_FRAMES
 from sim.tissue_elements import ELASTICITY_NEOHOOKEAN, elastic_stress
 from sim.tissue_kernels import quat_to_mat
+from sim.tissue_solver import frame_drift
 from sim.tool_scene import GRASP_CLOSE
 
 SCISSORS_NAME = "curved_scissors"  # sim.instruments.SCISSORS
@@ -220,6 +222,13 @@ class TissueInjury:
         """The tissue's configuration now for a step matrix assembled there (`TissueSystem.build`'s
         `at`, with the clips' tethers: `sim.clips.ClipSet.configuration`)."""
         return self.clips.configuration(state)
+
+    def drift(self, state, system, out: np.ndarray) -> float:
+        """How far the tissue's node frames (with the clips') have turned from those `system` (a
+        `sim.tissue.TissueSystem`) was assembled at: the largest over free nodes, sin^2(theta / 2);
+        out: a (>= n, 4) scratch buffer."""
+        frames = self.clips.frames_into(state, out)
+        return frame_drift(frames, system.fpos, NO_FRAMES if system.frames is None else system.frames)
 
     def take_tear(self):
         """(blade, failed elements, event or None) of a tear this tick, or None; the scene cuts

@@ -100,6 +100,23 @@ def node_frames(node_ptr, node_inc, node_rep, q, weight, out):
         out[i, 0], out[i, 1], out[i, 2], out[i, 3] = w, x, y, z
 
 
+@nb.njit(nogil=True, cache=True)
+def frame_drift(frames, fpos, ref):
+    """Largest turn of a free node's frame, frames (n, 4), from ref (n', 4) (the node frames a step
+    matrix was assembled at; identity past n'), as sin^2(theta / 2)."""
+    worst = 0.0
+    for i in range(fpos.shape[0]):
+        if fpos[i] < 0:
+            continue
+        if i < ref.shape[0]:
+            d = (frames[i, 0] * ref[i, 0] + frames[i, 1] * ref[i, 1] + frames[i, 2] * ref[i, 2]
+                 + frames[i, 3] * ref[i, 3])
+        else:
+            d = frames[i, 0]
+        worst = max(worst, 1.0 - d * d)
+    return worst
+
+
 @nb.njit(**_KERNEL)
 def node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravity, x, y, xp,
               h2, ah, fpos, r_node, res, z, node_e, ref):

@@ -24,6 +24,13 @@ REFACTOR_TICKS = 400
 #: The same for the organs of an anatomy scene (~500 nodes: 15-25 ms to factor): the old factor
 #: misjudges the cut region, and dividing a duct cost ~5 element passes a tick for the 400 ticks.
 ORGAN_REFACTOR_TICKS = 40
+#: An organ body's step matrix follows its configuration: every DRIFT_CHECK_TICKS the scene compares
+#: the node frames with those the factor was assembled at and, when one has turned more than
+#: DRIFT_DEG, refactors at the configuration (retracting the gallbladder turns it far from where
+#: it hung, and the matrix assembled there misjudges it as the rest matrix misjudged the hanging
+#: ducts: docs/tissue-solver.md).
+DRIFT_CHECK_TICKS = 20
+DRIFT_DEG = 10.0
 
 
 def node_diagonal_blocks(model: TissueModel, nodes: np.ndarray, dt: float) -> np.ndarray:
