@@ -69,7 +69,7 @@ from sim.tissue import (
 )
 from sim.tissue_injury import TissueInjury
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
-from sim.topology_solver import DRIFT_CHECK_TICKS, DRIFT_DEG, ORGAN_REFACTOR_TICKS
+from sim.topology_solver import DRIFT_CHECK_TICKS, DRIFT_DEG, DRIFT_NODES, ORGAN_REFACTOR_TICKS
 
 #: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
 #: dynamics (no stabilization). Co-rotational: with stable neo-Hookean a node wedged between a
@@ -427,11 +427,11 @@ class Scene:
 
     def _follow_configuration(self) -> None:
         """Refactor the step matrix where the tissue is (off the hot path, swapped in
-        ORGAN_REFACTOR_TICKS later) once a node frame has turned DRIFT_DEG from those it was
-        assembled at."""
+        ORGAN_REFACTOR_TICKS later) once DRIFT_NODES node frames have turned DRIFT_DEG from those
+        it was assembled at."""
         st = self.tissue_state
         limit = np.sin(np.radians(DRIFT_DEG) / 2.0) ** 2
-        if self.injury.drift(st, self.tissue.system(self.dt), self._frames) > limit:
+        if self.injury.drift(st, self.tissue.system(self.dt), limit, self._frames) >= DRIFT_NODES:
             self._refactor.start(self.tissue.with_topology(), self.tick_count, ORGAN_REFACTOR_TICKS,
                                  self.injury.configuration(st))
 

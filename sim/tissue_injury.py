@@ -223,12 +223,13 @@ class TissueInjury:
         `at`, with the clips' tethers: `sim.clips.ClipSet.configuration`)."""
         return self.clips.configuration(state)
 
-    def drift(self, state, system, out: np.ndarray) -> float:
-        """How far the tissue's node frames (with the clips') have turned from those `system` (a
-        `sim.tissue.TissueSystem`) was assembled at: the largest over free nodes, sin^2(theta / 2);
+    def drift(self, state, system, limit: float, out: np.ndarray) -> int:
+        """How many free nodes' frames (with the clips') have turned more than `limit` (as
+        sin^2(theta / 2)) from those `system` (a `sim.tissue.TissueSystem`) was assembled at;
         out: a (>= n, 4) scratch buffer."""
         frames = self.clips.frames_into(state, out)
-        return frame_drift(frames, system.fpos, NO_FRAMES if system.frames is None else system.frames)
+        return frame_drift(frames, system.fpos, NO_FRAMES if system.frames is None else system.frames,
+                           limit)
 
     def take_tear(self):
         """(blade, failed elements, event or None) of a tear this tick, or None; the scene cuts

@@ -101,10 +101,11 @@ def node_frames(node_ptr, node_inc, node_rep, q, weight, out):
 
 
 @nb.njit(nogil=True, cache=True)
-def frame_drift(frames, fpos, ref):
-    """Largest turn of a free node's frame, frames (n, 4), from ref (n', 4) (the node frames a step
-    matrix was assembled at; identity past n'), as sin^2(theta / 2)."""
-    worst = 0.0
+def frame_drift(frames, fpos, ref, limit):
+    """How many free nodes' frames, frames (n, 4), have turned from ref (n', 4) (the node frames a
+    step matrix was assembled at; identity past n') by more than `limit`, given as
+    sin^2(theta / 2)."""
+    count = 0
     for i in range(fpos.shape[0]):
         if fpos[i] < 0:
             continue
@@ -113,8 +114,8 @@ def frame_drift(frames, fpos, ref):
                  + frames[i, 3] * ref[i, 3])
         else:
             d = frames[i, 0]
-        worst = max(worst, 1.0 - d * d)
-    return worst
+        count += 1.0 - d * d > limit
+    return count
 
 
 @nb.njit(**_KERNEL)

@@ -25,12 +25,14 @@ REFACTOR_TICKS = 400
 #: misjudges the cut region, and dividing a duct cost ~5 element passes a tick for the 400 ticks.
 ORGAN_REFACTOR_TICKS = 40
 #: An organ body's step matrix follows its configuration: every DRIFT_CHECK_TICKS the scene compares
-#: the node frames with those the factor was assembled at and, when one has turned more than
-#: DRIFT_DEG, refactors at the configuration (retracting the gallbladder turns it far from where
-#: it hung, and the matrix assembled there misjudges it as the rest matrix misjudged the hanging
-#: ducts: docs/tissue-solver.md).
+#: the node frames with those the factor was assembled at and, when DRIFT_NODES of them have turned
+#: more than DRIFT_DEG, refactors at the configuration (retracting the gallbladder turns it far from
+#: where it hung, and the matrix assembled there misjudges it as the rest matrix misjudged the
+#: hanging ducts: docs/tissue-solver.md). A tool pressing on an organ turns 2-6 nodes that far:
+#: not worth a factor (and the worker thread's share of the GIL) each time.
 DRIFT_CHECK_TICKS = 20
 DRIFT_DEG = 10.0
+DRIFT_NODES = 8
 
 
 def node_diagonal_blocks(model: TissueModel, nodes: np.ndarray, dt: float) -> np.ndarray:
