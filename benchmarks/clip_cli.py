@@ -30,6 +30,7 @@ PHASES = ("clipping", "rest", "lift", "settle")
 def _run(clip: bool) -> dict:
     from sim import instruments as inst
     from sim.clips import lumen_area, wall_gap
+    from sim.eased_move import eased_move
     from sim.ports import Port
     from sim.scene import Scene, SceneConfig, SceneControl
     from sim.tissue_bodies import TubeBody
@@ -55,12 +56,7 @@ def _run(clip: bool) -> dict:
                 passes[phase].append(state.evaluations)
 
         def move(to, jaw, seconds, phase=None):
-            p0, j0 = control.targets[0, :3].copy(), control.jaws[0]
-            n = int(round(seconds / dt))
-            for k in range(1, n + 1):
-                w = 0.5 - 0.5 * np.cos(np.pi * k / n)
-                control.targets[0, :3] = p0 + w * (np.asarray(to, float) - p0)
-                control.jaws[0] = j0 + w * (jaw - j0)
+            for _ in eased_move(control, 0, to, int(round(seconds / dt)), jaw):
                 tick(phase)
 
         z_grip = 0.0165 if clip else 0.05

@@ -54,8 +54,13 @@ def emulator_hands(cfg: RunConfig) -> tuple:
     plays (`emulator_hands`: emulated hands that move where that scene has room), else none."""
     if cfg.hand_emu_args:
         return cfg.hand_emu_args
-    proc = find_procedure(cfg.scene)
-    return tuple(getattr(proc, "emulator_hands", ()))
+    try:
+        from procedures.registry import PROCEDURES, procedure_class
+    except ImportError:
+        return ()
+    if cfg.scene not in PROCEDURES:
+        return ()
+    return tuple(getattr(procedure_class(cfg.scene), "emulator_hands", ()))
 
 
 def build_session(cfg: RunConfig, n_hands: int = 1, *, procedure=None):

@@ -9,6 +9,7 @@ import pytest
 
 from procedures.cholecystectomy import APPLIER, GRASPER, Cholecystectomy
 from sim.cutting import quad_blade
+from sim.eased_move import eased_move
 from sim.organs import AnatomyBody
 from sim.scene import build_scene
 
@@ -26,11 +27,8 @@ def _move(scene, proc, tool, goal, jaw, ticks, roll=None):
     """Minimum-jerk-ish move of one tool's target to goal [m] with jaw [rad], others held."""
     control = scene.hold_control() if not hasattr(scene, "_ctl") else scene._ctl
     scene._ctl = control
-    start = control.targets[tool, :3].copy()
-    for k in range(ticks):
-        w = 0.5 - 0.5 * np.cos(np.pi * (k + 1) / ticks)
-        control.targets[tool, :3] = start + w * (np.asarray(goal) - start)
-        control.jaws[tool] = jaw
+    control.jaws[tool] = jaw
+    for _ in eased_move(control, tool, goal, ticks):
         if roll is not None:
             control.targets[tool, 3] = roll
         n = len(scene.events)

@@ -6,6 +6,7 @@ import pytest
 from sim import instruments as inst
 from sim.bleeding import DROP_ML
 from sim.clips import lumen_area, wall_gap
+from sim.eased_move import eased_move
 from sim.ports import Port
 from sim.scene import Scene, SceneConfig, SceneControl, build_scene
 from sim.tissue_bodies import StripBody, TubeBody
@@ -79,12 +80,7 @@ def tube_scene(**body) -> Scene:
 
 
 def move(scene, control, to, jaw, seconds):
-    p0, j0 = control.targets[0, :3].copy(), control.jaws[0]
-    n = int(round(seconds / DT))
-    for k in range(1, n + 1):
-        w = 0.5 - 0.5 * np.cos(np.pi * k / n)
-        control.targets[0, :3] = p0 + w * (np.asarray(to, float) - p0)
-        control.jaws[0] = j0 + w * (jaw - j0)
+    for _ in eased_move(control, 0, to, int(round(seconds / DT)), jaw):
         scene.tick(control, DT)
 
 

@@ -6,6 +6,7 @@ import scipy.sparse.linalg as spla
 
 from sim import instruments as inst
 from sim.contact_kernels import clearance
+from sim.eased_move import eased_move
 from sim.ports import Port
 from sim.scene import Scene, SceneConfig, SceneControl, build_scene
 from sim.tool_scene import ToolSetup
@@ -36,14 +37,7 @@ def settle(scene: Scene, control: SceneControl, seconds: float) -> None:
 
 def move(scene: Scene, control: SceneControl, to, seconds: float, jaw=None, record=None) -> None:
     """Cosine-smoothed move of tool 0's target to `to` [m]; record(scene, force) every tick."""
-    p0 = control.targets[0, :3].copy()
-    j0 = control.jaws[0]
-    n = int(round(seconds / DT))
-    for k in range(1, n + 1):
-        w = 0.5 - 0.5 * np.cos(np.pi * k / n)
-        control.targets[0, :3] = p0 + w * (np.asarray(to, dtype=float) - p0)
-        if jaw is not None:
-            control.jaws[0] = j0 + w * (jaw - j0)
+    for _ in eased_move(control, 0, to, int(round(seconds / DT)), jaw):
         f = scene.tick(control, DT)
         if record is not None:
             record(scene, f)
