@@ -28,9 +28,9 @@ restarted (x_{n-1} = x_n - h v_n, v_{n-1} = v_n: a constant-velocity past) when 
 what the last step wrote, so resets, teleports and the contact stage's position projections need
 no bookkeeping by the caller.
 
-Numba's on-disk cache of these kernels is keyed on this file only: after changing a
-`sim.tissue_elements` function they inline, delete sim/__pycache__/tissue_solver.* (and
-tissue.*, tissue_kernels.*, tissue_injury.*) or the old code keeps running.
+Numba keys a cached kernel on its own file only, while these inline `sim.tissue_elements` and
+`sim.tissue_tethers`: the cache directory is named by a hash of every kernel file (`sim/__init__`),
+so a change to any of them compiles anew.
 """
 
 from __future__ import annotations

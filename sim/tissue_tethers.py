@@ -25,8 +25,8 @@ the velocity tolerance that the gradient promised (a clipped duct creeping back 
 withdrew: 6.6 element passes a tick for 0.5 s; with 16: 1.0). 16 iterations of a 3x3 update cost
 nothing next to the sums over the group's nodes.
 
-Numba's cache of `sim.tissue_solver.step_kernel` does not see changes to these kernels (or
-constants): after editing this file, delete sim/__pycache__/tissue_solver.*.nbi/.nbc.
+`sim.tissue_solver.step_kernel` inlines these kernels: the Numba cache directory follows a hash
+of every kernel file (`sim/__init__`), so editing this one recompiles it too.
 
 Units: m, N. Kernels nogil, cached, float64, no allocation.
 """
