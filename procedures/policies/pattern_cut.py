@@ -18,7 +18,11 @@ Styles (seeded per episode):
 - novice: slower moves with pauses, tremor, an aim that drifts off the line (a random walk of
   ~1.2 mm per snip, half pulled back when the novice notices), many short hesitant snips with
   wide-ish blade openings (straight cuts that leave the curve), presses the grasper deeper into
-  the gauze, and its left hand only holds (no traction that follows the cut).
+  the gauze, pulls it harder (6 mm up and 6 mm out from the circle, where the expert lifts 2 mm
+  and shifts 3 mm with the cut) and presses the
+  scissors down into it as the blades close (3 mm along the shaft): novices handle tissue with
+  more force than experts (Horeman et al., Surg Endosc 2010, 24:3102); its left hand only
+  holds (no traction that follows the cut).
 - expert's left hand follows the cut: after each snip it shifts the traction point 3 mm away from
   where the scissors cut, while they move to the next snip (both hands work).
 """
@@ -36,7 +40,6 @@ OPEN_GRASPER, CLOSED = 0.6, 0.0  # [rad]
 # [m] where the grasper takes the gauze: outside the circle, front left, so that its shaft (from the
 # left port) never crosses the scissors' (from the right port, reaching all round the circle).
 GRASP_AT = np.array([-0.030, -0.020])  # on a node of the 5 mm gauze grid
-LIFT = 0.002  # [m] traction: the grasped gauze is lifted this much
 MAX_EXTRA = 40  # extra snips to close gaps before giving up
 RETRY_SHIFT = 0.0015  # [m] along the line: each further snip at the same gap lands this much aside
 TRACTION_SHIFT = 0.003  # [m] how far the expert's traction point moves away from the cut
@@ -48,7 +51,10 @@ class Style:
     tremor [m]; aim_sd: random error of each snip's aim across the line [m]; drift_sd: random walk
     of the aim per snip [m] (pulled back to the line by `correct` each snip); opening: blade
     opening per snip [rad]; spacing: arc between snips [m]; depth: tip below the gauze [m];
-    press: how far below the gauze surface the grasper closes [m]; close_s: blade closing [s];
+    press: how far below the gauze surface the grasper closes [m]; lift: how far the grasper
+    lifts the gauze (traction) [m]; pull: how far it then pulls the gauze outward, away from the
+    circle's centre [m]; push: how far the hand pushes the scissors down their shaft
+    while the blades close [m]; close_s: blade closing [s];
     aim_checks: how often the hand looks where its blades cross the gauze and corrects (the first
     look also turns the instrument); look: how long the hand waits for the instrument to come to
     rest before each look [s] (judged on the move, the aim is off by the instrument's lag);
@@ -69,6 +75,9 @@ class Style:
     spacing: float
     depth: float
     press: float
+    lift: float
+    pull: float
+    push: float
     close_s: float
     aim_checks: int
     traction: bool
@@ -80,11 +89,11 @@ class Style:
 
 EXPERT = Style("expert", speed=0.12, min_move_s=0.12, pause=(0.0, 0.0), tremor=0.0, aim_sd=1.5e-4,
                drift_sd=0.0, correct=1.0, opening=0.45, spacing=0.0045, depth=0.0015, press=0.0005,
-               close_s=0.07, aim_checks=2, traction=True, settle=0.06, look=0.05, recheck=2,
-               tolerance=5e-4)
+               lift=0.002, pull=0.0, push=0.0, close_s=0.07, aim_checks=2, traction=True, settle=0.06,
+               look=0.05, recheck=2, tolerance=5e-4)
 NOVICE = Style("novice", speed=0.08, min_move_s=0.3, pause=(0.15, 0.5), tremor=6e-4, aim_sd=6e-4,
                drift_sd=1.2e-3, correct=0.5, opening=0.7, spacing=0.0035, depth=0.0025, press=0.0015,
-               close_s=0.2, aim_checks=1, traction=False)
+               lift=0.006, pull=0.006, push=0.003, close_s=0.2, aim_checks=1, traction=False)
 POLICIES = {"expert": EXPERT, "novice": NOVICE}
 
 
@@ -130,7 +139,9 @@ class PatternCutPolicy(ScriptedPolicy):
         if not self.scene.contact.grasping[0]:
             yield ("move", self.movers[0].tip + [0.0, 0.0, -0.0015], OPEN_GRASPER, 0.15)
             yield ("move", self.movers[0].tip, CLOSED, 0.1)
-        yield ("move", self.movers[0].tip + [0.0, 0.0, LIFT], CLOSED, 0.3)
+        out = np.r_[GRASP_AT - np.array(pc.CENTRE), 0.0]
+        out /= np.linalg.norm(out)
+        yield ("move", self.movers[0].tip + [0.0, 0.0, s.lift] + out * s.pull, CLOSED, 0.3)
         held = self.movers[0].tip.copy()
         while not self.finished:
             if not s.traction:  # the novice's left hand just holds
@@ -251,7 +262,7 @@ class PatternCutPolicy(ScriptedPolicy):
                 yield ("move", tip, s.opening, 0.08)
         else:  # the last thing done was a move: let the instrument settle before the blades close
             yield ("hold", s.settle)
-        yield ("move", tip, CLOSED, s.close_s)
+        yield ("move", tip + axis * s.push, CLOSED, s.close_s)  # (a novice presses the blades down)
         pose = self.scene.tool_link_poses()[1, 0]
         self.book.add(pc.snip_points(pose, s.opening, self.plane_z))
         self.phi_now = phi
