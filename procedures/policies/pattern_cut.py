@@ -19,10 +19,9 @@ Styles (seeded per episode):
   ~1.2 mm per snip, half pulled back when the novice notices), many short hesitant snips with
   wide-ish blade openings (straight cuts that leave the curve), presses the grasper deeper into
   the gauze, pulls it harder (6 mm up and 6 mm out from the circle, where the expert lifts 2 mm
-  and shifts 3 mm with the cut) and presses the
-  scissors down into it as the blades close (3 mm along the shaft): novices handle tissue with
-  more force than experts (Horeman et al., Surg Endosc 2010, 24:3102); its left hand only
-  holds (no traction that follows the cut).
+  and shifts 3 mm with the cut) and presses the scissors down into it as the blades close (3 mm
+  along the shaft): novices handle tissue with more force than experts (Horeman et al., Surg
+  Endosc 2010, 24:3102); its left hand only holds (no traction that follows the cut).
 - expert's left hand follows the cut: after each snip it shifts the traction point 3 mm away from
   where the scissors cut, while they move to the next snip (both hands work).
 """
