@@ -102,6 +102,37 @@ def disc_free(model) -> bool:
     return not bool(model.fixed[label == piece].any())
 
 
+def tether_angle(model) -> float | None:
+    """Where the disc still hangs on the gauze [rad, about the centre]: the angle at which the
+    shortest chain of live elements (in node hops, rest coordinates) from the node nearest the
+    centre to a clamped rim node first crosses the circle; None when no chain exists (the disc is
+    free). What a person sees lifting the disc: the strand it hangs on (two snips whose kerfs
+    overlap side by side leave one that no cut face, bin by bin, gives away)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import breadth_first_order
+
+    n = model.node_count
+    tets = model.tets[model.volume > 0.0].astype(np.int64)
+    a = np.repeat(tets[:, :1], 3, axis=1).reshape(-1)
+    b = tets[:, 1:].reshape(-1)
+    graph = sp.coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
+    r = np.hypot(model.rest[:, 0] - CENTRE[0], model.rest[:, 1] - CENTRE[1])
+    live = np.zeros(n, dtype=bool)
+    live[tets.reshape(-1)] = True
+    start = int(np.argmin(np.where(live, r, np.inf)))
+    order, pred = breadth_first_order(graph, start, directed=False, return_predecessors=True)
+    rim = order[model.fixed[order]]
+    if rim.size == 0:
+        return None
+    path = [int(rim[0])]  # the nearest clamped node, back to the centre
+    while path[-1] != start:
+        path.append(int(pred[path[-1]]))
+    path = path[::-1]
+    k = next(i for i, v in enumerate(path) if r[v] > RADIUS)
+    p = 0.5 * (model.rest[path[k]] + model.rest[path[max(k - 1, 0)]])
+    return float(np.arctan2(p[1] - CENTRE[1], p[0] - CENTRE[0]))
+
+
 def mesh_cut_bins(model) -> np.ndarray:
     """The circle's 1-degree bins (BINS,) bool that the gauze is cut through at: crossed by a cut
     face (a surface triangle standing across the sheet, inside the frame) within COVER_BAND of

@@ -15,6 +15,13 @@ import numpy as np
 #: a fixed organ, at its port's angle limit) while the hand moves on stretched the coupling spring
 #: to 50-90 N in the cholecystectomy, pushed that into the tissue and into the force metrics.
 MAX_COUPLING_FORCE = 15.0
+#: Roll servo: natural frequency x dt of the joint spring-damper that turns the shaft to its
+#: commanded roll (critically damped, explicit torque: stable well past 0.3; the tip coupling is
+#: refused above 0.5). A hand holds an instrument's roll far stiffer than the tip's 500 N/m
+#: coupling: a roll spring of the tip's natural frequency (k I_roll / m, 1.7 mNm/rad for the
+#: 5e-7 kg m^2 shaft) let 1.6 mNm from the gauze (0.5 N on a curved blade 3 mm off the axis)
+#: turn the scissors 20-40 degrees while they closed. At 0.3: 0.045 Nm/rad, ~2 degrees.
+ROLL_OMEGA_DT = 0.3
 
 
 @nb.njit(cache=True, nogil=True)
@@ -38,14 +45,14 @@ def project_tip(port, target, max_angle, min_depth, max_depth, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def coupling_torques(port, q, qd, mass, grav, target, prev_target, k, dt, tool_mass, max_angle,
+def coupling_torques(port, q, qd, mass, grav, target, prev_target, k, dt, max_angle,
                      min_depth, max_depth, tau, force, x_target):
     """One tool's coupling for one tick.
 
     port (3,) [m]; q, qd (4,): (a, b [rad], s [m], roll [rad]) and rates; mass (4, 4): joint-space
     inertia of (a, b, s, roll); grav (4,): gravity-holding joint torques; target (4,): commanded tip
     (x, y, z [m]) and roll [rad]; prev_target (3,) [m]: last tick's projected target (updated in
-    place); k [N/m]; dt [s]; tool_mass [kg]; the port limits. Outputs: tau (4,) joint torques/forces
+    place); k [N/m]; dt [s]; the port limits. Outputs: tau (4,) joint torques/forces
     to command, force (3,) [N] the coupling force on the proxy (saturated at MAX_COUPLING_FORCE),
     x_target (3,) [m] projected target.
     """
@@ -87,7 +94,7 @@ def coupling_torques(port, q, qd, mass, grav, target, prev_target, k, dt, tool_m
     jt_f = jac.T @ force
     for i in range(3):
         tau[i] = grav[i] + jt_f[i]
-    # Roll: a joint spring-damper with the natural frequency of a tip of the tool's mass.
+    # Roll: a critically damped joint spring-damper at ROLL_OMEGA_DT / dt (a hand holds its roll stiff).
     i_roll = mass[3, 3]
-    k_roll = k * i_roll / tool_mass
-    tau[3] = grav[3] + k_roll * (target[3] - q[3]) - 2.0 * np.sqrt(k_roll * i_roll) * qd[3]
+    omega = ROLL_OMEGA_DT / dt
+    tau[3] = grav[3] + i_roll * omega * (omega * (target[3] - q[3]) - 2.0 * qd[3])

@@ -192,7 +192,7 @@ class ToolScene:
             grav = np.array(pb.calculateInverseDynamics(inst.body, positions, zeros6, zeros6,
                                                         physicsClientId=self.client)[:4])
             ck.coupling_torques(inst.port_point, q, qd, mass[:4, :4], grav, targets[i], self._prev_target[i],
-                                k, dt, spec.mass, inst.port.max_angle, spec.min_insert, spec.max_insert,
+                                k, dt, inst.port.max_angle, spec.min_insert, spec.max_insert,
                                 self._tau[i], forces[i], self.last_target[i])
             pb.setJointMotorControlArray(inst.body, list(ARM_JOINTS), pb.TORQUE_CONTROL,
                                          forces=self._tau[i].tolist(), physicsClientId=self.client)

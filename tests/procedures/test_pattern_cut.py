@@ -123,7 +123,7 @@ def test_result_of_a_known_trace():
     assert not slow.passed  # all within the line, over 98 s
 
 
-FIRST_S = 9.0  # [s] of each scripted attempt the real-scene tests run (a whole one takes minutes)
+FIRST_S = 12.0  # [s] of each scripted attempt the real-scene tests run (a whole one takes minutes)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +204,35 @@ def test_the_disc_is_free_when_the_mesh_says_so():
     assert pc.disc_free(scene.tissue)
     assert scene.tissue.volume.sum() == pytest.approx(vol0, rel=5e-3)
     scene.close()
+
+
+def test_the_strand_the_disc_hangs_on_is_found():
+    """Cut all round but one stretch (105-135 degrees): the chain of elements from the centre to
+    the clamped rim crosses the circle there (the scripted hands snip where the disc hangs when no
+    gap shows bin by bin: expert seed 2 once stood idle for 270 s beside a disc on one strand);
+    once that stretch is cut the disc is free and no strand is left."""
+    from sim.cutting import quad_blade
+    from sim.scene import build_scene
+
+    scene = build_scene("pattern_cut")
+    z = scene.tissue.rest[:, 2]
+    lo, hi = z.min() - 1e-3, z.max() + 1e-3
+
+    def snip(i, k=24):
+        a0, a1 = 2 * np.pi * i / k, 2 * np.pi * (i + 1.05) / k
+        p0 = pc.RADIUS * np.array([np.cos(a0), np.sin(a0)])
+        p1 = pc.RADIUS * np.array([np.cos(a1), np.sin(a1)])
+        scene.cut(quad_blade([*p0, lo], [*p1, lo], [*p1, hi], [*p0, hi]))
+
+    try:
+        for i in range(24):
+            if i not in (7, 8):
+                snip(i)
+        assert not pc.disc_free(scene.tissue)
+        ang = np.degrees(pc.tether_angle(scene.tissue)) % 360.0
+        assert 100.0 < ang < 140.0
+        snip(7)
+        snip(8)
+        assert pc.disc_free(scene.tissue) and pc.tether_angle(scene.tissue) is None
+    finally:
+        scene.close()

@@ -91,7 +91,7 @@ def test_numba_coupling_kernel_matches_the_numpy_formulas():
         kw = dict(max_angle=1.0, min_depth=0.02, max_depth=0.3)
         tau, force, xt = np.zeros(4), np.zeros(3), np.zeros(3)
         prev_k = prev.copy()
-        coupling_torques(port, q, qd, mass, grav, target, prev_k, 500.0, 1e-3, 0.15, kw["max_angle"],
+        coupling_torques(port, q, qd, mass, grav, target, prev_k, 500.0, 1e-3, kw["max_angle"],
                          kw["min_depth"], kw["max_depth"], tau, force, xt)
         x_t, _, _ = project_tip_target(port, target[:3], **kw)
         jac = tip_jacobian(*q[:3])
