@@ -13,7 +13,7 @@ Density, damping and the elastic law are shared by every organ (`SHARED`).
 `hanging(model, dt)` lets the organs sag to rest under gravity before a session (the scene starts
 there, `BodyInfo.start_x`) and leaves the model's step matrix assembled at that configuration: the
 ducts hang with their elements turned up to ~20 deg, where the rest matrix fed a limit cycle in
-the one-pass step (docs/tissue-solver.md, "A step matrix at the hanging configuration").
+the one-pass step (docs/tissue-solver.md, "A step matrix at the organs' configuration").
 
 Units: Pa, kg/m^3, s.
 """

@@ -67,7 +67,8 @@ def node_frame(i, node_ptr, node_inc, node_rep, q, weight):
     that switched from one element's rotation to the average where the spread passed a threshold
     (10 deg, then 1 deg) fed a limit cycle in the one-pass step: the cholecystectomy's hanging
     cystic duct (elements turned up to 16 deg at rest under gravity) oscillated at 0.09-0.21 m/s
-    forever with the tools in the air; with the average it settles to 0 (docs/tissue-solver.md).
+    forever with the tools in the air; with the average seed 0's settles (other seeds also need
+    the step matrix at their configuration: docs/tissue-solver.md).
     """
     rep = node_rep[i]
     for k in range(node_ptr[i], node_ptr[i + 1]):
