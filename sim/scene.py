@@ -410,7 +410,7 @@ class Scene:
             listener(change)
         # A body whose step matrix follows its configuration (organs: `sim.organs.hanging`) gets
         # the rebuilt one assembled where the tissue is now (the clips rebound by the listeners).
-        if getattr(self.body_info, "start_x", None) is not None:
+        if self._follow:
             self._refactor.start(change.model, self.tick_count, ORGAN_REFACTOR_TICKS,
                                  self.injury.configuration(change.state))
         else:

@@ -40,13 +40,19 @@ def numba_threads(n: int):
         numba.set_num_threads(prev)
 
 
-def find_procedure(name: str):
-    """A new procedure object for `name` if `procedures.registry` knows it, else None."""
+def find_procedure_class(name: str):
+    """The procedure class for `name` if `procedures.registry` knows it, else None."""
     try:
-        from procedures.registry import PROCEDURES, get_procedure
+        from procedures.registry import PROCEDURES, procedure_class
     except ImportError:
         return None
-    return get_procedure(name) if name in PROCEDURES else None
+    return procedure_class(name) if name in PROCEDURES else None
+
+
+def find_procedure(name: str):
+    """A new procedure object for `name` if `procedures.registry` knows it, else None."""
+    cls = find_procedure_class(name)
+    return cls() if cls is not None else None
 
 
 def emulator_hands(cfg: RunConfig) -> tuple:
@@ -54,13 +60,7 @@ def emulator_hands(cfg: RunConfig) -> tuple:
     plays (`emulator_hands`: emulated hands that move where that scene has room), else none."""
     if cfg.hand_emu_args:
         return cfg.hand_emu_args
-    try:
-        from procedures.registry import PROCEDURES, procedure_class
-    except ImportError:
-        return ()
-    if cfg.scene not in PROCEDURES:
-        return ()
-    return tuple(getattr(procedure_class(cfg.scene), "emulator_hands", ()))
+    return tuple(getattr(find_procedure_class(cfg.scene), "emulator_hands", ()))
 
 
 def build_session(cfg: RunConfig, n_hands: int = 1, *, procedure=None):
