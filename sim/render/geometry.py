@@ -187,3 +187,24 @@ def jaw_box_transforms(tool: dict) -> list[np.ndarray]:
         out.append([translate(0.0, y, -l1 / 2) @ scale(w, t, l1),
                     translate(*centre) @ rot_axis((0, 1, 0), -c) @ scale(w, t, l2)])
     return out
+
+
+def merge_parts(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One mesh of several placed, differently coloured parts (a static batch: one draw call
+    instead of one per part, which is what a software rasteriser pays for most).
+
+    parts: (verts (n, 3), normals (n, 3), tris (k, 3), model (4, 4), colour (3,),
+    (shininess, specular, sheen)). Returns world verts (N, 3), unit normals (N, 3), tris (K, 3)
+    int32 and per-vertex material (N, 6): colour then (shininess, specular, sheen)."""
+    verts, norms, tris, mats, base = [], [], [], [], 0
+    for v, n, t, model, colour, finish in parts:
+        v, n = np.asarray(v, float), np.asarray(n, float)
+        verts.append(v @ model[:3, :3].T + model[:3, 3])
+        nm = np.linalg.inv(model[:3, :3]).T  # normals transform by the inverse transpose
+        n = n @ nm.T
+        norms.append(n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12))
+        tris.append(np.asarray(t, np.int64) + base)
+        mats.append(np.tile(np.r_[np.asarray(colour, float), np.asarray(finish, float)], (len(v), 1)))
+        base += len(v)
+    return (np.concatenate(verts), np.concatenate(norms), np.concatenate(tris).astype(np.int32),
+            np.concatenate(mats))

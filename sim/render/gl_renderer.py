@@ -31,15 +31,16 @@ from typing import NamedTuple
 import numpy as np
 from OpenGL import GL
 
-# Vertex data always lives in buffer objects, so the raw binding is enough: PyOpenGL's wrapper would
-# keep the (offset) "array" alive per context and ask its platform for the current context, which
-# fails when an EGL context is drawn through after pyopenxr forced PyOpenGL's GLX platform (the
-# xr -> window -> headless fallback in one process).
-from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttribPointer as _vertex_attrib_pointer
+# The per-draw calls go through the raw bindings: the wrappers' argument handling was most of the
+# Python time of a frame (and see `sim.render.gl_objects` on PyOpenGL's platform after pyopenxr).
+from OpenGL.raw.GL.VERSION.GL_2_0 import glUniformMatrix3fv as _uniform_matrix3
+from OpenGL.raw.GL.VERSION.GL_2_0 import glUniformMatrix4fv as _uniform_matrix4
+from OpenGL.raw.GL.VERSION.GL_2_0 import glVertexAttrib3f as _vertex_attrib3
 
 from sim.camera import LaparoscopeCamera
 from sim.render import geometry as geo
 from sim.render import shaders
+from sim.render.gl_objects import COLOUR, MATERIAL, Mesh, vertex_attrib_pointer
 from sim.render.hud import hud_quads, hud_state
 from sim.render.shadow import BIAS, ShadowMap, light_view_proj
 
@@ -65,7 +66,8 @@ LAYERS = ("trainer", "walls", "tissue", "instruments", "objects")
 
 class Item(NamedTuple):
     """One thing to draw: mesh, model matrix (4, 4) in the sim world, material, layer (LAYERS or a
-    new name), and whether it casts a shadow."""
+    new name), and whether it casts a shadow. A mesh with per-vertex materials (a merged batch)
+    ignores the item's colour, shininess, specular and sheen."""
 
     mesh: Mesh
     model: np.ndarray
@@ -75,109 +77,6 @@ class Item(NamedTuple):
     sheen: float
     layer: str
     casts: bool = True
-
-
-class Mesh:
-    """A VAO with interleaved position + normal (float32) and an index buffer."""
-
-    def __init__(self, verts: np.ndarray, normals: np.ndarray, tris: np.ndarray, *, dynamic: bool = False):
-        self.vao = GL.glGenVertexArrays(1)
-        self.vbo, self.ebo = GL.glGenBuffers(2)
-        self.count = int(tris.size)
-        self.n_verts = len(verts)
-        GL.glBindVertexArray(self.vao)
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.vbo)
-        data = np.ascontiguousarray(np.c_[verts, normals], dtype=np.float32)
-        GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, data,
-                        GL.GL_STREAM_DRAW if dynamic else GL.GL_STATIC_DRAW)
-        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.ebo)
-        idx = np.ascontiguousarray(tris, dtype=np.uint32)
-        GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, idx.nbytes, idx, GL.GL_STATIC_DRAW)
-        GL.glEnableVertexAttribArray(0)
-        _vertex_attrib_pointer(0, 3, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(0))
-        GL.glEnableVertexAttribArray(1)
-        _vertex_attrib_pointer(1, 3, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(12))
-        GL.glBindVertexArray(0)
-
-    def update(self, verts: np.ndarray, normals: np.ndarray) -> None:
-        data = np.empty((len(verts), 6), dtype=np.float32)
-        data[:, :3], data[:, 3:] = verts, normals
-        GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.vbo)
-        # Orphan then fill: the driver need not wait for last frame's draw to finish with it.
-        GL.glBufferData(GL.GL_ARRAY_BUFFER, data.nbytes, None, GL.GL_STREAM_DRAW)
-        GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, data.nbytes, data)
-
-    def draw(self) -> None:
-        GL.glBindVertexArray(self.vao)
-        GL.glDrawElements(GL.GL_TRIANGLES, self.count, GL.GL_UNSIGNED_INT, None)
-
-    def release(self) -> None:
-        GL.glDeleteBuffers(2, [self.vbo, self.ebo])
-        GL.glDeleteVertexArrays(1, [self.vao])
-
-
-class Framebuffer:
-    """An offscreen colour texture (RGBA8) + depth renderbuffer, or a wrapper around an external
-    colour texture (an OpenXR swapchain image)."""
-
-    def __init__(self, width: int, height: int, *, texture: int | None = None):
-        self.width, self.height = width, height
-        self.fbo = GL.glGenFramebuffers(1)
-        self.owns_texture = texture is None
-        if texture is None:
-            texture = GL.glGenTextures(1)
-            GL.glBindTexture(GL.GL_TEXTURE_2D, texture)
-            GL.glTexImage2D(GL.GL_TEXTURE_2D, 0, GL.GL_RGBA8, width, height, 0, GL.GL_RGBA,
-                            GL.GL_UNSIGNED_BYTE, None)
-            GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MIN_FILTER, GL.GL_LINEAR)
-            GL.glTexParameteri(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_MAG_FILTER, GL.GL_LINEAR)
-        self.texture = texture
-        self.depth = GL.glGenRenderbuffers(1)
-        GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, self.depth)
-        GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_DEPTH_COMPONENT24, width, height)
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
-        GL.glFramebufferTexture2D(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, GL.GL_TEXTURE_2D, texture, 0)
-        GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER,
-                                     self.depth)
-        status = GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER)
-        if status != GL.GL_FRAMEBUFFER_COMPLETE:
-            raise RuntimeError(f"framebuffer incomplete: 0x{int(status):x}")
-
-    def bind(self) -> None:
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
-        GL.glViewport(0, 0, self.width, self.height)
-
-    def read_rgb(self) -> np.ndarray:
-        """The colour attachment as uint8 (height, width, 3), top row first."""
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
-        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-        data = GL.glReadPixels(0, 0, self.width, self.height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
-        img = np.frombuffer(data, dtype=np.uint8).reshape(self.height, self.width, 3)
-        return img[::-1].copy()
-
-    def read_depth(self) -> np.ndarray:
-        """The depth attachment as window depth in [0, 1] (float32, (height, width)), top row first
-        (1 = the far plane: nothing drawn there)."""
-        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
-        GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-        data = GL.glReadPixels(0, 0, self.width, self.height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT)
-        img = np.frombuffer(data, dtype=np.float32).reshape(self.height, self.width)
-        return img[::-1].copy()
-
-    def release(self) -> None:
-        GL.glDeleteFramebuffers(1, [self.fbo])
-        GL.glDeleteRenderbuffers(1, [self.depth])
-        if self.owns_texture:
-            GL.glDeleteTextures(1, [self.texture])
-
-
-def read_default_framebuffer(width: int, height: int) -> np.ndarray:
-    """The window's back buffer as uint8 (height, width, 3), top row first."""
-    GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, 0)
-    GL.glPixelStorei(GL.GL_PACK_ALIGNMENT, 1)
-    GL.glReadBuffer(GL.GL_BACK)
-    data = GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
-    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)[::-1].copy()
 
 
 def _normal_matrix(m: np.ndarray) -> np.ndarray:
@@ -199,13 +98,15 @@ class Renderer:
         self.hud_prog = shaders.compile_program(shaders.HUD_VS, shaders.HUD_FS)
         self.tex_prog = shaders.compile_program(shaders.TEX_VS, shaders.TEX_FS)
         self._loc = {name: GL.glGetUniformLocation(self.mesh_prog, name) for name in (
-            "u_model", "u_view_proj", "u_normal_mat", "u_colour", "u_shininess", "u_specular", "u_sheen",
-            "u_eye", "u_light_pos", "u_light_dir", "u_light_range", "u_light_power", "u_ambient",
+            "u_model", "u_view_proj", "u_normal_mat", "u_eye", "u_light_pos", "u_light_dir", "u_light_range",
+            "u_light_power", "u_ambient",
             "u_room_dir", "u_room", "u_clip", "u_shadows", "u_light_vp", "u_shadow_map", "u_shadow_bias")}
         self._dloc = {name: GL.glGetUniformLocation(self.depth_prog, name)
                       for name in ("u_model", "u_view_proj", "u_clip")}
-        self.box = Mesh(*geo.box_mesh())
-        self.cylinder = Mesh(*geo.cylinder_mesh())
+        box, cylinder = geo.box_mesh(), geo.cylinder_mesh()
+        self.box, self.cylinder = Mesh(*box), Mesh(*cylinder)
+        # CPU copies of the primitive meshes by their GL mesh's id, for merging (`_merged`).
+        self._shapes = {id(self.box): box, id(self.cylinder): cylinder}
         self.quad = Mesh(*geo.quad_mesh())
         self._meshes: list[Mesh] = []
         self.tris = np.asarray(description["tissue_triangles"], dtype=np.int32).reshape(-1, 3)
@@ -227,9 +128,9 @@ class Renderer:
         GL.glBindVertexArray(self.hud_vao)
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self.hud_vbo)
         GL.glEnableVertexAttribArray(0)
-        _vertex_attrib_pointer(0, 2, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(0))
+        vertex_attrib_pointer(0, 2, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(0))
         GL.glEnableVertexAttribArray(1)
-        _vertex_attrib_pointer(1, 4, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(8))
+        vertex_attrib_pointer(1, 4, GL.GL_FLOAT, GL.GL_FALSE, 24, ctypes.c_void_p(8))
         GL.glBindVertexArray(0)
         self.shadows = shadows
         self.shadow_map = ShadowMap()
@@ -240,9 +141,10 @@ class Renderer:
         self.shadow_ms = 0.0  # last shadow pass time (CPU side: issuing it) [ms]
 
     def mesh(self, verts: np.ndarray, normals: np.ndarray, tris: np.ndarray, *,
-             dynamic: bool = False) -> Mesh:
-        """A new mesh owned (and released) by this renderer, for an `item_sources` function."""
-        m = Mesh(verts, normals, tris, dynamic=dynamic)
+             dynamic: bool = False, material: np.ndarray | None = None) -> Mesh:
+        """A new mesh owned (and released) by this renderer, for an `item_sources` function
+        (material: per-vertex (n, 6), `Mesh`)."""
+        m = Mesh(verts, normals, tris, dynamic=dynamic, material=material)
         self._meshes.append(m)
         return m
 
@@ -298,7 +200,23 @@ class Renderer:
             for peg in np.asarray(pb["pegs"], float).reshape(-1, 3):
                 items.append(Item(self.cylinder, geo.translate(*peg) @ geo.scale(r, r, h),
                                   PEG_RGB, 40.0, 0.2, 0.0, "trainer"))
-        return items + self._rigid_organ_items()
+        return self._merged(items) + self._rigid_organ_items()
+
+    def _merged(self, items: list[Item]) -> list[Item]:
+        """Static items of the primitive meshes (box, cylinder) merged into one mesh per (layer,
+        casts): one draw for the trainer's floor and board, one for all the pegs. (Merging the
+        moving instruments and rings every frame as well saved nothing: llvmpipe's cost of a draw
+        is its triangles, not the call.)"""
+        groups: dict[tuple, list] = {}
+        for it in items:
+            groups.setdefault((it.layer, it.casts), []).append(
+                (*self._shapes[id(it.mesh)], it.model, it.colour, (it.shininess, it.specular, it.sheen)))
+        out = []
+        for (layer, casts), parts in groups.items():
+            verts, normals, tris, material = geo.merge_parts(parts)
+            out.append(Item(self.mesh(verts, normals, tris, material=material), np.eye(4), (0.0, 0.0, 0.0),
+                            0.0, 0.0, 0.0, layer, casts))
+        return out
 
     def _dynamic_items(self, snap: dict) -> list[Item]:
         items = []
@@ -401,7 +319,7 @@ class Renderer:
         GL.glUniform4f(self._dloc["u_clip"], *self._clip())
         for it in items:
             if it.casts:
-                GL.glUniformMatrix4fv(self._dloc["u_model"], 1, GL.GL_TRUE, it.model.astype(np.float32))
+                _uniform_matrix4(self._dloc["u_model"], 1, GL.GL_TRUE, it.model.astype(np.float32))
                 it.mesh.draw()
         self.shadow_map.end(saved)
         self.shadow_ms = (time.perf_counter() - t0) * 1e3
@@ -424,6 +342,7 @@ class Renderer:
         light_vp = light_view_proj(light_pos, light_dir)
         GL.glDisable(GL.GL_BLEND)
         GL.glDisable(GL.GL_CULL_FACE)
+        GL.glEnable(GL.GL_CLIP_DISTANCE0)
         if shadows:
             self._shadow_pass(items, light_vp)
         if clear:
@@ -448,19 +367,22 @@ class Renderer:
         GL.glActiveTexture(GL.GL_TEXTURE1)
         GL.glBindTexture(GL.GL_TEXTURE_2D, self.shadow_map.texture)
         GL.glUniform1i(loc["u_shadow_map"], 1)
-        for it in items:
+        # Nearest first, roughly (the instruments and objects, the tissue, then the trainer from the
+        # pegs down to the floor): the depth test then rejects hidden fragments before shading,
+        # which is most of a software-rendered frame.
+        for it in items[::-1]:
             self._draw_item(it)
         GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindVertexArray(0)
+        GL.glDisable(GL.GL_CLIP_DISTANCE0)
 
     def _draw_item(self, it: Item) -> None:
         loc = self._loc
-        GL.glUniformMatrix4fv(loc["u_model"], 1, GL.GL_TRUE, it.model.astype(np.float32))
-        GL.glUniformMatrix3fv(loc["u_normal_mat"], 1, GL.GL_TRUE, _normal_matrix(it.model).astype(np.float32))
-        GL.glUniform3f(loc["u_colour"], *it.colour)
-        GL.glUniform1f(loc["u_shininess"], it.shininess)
-        GL.glUniform1f(loc["u_specular"], it.specular)
-        GL.glUniform1f(loc["u_sheen"], it.sheen)
+        _uniform_matrix4(loc["u_model"], 1, GL.GL_TRUE, it.model.astype(np.float32))
+        _uniform_matrix3(loc["u_normal_mat"], 1, GL.GL_TRUE, _normal_matrix(it.model).astype(np.float32))
+        if not it.mesh.has_material:
+            _vertex_attrib3(COLOUR, *it.colour)
+            _vertex_attrib3(MATERIAL, it.shininess, it.specular, it.sheen)
         it.mesh.draw()
 
     def draw_hud(self, quads: list[tuple], width: int, height: int) -> None:

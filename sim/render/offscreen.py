@@ -26,7 +26,8 @@ class HeadlessView:
         prefer_egl_platform()
         self.ctx = EGLContext()
         try:
-            from sim.render.gl_renderer import Framebuffer, Renderer
+            from sim.render.gl_objects import Framebuffer
+            from sim.render.gl_renderer import Renderer
 
             self.renderer = Renderer(description)
             self.fb = Framebuffer(width, height)

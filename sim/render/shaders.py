@@ -6,9 +6,11 @@
   is projected into the light's shadow map (`u_light_vp`) and the spot light's diffuse and
   specular terms are scaled by the lit fraction: one hardware-filtered depth compare (a 2x2
   percentage-closer filter in the texture unit; four shader taps cost llvmpipe ~10 % more per frame
-  for an edge nobody sees at 960 px). A clipping plane `u_clip` (world
-  plane a x + b y + c z + d; fragments with negative distance are discarded; (0, 0, 0, 1) keeps
-  everything) cuts the scene open in the anatomy explorer.
+  for an edge nobody sees at 960 px). The material (colour, shininess, specular, sheen) is a vertex
+  attribute (`sim.render.gl_objects`): per vertex in a merged static batch, one value per draw
+  otherwise. A clipping plane `u_clip` (world plane a x + b y + c z + d; geometry at negative
+  distance is clipped through `gl_ClipDistance`; (0, 0, 0, 1) keeps everything) cuts the scene
+  open in the anatomy explorer.
 - `DEPTH_VS` / `DEPTH_FS`: the shadow map pass (depth only; also clipped).
 - `HUD_VS` / `HUD_FS`: 2D coloured quads in pixels.
 - `TEX_VS` / `TEX_FS`: an unlit textured quad (the operating-room monitor).
@@ -21,26 +23,38 @@ from OpenGL import GL
 MESH_VS = """#version 330 core
 layout(location = 0) in vec3 a_pos;
 layout(location = 1) in vec3 a_normal;
+layout(location = 2) in vec3 a_colour;    // per vertex in a merged batch, else one value per draw
+layout(location = 3) in vec3 a_finish;    // (shininess, specular, sheen), likewise
 uniform mat4 u_model;
 uniform mat4 u_view_proj;
 uniform mat3 u_normal_mat;
+uniform vec4 u_clip;         // world clipping plane; keep where dot(plane, (x, 1)) >= 0
+uniform mat4 u_light_vp;
+out vec4 v_light;
 out vec3 v_world;
 out vec3 v_normal;
+flat out vec3 v_colour;
+flat out vec3 v_finish;
 void main() {
     vec4 w = u_model * vec4(a_pos, 1.0);
     v_world = w.xyz;
     v_normal = u_normal_mat * a_normal;
+    v_colour = a_colour;
+    v_finish = a_finish;
+    // A clip distance, not a discard in the fragment shader: a shader that can discard turns off
+    // the rasteriser's early depth test, and llvmpipe then shades every hidden fragment.
+    gl_ClipDistance[0] = dot(u_clip, w);
     gl_Position = u_view_proj * w;
+    v_light = u_light_vp * w;
 }
 """
 
 MESH_FS = """#version 330 core
 in vec3 v_world;
 in vec3 v_normal;
-uniform vec3 u_colour;
-uniform float u_shininess;   // tight specular exponent
-uniform float u_specular;    // tight lobe strength
-uniform float u_sheen;       // broad wet sheen strength
+in vec4 v_light;
+flat in vec3 v_colour;
+flat in vec3 v_finish;       // tight specular exponent, tight lobe strength, broad wet sheen strength
 uniform vec3 u_eye;
 uniform vec3 u_light_pos;    // scope light
 uniform vec3 u_light_dir;    // scope view direction
@@ -49,7 +63,6 @@ uniform float u_light_power;
 uniform float u_ambient;
 uniform vec3 u_room_dir;     // towards a dim room light (0 for none)
 uniform float u_room;
-uniform vec4 u_clip;         // world clipping plane; keep where dot(plane, (x, 1)) >= 0
 uniform int u_shadows;       // 1: sample the shadow map
 uniform mat4 u_light_vp;     // world -> light clip space
 uniform sampler2DShadow u_shadow_map;
@@ -57,7 +70,7 @@ uniform float u_shadow_bias; // in light window depth
 out vec4 frag;
 
 float lit_fraction(float ndl) {
-    vec4 lp = u_light_vp * vec4(v_world, 1.0);
+    vec4 lp = v_light;
     if (lp.w <= 0.0) return 1.0;
     vec3 p = lp.xyz / lp.w * 0.5 + 0.5;
     if (p.x <= 0.0 || p.x >= 1.0 || p.y <= 0.0 || p.y >= 1.0 || p.z >= 1.0) return 1.0;
@@ -68,7 +81,6 @@ float lit_fraction(float ndl) {
 }
 
 void main() {
-    if (dot(u_clip, vec4(v_world, 1.0)) < 0.0) discard;
     vec3 n = normalize(v_normal);
     if (!gl_FrontFacing) n = -n;
     vec3 V = normalize(u_eye - v_world);
@@ -81,9 +93,9 @@ void main() {
     float lit = (u_shadows == 1) ? lit_fraction(diff) : 1.0;
     vec3 H = normalize(L + V);
     float ndh = max(dot(n, H), 0.0);
-    float spec = u_specular * pow(ndh, u_shininess) + u_sheen * pow(ndh, 0.08 * u_shininess);
-    vec3 c = u_colour * (u_ambient + lit * diff * att * spot) + vec3(lit * spec * att * spot);
-    c += u_colour * u_room * max(dot(n, u_room_dir), 0.0);
+    float spec = v_finish.y * pow(ndh, v_finish.x) + v_finish.z * pow(ndh, 0.08 * v_finish.x);
+    vec3 c = v_colour * (u_ambient + lit * diff * att * spot) + vec3(lit * spec * att * spot);
+    c += v_colour * u_room * max(dot(n, u_room_dir), 0.0);
     frag = vec4(pow(clamp(c, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
 }
 """
@@ -92,18 +104,16 @@ DEPTH_VS = """#version 330 core
 layout(location = 0) in vec3 a_pos;
 uniform mat4 u_model;
 uniform mat4 u_view_proj;
-out vec3 v_world;
+uniform vec4 u_clip;
 void main() {
     vec4 w = u_model * vec4(a_pos, 1.0);
-    v_world = w.xyz;
+    gl_ClipDistance[0] = dot(u_clip, w);
     gl_Position = u_view_proj * w;
 }
 """
 
 DEPTH_FS = """#version 330 core
-in vec3 v_world;
-uniform vec4 u_clip;
-void main() { if (dot(u_clip, vec4(v_world, 1.0)) < 0.0) discard; }
+void main() {}
 """
 
 HUD_VS = """#version 330 core

@@ -253,7 +253,7 @@ class DesktopWindow:
         return shown
 
     def screenshot(self) -> np.ndarray:
-        from sim.render.gl_renderer import read_default_framebuffer
+        from sim.render.gl_objects import read_default_framebuffer
 
         return read_default_framebuffer(*self.fb_size)
 

@@ -197,7 +197,8 @@ class XrSession:
         xr = self.xr
         from OpenGL import GL
 
-        from sim.render.gl_renderer import Framebuffer, Renderer
+        from sim.render.gl_objects import Framebuffer
+        from sim.render.gl_renderer import Renderer
 
         formats = list(xr.enumerate_swapchain_formats(self.session))
         # The shader writes gamma-encoded colour itself, so prefer a plain 8-bit format.

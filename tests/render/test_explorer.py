@@ -17,7 +17,8 @@ def canvas(egl, recorded):
 
     prefer_egl_platform()
     ctx = EGLContext()
-    from sim.render.gl_renderer import Framebuffer, Renderer
+    from sim.render.gl_objects import Framebuffer
+    from sim.render.gl_renderer import Renderer
 
     renderer, fb = Renderer(recorded["description"]), Framebuffer(W, H)
     yield renderer, fb
