@@ -142,14 +142,15 @@ class Explorer:
 
 
 def draw(renderer, snap: dict, explorer: Explorer, view: np.ndarray, proj: np.ndarray, *,
-         world: np.ndarray) -> None:
-    """Draw `snap` for the explorer: its clipping plane and hidden layers, the lamp, the room light."""
+         world: np.ndarray, same_frame: bool = False) -> None:
+    """Draw `snap` for the explorer: its clipping plane and hidden layers, the lamp, the room light
+    (same_frame: `Renderer.draw_scene`'s, for the second eye)."""
     renderer.clip_plane = explorer.clip_plane()
     renderer.hidden = set(explorer.hidden)
     pos, direction = explorer.light()
     try:
         renderer.draw_scene(snap, view, proj, world=world, light_pos=pos, light_dir=direction,
-                            walls="walls" not in explorer.hidden, room=0.5)
+                            walls="walls" not in explorer.hidden, room=0.5, same_frame=same_frame)
     finally:
         renderer.clip_plane = None
         renderer.hidden = set()

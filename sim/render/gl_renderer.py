@@ -139,6 +139,7 @@ class Renderer:
         self.item_sources: list[Callable[[dict], list[Item]]] = [self._injury_items]
         self.tissue_ms = 0.0  # last tissue upload time (normals + buffer) [ms], for the benchmark
         self.shadow_ms = 0.0  # last shadow pass time (CPU side: issuing it) [ms]
+        self._shadowed: tuple | None = None  # (light, clip, hidden) the shadow map was drawn with
 
     def mesh(self, verts: np.ndarray, normals: np.ndarray, tris: np.ndarray, *,
              dynamic: bool = False, material: np.ndarray | None = None) -> Mesh:
@@ -218,10 +219,11 @@ class Renderer:
                             0.0, 0.0, 0.0, layer, casts))
         return out
 
-    def _dynamic_items(self, snap: dict) -> list[Item]:
+    def _dynamic_items(self, snap: dict, same_frame: bool = False) -> list[Item]:
         items = []
         if self.tissue is not None and len(snap["tissue_x"]) and "tissue" not in self.hidden:
-            self.upload_tissue(self._live_tissue(snap))
+            if not same_frame:
+                self.upload_tissue(self._live_tissue(snap))
             for mesh, colour in self.organs or [(self.tissue, TISSUE_RGB)]:
                 items.append(Item(mesh, np.eye(4), colour, 90.0, 0.55, 0.08, "tissue"))
         links = np.asarray(snap["tool_links"], float).reshape(-1, 3, 7)
@@ -269,9 +271,10 @@ class Renderer:
                                   BLOOD_RGB, 120.0, 0.8, 0.0, "tissue"))
         return items
 
-    def items(self, snap: dict, *, walls: bool = True) -> list[Item]:
-        """Everything to draw for `snap` (uploads the tissue), less the hidden layers."""
-        out = self._static + self._dynamic_items(snap)
+    def items(self, snap: dict, *, walls: bool = True, same_frame: bool = False) -> list[Item]:
+        """Everything to draw for `snap` (uploads the tissue unless same_frame: it is uploaded),
+        less the hidden layers."""
+        out = self._static + self._dynamic_items(snap, same_frame)
         for source in self.item_sources:
             out += source(snap)
         hidden = self.hidden if walls else self.hidden | {"walls"}
@@ -311,7 +314,13 @@ class Renderer:
     def _clip(self) -> tuple[float, float, float, float]:
         return (0.0, 0.0, 0.0, 1.0) if self.clip_plane is None else tuple(float(v) for v in self.clip_plane)
 
-    def _shadow_pass(self, items: list[Item], light_vp: np.ndarray) -> None:
+    def _shadow_pass(self, items: list[Item], light_vp: np.ndarray, same_frame: bool) -> None:
+        """Render the shadow map, unless it already holds this frame's casters seen from this
+        light (same_frame: the headset's monitor and both eyes share one, the scope's light)."""
+        key = (light_vp.tobytes(), self._clip(), frozenset(self.hidden))
+        if same_frame and key == self._shadowed:
+            return
+        self._shadowed = key
         t0 = time.perf_counter()
         saved = self.shadow_map.begin()
         GL.glUseProgram(self.depth_prog)
@@ -326,25 +335,28 @@ class Renderer:
 
     def draw_scene(self, snap: dict, view: np.ndarray, proj: np.ndarray, *, light_pos: np.ndarray,
                    light_dir: np.ndarray, world: np.ndarray | None = None, walls: bool = True,
-                   room: float = 0.0, clear: bool = True, shadows: bool | None = None) -> None:
+                   room: float = 0.0, clear: bool = True, shadows: bool | None = None,
+                   same_frame: bool = False) -> None:
         """Draw the scene into the bound framebuffer (viewport set by the caller).
 
         view, proj: camera matrices; world: sim world -> camera's world (OpenXR's room placement);
         light_pos, light_dir: scope light in sim world [m]; walls: draw the trainer walls (off for
-        outside views); room: strength of a dim overhead room light; shadows: None = self.shadows.
+        outside views); room: strength of a dim overhead room light; shadows: None = self.shadows;
+        same_frame: `snap` was drawn by the previous call (another view of the same frame: the
+        headset's monitor and eyes): keep its tissue upload and, for the same light, its shadow map.
         """
         world = np.eye(4) if world is None else world
         vp = proj @ view @ world
         eye = np.linalg.inv(view @ world)[:3, 3]
         light_dir = np.asarray(light_dir, float) / np.linalg.norm(light_dir)
-        items = self.items(snap, walls=walls)
+        items = self.items(snap, walls=walls, same_frame=same_frame)
         shadows = self.shadows if shadows is None else shadows
         light_vp = light_view_proj(light_pos, light_dir)
         GL.glDisable(GL.GL_BLEND)
         GL.glDisable(GL.GL_CULL_FACE)
         GL.glEnable(GL.GL_CLIP_DISTANCE0)
         if shadows:
-            self._shadow_pass(items, light_vp)
+            self._shadow_pass(items, light_vp, same_frame)
         if clear:
             GL.glClearColor(*CLEAR_RGB, 1.0)
             GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)

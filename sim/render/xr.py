@@ -294,6 +294,7 @@ class XrSession:
                 display_time=frame_state.predicted_display_time, space=self.space))
             flags = view_state.view_state_flags
             if (flags & xr.VIEW_STATE_POSITION_VALID_BIT) and (flags & xr.VIEW_STATE_ORIENTATION_VALID_BIT):
+                from sim.render.gl_renderer import LIGHT_OFFSET
                 from sim.render.process import follow_scope
 
                 follow_scope(self.camera, snap)
@@ -301,7 +302,9 @@ class XrSession:
                     self.monitor.bind()
                     self.renderer.draw_laparoscope(snap, self.camera, *MONITOR_PX)
                 proj_views = (xr.CompositionLayerProjectionView * len(views))()
-                f, _ = self.camera.frame()
+                f, up = self.camera.frame()
+                # The room is lit by the scope's light, as on the monitor: one shadow map for both.
+                light = self.camera.eye() + LIGHT_OFFSET * up
                 for i, view in enumerate(views):
                     sc, w, h, fbs = self.swapchains[i]
                     idx = xr.acquire_swapchain_image(sc, xr.SwapchainImageAcquireInfo())
@@ -317,10 +320,11 @@ class XrSession:
                     if self.explorer is not None:
                         from sim.render.explorer import draw
 
-                        draw(self.renderer, snap, self.explorer, v, proj, world=self.explorer.xr_world())
+                        draw(self.renderer, snap, self.explorer, v, proj, world=self.explorer.xr_world(),
+                             same_frame=i > 0)
                     else:
-                        self.renderer.draw_scene(snap, v, proj, world=TABLE, light_pos=self.camera.eye(),
-                                                 light_dir=f, walls=False, room=0.5)
+                        self.renderer.draw_scene(snap, v, proj, world=TABLE, light_pos=light, light_dir=f,
+                                                 walls=False, room=0.5, same_frame=True)
                         self.renderer.draw_textured_quad(proj @ v @ MONITOR, self.monitor.texture)
                     if readback and i == 0:
                         image = fb.read_rgb()
