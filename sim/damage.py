@@ -199,6 +199,35 @@ def max_principal(a00, a11, a22, a01, a02, a12):
     return q + 2.0 * p * math.cos(math.acos(r) / 3.0)
 
 
+def _flat(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer arrays `parts` as one int64 array and its offsets (len(parts) + 1,)."""
+    ptr = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=ptr[1:])
+    return (np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)), ptr
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def bite_pulls(nodes, node_ptr, elements, el_ptr, f_ext, failed, volume, bite_force, pull, limit):
+    """Each held bite b (its nodes nodes[node_ptr[b]:node_ptr[b + 1]], its elements
+    elements[el_ptr[b]:el_ptr[b + 1]]): pull[b] = |sum of f_ext (n, 3) [N] over its nodes| [N],
+    limit[b] = the smallest bite_force (m,) [N] of its live (volume > 0), unfailed elements (inf if
+    none is left)."""
+    for b in range(node_ptr.shape[0] - 1):
+        fx = fy = fz = 0.0
+        for j in range(node_ptr[b], node_ptr[b + 1]):
+            i = nodes[j]
+            fx += f_ext[i, 0]
+            fy += f_ext[i, 1]
+            fz += f_ext[i, 2]
+        pull[b] = math.sqrt(fx * fx + fy * fy + fz * fz)
+        lim = math.inf
+        for j in range(el_ptr[b], el_ptr[b + 1]):
+            e = elements[j]
+            if volume[e] > 0.0 and not failed[e] and bite_force[e] < lim:
+                lim = bite_force[e]
+        limit[b] = lim
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def damage_update(sig, nl_ptr, nl_idx, nl_w, failed, tear_strain, onset, damage, s1, newly):
     """Non-local average of the strains sig (m, 6) over each element's neighbourhood (CSR nl_ptr,
@@ -308,6 +337,8 @@ class DamageField:
         self.bite_force = (None if bite_force is None else
                            np.broadcast_to(np.asarray(bite_force, np.float64), (m,)).copy())
         self.ticks = 0
+        if self.bite_force is not None:  # compile (or load) the bite kernel now, not at a grasp
+            self.bite_pulls(self.bite_set([]), np.zeros((0, 3)), np.zeros(0), np.zeros(0))
 
     def update(self, state) -> np.ndarray:
         """One tick: every `every` ticks recompute the damage; returns the elements that failed now
@@ -392,15 +423,16 @@ class DamageField:
         self._apply_failed()
 
     def bite_elements(self, nodes: np.ndarray) -> np.ndarray:
-        """Live elements incident to `nodes` (a grasper's bite), element ids (k,)."""
+        """Live elements incident to `nodes` (a grasper's bite), element ids (k,), sorted."""
         model = self.model
-        out = []
-        for i in np.asarray(nodes, dtype=np.int64):
-            for k in range(int(model.node_ptr[i]), int(model.node_ptr[i + 1])):
-                e = int(model.node_inc[k]) >> 2
-                if model.volume[e] > 0.0:
-                    out.append(e)
-        return np.unique(np.array(out, dtype=np.int64))
+        nodes = np.asarray(nodes, dtype=np.int64)
+        ptr = model.node_ptr.astype(np.int64)
+        lo, counts = ptr[nodes], ptr[nodes + 1] - ptr[nodes]
+        # The incidence slots of every node in one index array: node j's run starts at lo[j].
+        start = np.cumsum(counts) - counts
+        slots = np.repeat(lo - start, counts) + np.arange(int(counts.sum()))
+        e = np.unique(model.node_inc[slots].astype(np.int64) >> 2)
+        return e[model.volume[e] > 0.0]
 
     def grip(self, nodes: np.ndarray) -> None:
         """The nodes every grasper holds now (after a grasp or a release): their elements leave
@@ -409,14 +441,17 @@ class DamageField:
         self.gripped[self.bite_elements(nodes)] = True
         self._refresh_off()
 
-    def bite_threshold(self, nodes: np.ndarray) -> float:
-        """Pull [N] at which a bite on `nodes` tears out: the weakest of its elements' tear forces
-        (inf if bites never tear or it holds no live element)."""
-        if self.bite_force is None:
-            return np.inf
-        el = self.bite_elements(nodes)
-        el = el[~self.failed[el]]
-        return float(self.bite_force[el].min()) if el.size else np.inf
+    def bite_pulls(self, bites: tuple, f_ext: np.ndarray, pull: np.ndarray, limit: np.ndarray) -> None:
+        """`bite_pulls` (the kernel) for `bites` = (nodes, node_ptr, elements, el_ptr) (`bite_set`):
+        each bite's pull [N] and the pull it tears out at [N] (bite_force must be set)."""
+        nodes, node_ptr, elements, el_ptr = bites
+        bite_pulls(nodes, node_ptr, elements, el_ptr, f_ext, self.failed, self.model.volume,
+                   self.bite_force, pull, limit)
+
+    def bite_set(self, groups: list[np.ndarray]) -> tuple:
+        """The flat arrays `bite_pulls` takes for bites holding the node groups `groups`: (nodes,
+        node_ptr, elements, el_ptr), each bite's elements its nodes' live ones now."""
+        return (*_flat(groups), *_flat([self.bite_elements(g) for g in groups]))
 
     def tear_bite(self, nodes: np.ndarray) -> np.ndarray:
         """The bite on `nodes` tore out: its weakest material's elements are torn (damage 1,
