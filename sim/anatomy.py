@@ -204,7 +204,7 @@ def liver_height(p: AnatomyParams, x: float, y: float) -> float:
 
 def _gb_axis(p: AnatomyParams, n: int = 9) -> tuple[np.ndarray, np.ndarray]:
     """Gallbladder axis points (n, 3) [m], neck first, and radii (n,) [m] of the pear that
-    `_gallbladder` builds: a cone from the neck widening into an ellipsoid (the body and fundus)
+    `sim.anatomy_mesh` builds: a cone from the neck widening into an ellipsoid (the body and fundus)
     whose semi-axis along the axis is 0.36 gb_length. The axis climbs the liver's slope so that
     about a quarter of the body's section lies sunk into the liver bed."""
     neck = np.array([p.gb_x, 0.004, 0.0])
