@@ -12,7 +12,7 @@ prints one JSON line per run and a summary:
   snip's separated faces, at the snip tick, to the union of the snips so far);
 - mass and volume change of the pad [%];
 - the sag error after the cut [%]: the settled pad's displacement against the converged linear FEM
-  of the cut mesh (`sim.tissue.linear_static`), max |u - u_ref| / max |u_ref|;
+  of the cut mesh (`sim.tissue_model.linear_static`), max |u - u_ref| / max |u_ref|;
 - whether it fell into two bodies, tissue resets (must be 0), the machine's load average.
 """
 
@@ -80,7 +80,7 @@ def _session(tets: int, every: int, settle: int, cutting: bool) -> dict:
         out["nodes"] = model.node_count
         out["bodies"] = _bodies(model)
         if cutting:
-            from sim.tissue import linear_static
+            from sim.tissue_model import linear_static
 
             u = state.x - model.rest
             ref = linear_static(model)

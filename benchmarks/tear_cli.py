@@ -33,8 +33,8 @@ def pull_until_tear(material: str, *, speed: float = 0.01, max_s: float = 3.0, a
     returns the measurements (see the module docstring)."""
     from sim.damage import tear_material
     from sim.scene import SceneControl, build_scene
-    from sim.tissue import TissueMaterial
     from sim.tissue_bodies import STRIP_TISSUE, StripBody
+    from sim.tissue_model import TissueMaterial
 
     mat = tear_material(material)
     body = StripBody(tear=material, clamp_both=True)

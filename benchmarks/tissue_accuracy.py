@@ -25,15 +25,8 @@ import time
 import numpy as np
 
 from sim.mesh_generators import block, block_cells_for
-from sim.tissue import (
-    TissueControl,
-    TissueDivergedError,
-    TissueMaterial,
-    TissueModelBuilder,
-    kinetic_energy,
-    make_state,
-    step,
-)
+from sim.tissue import TissueControl, TissueDivergedError, kinetic_energy, make_state, step
+from sim.tissue_model import TissueMaterial, TissueModelBuilder
 from sim.tissue_reference import first_mode, ringing_frequency, static_equilibrium
 
 PAD = (0.10, 0.06, 0.02)

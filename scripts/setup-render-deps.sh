@@ -2,7 +2,7 @@
 # System packages the renderer and its tests need: Mesa (EGL surfaceless + llvmpipe, GLX for GLFW),
 # Xvfb (the window tests' X server), mmdebstrap (builds the Debian trixie root that runs Monado,
 # scripts/xr-root.sh), chromium (the records report is checked in a real headless browser), and the
-# shared libraries gmsh's wheel links (the cholecystectomy's anatomy generator, sim/anatomy.py).
+# shared libraries gmsh's wheel links (the cholecystectomy's anatomy generator, sim/anatomy_mesh.py).
 # Idempotent: installs only what is missing. Needs root (or passwordless sudo); without either it
 # prints one line and exits 0, and the EGL/XR and report browser tests skip with that reason.
 set -euo pipefail

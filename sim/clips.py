@@ -121,7 +121,7 @@ class ClipSet:
     """The clips on one tissue body (see the module docstring).
 
     Args:
-        model: the tissue (`sim.tissue.TissueModel`); its `springs` are set to the clips' tethers.
+        model: the tissue (`sim.tissue_model.TissueModel`); its `springs` are set to the clips' tethers.
         info: its `sim.tissue_bodies.BodyInfo` (tube coordinates, lumen radius; a body without
         them can still be clipped). dt [s]; n_tools.
 

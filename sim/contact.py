@@ -53,7 +53,8 @@ import pybullet as pb
 from sim import contact_kernels as ck
 from sim import instruments as inst
 from sim.scene_state import copy_attrs, hash_attrs, restore_attrs
-from sim.tissue import TissueModel, TissueState
+from sim.tissue import TissueState
+from sim.tissue_model import TissueModel
 from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
 
 SHAFT_CONTACT_LENGTH = 0.12  # [m] of shaft above the jaw hinge that can touch tissue

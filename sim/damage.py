@@ -301,7 +301,7 @@ class DamageField:
     """Damage and failure of one tissue body's elements (see the module docstring).
 
     Args:
-        model: the tissue (`sim.tissue.TissueModel`); its mu/lam are scaled in place on failure.
+        model: the tissue (`sim.tissue_model.TissueModel`); its mu/lam are scaled in place on failure.
         tear_stress: per element [Pa], shape (m,) (np.inf: never tears).
         radius: non-local averaging radius [m].
         onset: damage onset as a fraction of the tear stress (scalar or (m,)).

@@ -13,15 +13,8 @@ import numpy as np
 from sim.errors import UserError
 from sim.mesh import check_on_floor, floor_clamped
 from sim.mesh_generators import block, block_cells_for
-from sim.tissue import (
-    TissueControl,
-    TissueMaterial,
-    TissueModelBuilder,
-    linear_static,
-    make_state,
-    step,
-    warmup,
-)
+from sim.tissue import TissueControl, make_state, step, warmup
+from sim.tissue_model import TissueMaterial, TissueModelBuilder, linear_static
 
 DT = 1e-3
 PAD = (0.10, 0.06, 0.02)

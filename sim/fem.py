@@ -52,7 +52,7 @@ def stiffness_matrix(points, tets, mu, lam) -> sp.csr_matrix:
 def stiffness_from_shapes(dm_inv, vol, tets, n, mu, lam) -> sp.csr_matrix:
     """`stiffness_matrix` from the elements' rest shapes: dm_inv (m, 3, 3) [1/m] and volumes
     vol (m,) [m^3] of tets (m, 4) over n nodes (a step matrix assembled at a deformed
-    configuration turns them: `sim.tissue.TissueSystem.build`)."""
+    configuration turns them: `sim.tissue_model.TissueSystem.build`)."""
     g = shape_gradients(dm_inv)
     m = tets.shape[0]
     mu = np.broadcast_to(np.asarray(mu, float), (m,))

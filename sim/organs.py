@@ -28,7 +28,8 @@ import numpy as np
 from sim import fem
 from sim.anatomy import BODIES, CYSTIC_ARTERY, Anatomy, anatomy_for_seed
 from sim.damage import tear_material
-from sim.tissue import TissueMaterial, TissueModel, TissueModelBuilder, TissueSystem, make_state, step
+from sim.tissue import make_state, step
+from sim.tissue_model import TissueMaterial, TissueModel, TissueModelBuilder, TissueSystem
 from sim.tissue_solver import node_frames
 
 #: What every organ of the model shares: soft-tissue density (1040-1060 kg/m^3), the scene pad's

@@ -57,17 +57,9 @@ from sim.cutting import Blade
 from sim.mesh_generators import block, block_cells_for
 from sim.ports import Port
 from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue_state_dict
-from sim.tissue import (
-    TissueContacts,
-    TissueDivergedError,
-    TissueMaterial,
-    TissueModel,
-    TissueModelBuilder,
-    TissueState,
-    make_state,
-    step,
-)
+from sim.tissue import TissueContacts, TissueDivergedError, TissueState, make_state, step
 from sim.tissue_injury import TissueInjury
+from sim.tissue_model import TissueMaterial, TissueModel, TissueModelBuilder
 from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
 from sim.topology_solver import DRIFT_CHECK_TICKS, DRIFT_DEG, DRIFT_NODES, ORGAN_REFACTOR_TICKS
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from sim import instruments as inst
 from sim.cutting import Blade, scissors_blade
-from sim.tissue import TissueModel, TissueState
+from sim.tissue import TissueState
+from sim.tissue_model import TissueModel
 from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
 from sim.topology_solver import REFACTOR_TICKS, FactorRebuild
 

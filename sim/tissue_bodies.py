@@ -17,7 +17,7 @@ import numpy as np
 from sim import mesh_generators as gen
 from sim.damage import tear_material
 from sim.mesh import TetMesh, validate
-from sim.tissue import TissueMaterial, TissueModel, TissueModelBuilder
+from sim.tissue_model import TissueMaterial, TissueModel, TissueModelBuilder
 
 #: A duct / vessel wall (soft-organ moduli are a few to tens of kPa; a vessel wall is stiffer).
 VESSEL_WALL = TissueMaterial(young=100e3, poisson=0.45, density=1050.0, damping=0.01, elasticity="corotated")

@@ -26,9 +26,9 @@ import numpy as np
 from sim import clips as clp
 from sim.bleeding import MAX_DROPS, Bleeding
 from sim.damage import BITE_HOLD_TICKS, TEAR_GAP_S, TRANSIENT_SPEED, DamageField
-from sim.tissue import NO_FRAMES
 from sim.tissue_elements import ELASTICITY_NEOHOOKEAN, elastic_stress
 from sim.tissue_kernels import quat_to_mat
+from sim.tissue_model import NO_FRAMES
 from sim.tissue_solver import frame_drift
 from sim.tool_scene import GRASP_CLOSE
 
@@ -223,7 +223,7 @@ class TissueInjury:
     def take_refactor(self):
         """(model, configuration or None): a model (the tissue with a new clip's tether springs)
         whose step matrix the scene factors off the hot path (at rest, or at the configuration:
-        `sim.tissue.TissueSystem.build`) and swaps in `clp.CLIP_REFACTOR_TICKS` later; or None."""
+        `sim.tissue_model.TissueSystem.build`) and swaps in `clp.CLIP_REFACTOR_TICKS` later; or None."""
         model, self.refactor = self.refactor, None
         return model
 
@@ -234,7 +234,7 @@ class TissueInjury:
 
     def drift(self, state, system, limit: float, out: np.ndarray) -> int:
         """How many free nodes' frames (with the clips') have turned more than `limit` (as
-        sin^2(theta / 2)) from those `system` (a `sim.tissue.TissueSystem`) was assembled at;
+        sin^2(theta / 2)) from those `system` (a `sim.tissue_model.TissueSystem`) was assembled at;
         out: a (>= n, 4) scratch buffer."""
         frames = self.clips.frames_into(state, out)
         return frame_drift(frames, system.fpos, NO_FRAMES if system.frames is None else system.frames,

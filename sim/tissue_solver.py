@@ -129,7 +129,7 @@ def node_pass(node_ptr, node_inc, node_rep, force, q, weight, f_ext, mass, gravi
     fixed nodes; z[fpos[i]] = R_i^T res_i (factor order);
     node_e (n,) the node's part of h'^2 E [J s^2]. Sums run in a fixed order (thread-count
     independent results). ref (n', 4): the node frames the step matrix was assembled at
-    (`sim.tissue.TissueSystem.frames`): node i's frame is then relative to ref[i] (i < n').
+    (`sim.tissue_model.TissueSystem.frames`): node i's frame is then relative to ref[i] (i < n').
     """
     n = node_ptr.shape[0] - 1
     for i in prange(n):

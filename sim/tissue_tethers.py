@@ -12,7 +12,7 @@ pulls the nodes into the template's shape and does not resist the group moving o
 whole: a clip closes its tissue and rides with it. Its gradient is k (x_a - c - R (t_a - t_c))
 (the pose is optimal: envelope theorem); its Hessian at a fit is k (I - P), P the projector onto
 the group's six rigid modes (`tether_stiffness`, added to the factored step matrix so that the
-preconditioner knows the tethers; `sim.tissue.TissueSystem`).
+preconditioner knows the tethers; `sim.tissue_model.TissueSystem`).
 
 In the step (`sim.tissue_solver`) a tethered node's frame is its group's R (the preconditioner's
 blocks k (I - P) are then exact whatever its elements' rotations: the walls of a crimped tube

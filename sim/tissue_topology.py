@@ -30,7 +30,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from sim.cutting import END_TOL, Blade, edge_hits, point_distances
-from sim.tissue import TissueModel, TissueState, TissueSystem
+from sim.tissue import TissueState
+from sim.tissue_model import TissueModel, TissueSystem
 from sim.topology_solver import extend_system
 
 #: A node within this distance [m] of the blade counts as lying on it.
@@ -201,7 +202,7 @@ def split_groups(tets, live, node_ptr, node_inc, sep_keys, nodes, n, inc_out, co
 @nb.njit(nogil=True, cache=True)
 def incidence(tets, n, node_ptr, node_inc, node_rep):
     """Node -> (element*4 + corner) incidence by counting sort, the same arrays as
-    `sim.tissue.node_incidence` (corners in element order) without its O(m log m) sort."""
+    `sim.tissue_model.node_incidence` (corners in element order) without its O(m log m) sort."""
     node_ptr[:] = 0
     m = tets.shape[0]
     for e in range(m):

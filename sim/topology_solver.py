@@ -16,7 +16,7 @@ import numpy as np
 
 from sim import fem
 from sim.sparse_factor import BlockLDLFactor
-from sim.tissue import TissueModel, TissueSystem
+from sim.tissue_model import TissueModel, TissueSystem
 
 #: Ticks between a topology change and the swap of the rebuilt factor (~0.2 s of factoring at 5k
 #: tets on one core; the swap waits for the worker if it is late, so this only decides speed).

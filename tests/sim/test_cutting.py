@@ -14,7 +14,8 @@ from sim.cutting import TIP_REACH, Blade, quad_blade, scissors_blade
 from sim.instruments import SCISSORS
 from sim.mesh_generators import block
 from sim.scene import build_scene
-from sim.tissue import TissueMaterial, TissueModelBuilder, linear_static, make_state, step
+from sim.tissue import make_state, step
+from sim.tissue_model import TissueMaterial, TissueModelBuilder, linear_static
 from sim.topology_solver import FactorRebuild
 
 DT = 1e-3

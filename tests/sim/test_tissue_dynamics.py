@@ -9,14 +9,8 @@ from tissue_helpers import DT, cantilever_model, gravity_load, linear_static, pa
 
 from sim import fem
 from sim.mesh_generators import block
-from sim.tissue import (
-    TissueControl,
-    TissueMaterial,
-    TissueModelBuilder,
-    kinetic_energy,
-    make_state,
-    step,
-)
+from sim.tissue import TissueControl, kinetic_energy, make_state, step
+from sim.tissue_model import TissueMaterial, TissueModelBuilder
 
 UNDAMPED = TissueMaterial(young=3e6, poisson=0.45, damping=0.0, mass_damping=0.0)
 

@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 from tissue_helpers import DT, pad_model, settle
 
-from sim.tissue import (
-    TissueDivergedError,
-    TissueMaterial,
-    TissueModelBuilder,
-    make_state,
-    step,
-)
+from sim.tissue import TissueDivergedError, make_state, step
+from sim.tissue_model import TissueMaterial, TissueModelBuilder
 
 
 def test_nan_in_the_state_raises_a_clear_error():

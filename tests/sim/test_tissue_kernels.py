@@ -6,9 +6,10 @@ from scipy.spatial.transform import Rotation
 from tissue_helpers import pad_model
 
 from sim import fem
-from sim.tissue import TissueMaterial, elastic_energy, elastic_forces, element_stress, make_state
+from sim.tissue import elastic_energy, elastic_forces, element_stress, make_state
 from sim.tissue_elements import element_pass
 from sim.tissue_kernels import polar_quat, quat_to_mat
+from sim.tissue_model import TissueMaterial
 from sim.tissue_reference import tangent_stiffness
 
 

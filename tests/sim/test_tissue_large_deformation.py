@@ -7,15 +7,8 @@ import pytest
 from tissue_helpers import DT, cantilever_model, pad_model
 
 from sim.mesh_generators import block
-from sim.tissue import (
-    TissueControl,
-    TissueMaterial,
-    TissueModelBuilder,
-    elastic_forces,
-    kinetic_energy,
-    make_state,
-    step,
-)
+from sim.tissue import TissueControl, elastic_forces, kinetic_energy, make_state, step
+from sim.tissue_model import TissueMaterial, TissueModelBuilder
 from sim.tissue_reference import first_mode, ringing_frequency, static_equilibrium
 
 SOFT = TissueMaterial(young=10e3, poisson=0.45, damping=0.01)

@@ -9,7 +9,8 @@ from tissue_helpers import (
     settle,
 )
 
-from sim.tissue import TissueControl, TissueMaterial, make_state
+from sim.tissue import TissueControl, make_state
+from sim.tissue_model import TissueMaterial
 from sim.tissue_reference import static_equilibrium
 
 

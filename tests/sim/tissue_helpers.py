@@ -7,7 +7,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from sim.mesh_generators import block
-from sim.tissue import TissueMaterial, TissueModel, TissueModelBuilder, step
+from sim.tissue import step
+from sim.tissue_model import TissueMaterial, TissueModel, TissueModelBuilder
 
 DT = 1e-3
 
