@@ -233,12 +233,25 @@ def damage_update(sig, nl_ptr, nl_idx, nl_w, failed, tear_strain, onset, damage,
     """Non-local average of the strains sig (m, 6) over each element's neighbourhood (CSR nl_ptr,
     nl_idx, rest volume weights nl_w; failed elements excluded), its largest principal value into
     s1 (m,) [-], damage (m,) raised to the history maximum against tear_strain (m,) [-]; elements
-    strained past the tear strain now (not yet failed) are written to newly[:k]. Returns k."""
+    strained past the tear strain now (not yet failed) are written to newly[:k]. Returns k.
+
+    An element whose damage onset (onset * tear_strain) lies above every live element's largest
+    principal strain cannot gain damage (the average of the neighbourhood cannot exceed it: the
+    largest eigenvalue is convex): its average is skipped and s1 gets that bound instead. For an
+    expert's whole cholecystectomy that is every element (the update took ~0.3 ms every 5th tick)."""
     m = sig.shape[0]
+    bound = 0.0  # Gershgorin bound of the largest principal strain of any live element
+    for o in range(m):
+        if not failed[o]:
+            ax, ay, az = abs(sig[o, 3]), abs(sig[o, 4]), abs(sig[o, 5])  # xy, xz, yz
+            bound = max(bound, sig[o, 0] + ax + ay, sig[o, 1] + ax + az, sig[o, 2] + ay + az)
     k = 0
     for e in range(m):
         if failed[e]:
             s1[e] = 0.0
+            continue
+        if bound < onset[e] * tear_strain[e]:
+            s1[e] = bound
             continue
         a0 = a1 = a2 = a3 = a4 = a5 = 0.0
         wsum = 0.0
