@@ -43,6 +43,7 @@ from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue
 from sim.tissue import TissueContacts, TissueDivergedError, TissueState, make_state, step
 from sim.tissue_injury import TissueInjury
 from sim.tissue_model import TissueModel
+from sim.tissue_rebuild import TopologyChange
 from sim.tool_scene import ToolScene
 from sim.topology_solver import DRIFT_CHECK_TICKS, DRIFT_DEG, DRIFT_NODES, ORGAN_REFACTOR_TICKS
 
@@ -191,7 +192,7 @@ class Scene:
 
     # -- topology ------------------------------------------------------------------------------------
 
-    def cut(self, blade: Blade, *, tool: int = -1) -> tissue_topology.TopologyChange | None:
+    def cut(self, blade: Blade, *, tool: int = -1) -> TopologyChange | None:
         """Cut the tissue along `blade` now (what the scissors do when their jaws close); appends a
         'cut' event (value: the cut's length [m]) and returns the change, or None if nothing
         separated."""
@@ -231,7 +232,7 @@ class Scene:
                 return
         self.injury.tear_not_separated(failed, event, self.tissue_state)
 
-    def apply_topology(self, change: tissue_topology.TopologyChange, kind: str, tool: int, value: float,
+    def apply_topology(self, change: TopologyChange, kind: str, tool: int, value: float,
                        message: str) -> bool:
         """Swap in a topology change (`sim.tissue_topology`: cut, separate_faces, remove_elements)
         at this tick boundary: the model and state, the contact layer (surface, node arrays), the

@@ -3,7 +3,7 @@ swap after a change, the crumbs a change drops (`drop_crumbs`), and the snapshot
 surface that changes.
 
 `sim.scene.Scene` owns one `ScissorsWatch` and one `Refactor` and swaps the model/state of a
-`sim.tissue_topology.TopologyChange` in (`Scene.apply_topology`). Everything here is part of the
+`sim.tissue_rebuild.TopologyChange` in (`Scene.apply_topology`). Everything here is part of the
 scene's dynamic state (saved, restored and hashed by the scene) and deterministic: a cut happens in
 the tick whose jaw command closes, the rebuilt factor is swapped in `REFACTOR_TICKS` ticks later.
 See docs/cutting.md.
@@ -20,6 +20,7 @@ from sim import tissue_topology
 from sim.cutting import Blade, scissors_blade
 from sim.tissue import TissueState
 from sim.tissue_model import TissueModel
+from sim.tissue_rebuild import TopologyChange
 from sim.tool_scene import GRASP_CLOSE, GRASP_OPEN
 from sim.topology_solver import REFACTOR_TICKS, FactorRebuild
 
@@ -157,7 +158,7 @@ def tissue_snapshot(model: TissueModel | None, state: TissueState | None, versio
     return {"tissue_x": x, "tissue_tris": tris, "tissue_topo": topo}
 
 
-def drop_crumbs(change: tissue_topology.TopologyChange, dt: float) -> tissue_topology.TopologyChange:
+def drop_crumbs(change: TopologyChange, dt: float) -> TopologyChange:
     """A change that cut off pieces of fewer than CRUMB_ELEMENTS live elements with no clamped
     node (a tet or two between two snips) drops them too (they die: a crumb falls off; its
     mass is lost, ~0.04 % per element of the gauze). A lone free tet with a stale factor and
