@@ -32,7 +32,8 @@ def _run(clip: bool) -> dict:
     from sim.clips import lumen_area, wall_gap
     from sim.eased_move import eased_move
     from sim.ports import Port
-    from sim.scene import Scene, SceneConfig, SceneControl
+    from sim.scene import Scene, SceneControl
+    from sim.scene_build import SceneConfig
     from sim.tissue_bodies import TubeBody
     from sim.tool_scene import ToolSetup
 

@@ -68,7 +68,8 @@ def run_once(tets: int, tools: int, seconds: float, warm: float, scene_name: str
              seed: int = 0) -> dict:
     from sim import instruments as inst
     from sim.runtime.step import SessionStep
-    from sim.scene import LEFT_PORT, RIGHT_PORT, SCOPE_PORT, build_scene
+    from sim.scene import build_scene
+    from sim.scene_build import LEFT_PORT, RIGHT_PORT, SCOPE_PORT
     from sim.tissue import warmup
     from sim.tool_scene import ToolSetup
 
@@ -187,7 +188,7 @@ def run_reset(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise UserError("--repeats must be >= 1")
     for name in args.scenes.split(","):
-        from sim.scene import SCENES
+        from sim.scene_build import SCENES
 
         if name not in SCENES:
             raise UserError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")

@@ -32,7 +32,7 @@ from sim.tissue_reference import first_mode, ringing_frequency, static_equilibri
 PAD = (0.10, 0.06, 0.02)
 SOFT_PAD = TissueMaterial(young=10e3, poisson=0.45, damping=0.01, elasticity="neohookean")
 SOFT_PAD_COROTATED = TissueMaterial(young=10e3, poisson=0.45, damping=0.01)
-#: The scene's pad material (sim.scene.TRAINER_PAD), written out so the benchmark does not
+#: The scene's pad material (sim.scene_build.TRAINER_PAD), written out so the benchmark does not
 #: import the scene (PyBullet).
 SCENE_PAD = TissueMaterial(young=30e3, poisson=0.45, damping=0.01, elasticity="corotated")
 BEAM = TissueMaterial(young=15e3, poisson=0.45, damping=0.01, mass_damping=4.0)

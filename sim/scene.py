@@ -14,22 +14,7 @@ The returned force per tool is the coupling force on the proxy [N]; the device r
 The tissue reaction reaches the hand one tick (1 ms) later, through the coupling, which keeps the
 loop passive (the hand never feels the tissue directly).
 
-Scenes (`build_scene(name)`):
-- ``default``: the tissue pad (0.10 x 0.06 x 0.02 m, ~5k tets) on the trainer floor, centred at the
-  origin, an atraumatic grasper through the left port and curved scissors through the right one.
-- ``peg_transfer``: the FLS peg board (12 pegs, six rings) and two graspers, tool 0 through the
-  left port (left hand), tool 1 through the right one (no tissue).
-- ``pattern_cut``: the FLS pattern-cut gauze (10 x 10 cm, rim clamped in its frame 3 cm above the
-  floor, `sim.tissue_bodies.GauzeBody`), a grasper through the left port (tool 0, traction) and
-  the curved scissors through the right one (tool 1).
-- ``cholecystectomy``: the hepatobiliary anatomy of `body=sim.organs.AnatomyBody(seed)` (gallbladder,
-  cystic duct, common duct, cystic artery as one tissue model with per-organ materials,
-  `sim.organs`; liver and right hepatic artery rigid, drawn only), a grasper through the left
-  lateral port (tool 0, left hand: the infundibulum), a clip applier through the right
-  epigastric port (tool 1, right hand) and scissors through a right lateral port (tool 2), the 30
-  deg scope through the umbilical port aimed at Calot's triangle.
-The peg board is not in ``default``: its ring-on-peg compound collisions alone cost ~0.5 ms per tick
-in PyBullet (docs/instruments.md), which would leave nothing of the 1 ms budget for the tissue.
+Scenes (`build_scene(name)`): the built-in configurations are `sim.scene_build`'s.
 
 Lockstep determinism: no wall-clock input anywhere in `tick`; the same controls give bit-identical
 states (`checksum`).
@@ -38,10 +23,9 @@ states (`checksum`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,104 +33,19 @@ from sim import clips as clp
 from sim import instruments as inst
 from sim import scene_topology as topo
 from sim import tissue_topology
-from sim.anatomy import BODY_COLOURS, RIGID_COLOURS, Anatomy
+from sim.anatomy import Anatomy
 from sim.bleeding import MAX_DROPS
-from sim.camera import LaparoscopeCamera, aim_target
 from sim.contact import ToolTissueContact
 from sim.cutting import Blade
-from sim.mesh_generators import block, block_cells_for
-from sim.ports import Port
+from sim.scene_build import SceneConfig, make_body, scene_config, start_scope
+from sim.scene_describe import describe
 from sim.scene_state import SceneState, hash_tissue_state, restore_attrs, tissue_state_dict
 from sim.tissue import TissueContacts, TissueDivergedError, TissueState, make_state, step
 from sim.tissue_injury import TissueInjury
-from sim.tissue_model import TissueMaterial, TissueModel, TissueModelBuilder
-from sim.tool_scene import DEFAULT_STIFFNESS, ToolScene, ToolSetup
+from sim.tissue_model import TissueModel
+from sim.tissue_rebuild import TopologyChange
+from sim.tool_scene import ToolScene
 from sim.topology_solver import DRIFT_CHECK_TICKS, DRIFT_DEG, DRIFT_NODES, ORGAN_REFACTOR_TICKS
-
-#: The box trainer's tissue pad: silicone-like, E = 30 kPa (soft organs are 5-30 kPa), physical
-#: dynamics (no stabilization). Co-rotational: with stable neo-Hookean a node wedged between a
-#: grasper's two jaw tips can end a tick inside one of them (the contact stage's two sweeps do not
-#: settle it; docs/tissue-solver.md, "Limits").
-TRAINER_PAD = TissueMaterial(young=30e3, poisson=0.45, density=1000.0, damping=0.01,
-                             elasticity="corotated")
-
-#: Trainer-top ports used by the built-in scenes [m] (the trainer top is 0.25 m above the floor).
-LEFT_PORT = Port((-0.07, -0.11, 0.25))
-RIGHT_PORT = Port((0.07, -0.11, 0.25))
-SCOPE_PORT = Port((0.0, -0.15, 0.25))
-#: Cholecystectomy ports [m]: left lateral (grasper), right epigastric (clip applier), right lateral
-#: (scissors), umbilical (scope).
-CHOLE_LEFT_PORT = Port((-0.09, -0.09, 0.25))
-CHOLE_RIGHT_PORT = Port((0.06, -0.12, 0.25))
-CHOLE_RIGHT2_PORT = Port((0.10, -0.06, 0.25))
-CHOLE_SCOPE_PORT = Port((-0.008, -0.07, 0.25))
-#: Peg transfer ports: one grasper per hand, either side of the scope (tool 0 = left hand).
-PEG_LEFT_PORT = Port((-0.075, -0.11, 0.25))
-PEG_RIGHT_PORT = Port((0.075, -0.11, 0.25))
-
-
-@dataclass(frozen=True)
-class SceneConfig:
-    """What is in a scene.
-
-    Attributes:
-        name: scene name (recorded in sessions).
-        tools: instruments and their ports.
-        tissue_tets: target tet count of the tissue pad; 0 for no tissue.
-        tissue_size: pad size (x, y, z) [m]; tissue_centre: pad centre on the floor (x, y) [m].
-        material: tissue material.
-        pegboard: add the FLS peg-transfer board.
-        stiffness: coupling stiffness [N/m].
-        scope_port: where the laparoscope enters (`Scene.scope` pivots about it).
-        scope_angle: the scope's optics angle [rad] (0 or 30 deg).
-        dt: fixed step [s].
-        body: a tissue body spec from `sim.tissue_bodies` (strip, tube, gauze) instead of the pad
-            (tissue_size, tissue_centre, material are then the body's own; tissue_tets must be > 0).
-    """
-
-    name: str = "default"
-    tools: tuple[ToolSetup, ...] = (ToolSetup(inst.GRASPER, LEFT_PORT, depth=0.2),
-                                    ToolSetup(inst.SCISSORS, RIGHT_PORT, depth=0.2))
-    tissue_tets: int = 5000
-    tissue_size: tuple[float, float, float] = (0.10, 0.06, 0.02)
-    tissue_centre: tuple[float, float] = (0.0, 0.0)
-    material: TissueMaterial = field(default_factory=lambda: TRAINER_PAD)
-    pegboard: bool = False
-    stiffness: float = DEFAULT_STIFFNESS
-    scope_port: Port = SCOPE_PORT
-    scope_angle: float = 0.0
-    dt: float = 1e-3
-    body: object | None = None
-
-
-def scene_config(name: str = "default", **overrides) -> SceneConfig:
-    """A built-in scene's configuration, with field overrides (e.g. tissue_tets=1000)."""
-    if name == "default":
-        cfg = SceneConfig()
-    elif name == "peg_transfer":
-        cfg = SceneConfig(name="peg_transfer", tissue_tets=0, pegboard=True,
-                          tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
-                                 ToolSetup(inst.GRASPER, PEG_RIGHT_PORT, depth=0.2)))
-    elif name == "pattern_cut":
-        from sim.tissue_bodies import GauzeBody
-
-        cfg = SceneConfig(name="pattern_cut", tissue_tets=1, body=GauzeBody(),
-                          tools=(ToolSetup(inst.GRASPER, PEG_LEFT_PORT, depth=0.2),
-                                 ToolSetup(inst.SCISSORS, PEG_RIGHT_PORT, depth=0.2)))
-    elif name == "cholecystectomy":
-        from sim.organs import AnatomyBody
-
-        cfg = SceneConfig(name="cholecystectomy", tissue_tets=1, body=AnatomyBody(seed=0),
-                          scope_port=CHOLE_SCOPE_PORT, scope_angle=float(np.radians(30.0)),
-                          tools=(ToolSetup(inst.GRASPER, CHOLE_LEFT_PORT, depth=0.2),
-                                 ToolSetup(inst.CLIP_APPLIER, CHOLE_RIGHT_PORT, depth=0.2),
-                                 ToolSetup(inst.SCISSORS, CHOLE_RIGHT2_PORT, depth=0.2)))
-    else:
-        raise ValueError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")
-    return SceneConfig(**{**cfg.__dict__, **overrides})
-
-
-SCENES = ("default", "peg_transfer", "pattern_cut", "cholecystectomy")
 
 
 @dataclass(eq=False)
@@ -160,11 +59,6 @@ class SceneControl:
 
     targets: np.ndarray
     jaws: np.ndarray
-
-
-#: A piece of tissue cut or torn off with fewer live elements than this, and no clamped node, is
-#: dropped (`Scene._drop_crumbs`).
-CRUMB_ELEMENTS = 4
 
 
 @dataclass(frozen=True)
@@ -187,28 +81,6 @@ class SceneEvent:
     value: float
     message: str
     body: int = -1
-
-
-def make_tissue(cfg: SceneConfig) -> TissueModel:
-    """The scene's tissue pad: a block on the floor, bottom tenth clamped (it rests on the floor)."""
-    return make_body(cfg)[0]
-
-
-def make_body(cfg: SceneConfig):
-    """(TissueModel, sim.tissue_bodies.BodyInfo) of the scene's tissue: cfg.body's, or the pad."""
-    from sim.tissue_bodies import BodyInfo
-
-    if cfg.body is not None:
-        return cfg.body.build(cfg.dt)
-    return _pad(cfg), BodyInfo(name="pad")
-
-
-def _pad(cfg: SceneConfig) -> TissueModel:
-    size = cfg.tissue_size
-    origin = (cfg.tissue_centre[0] - size[0] / 2, cfg.tissue_centre[1] - size[1] / 2, 0.0)
-    mesh = block(size, block_cells_for(cfg.tissue_tets, size), origin=origin)
-    return (TissueModelBuilder(mesh, cfg.material).fix_below(0.1 * size[2] + 1e-9)
-            .finalize(dt=cfg.dt))
 
 
 class Scene:
@@ -257,7 +129,7 @@ class Scene:
         self._grasped_obj: list[int | None] = [None] * self.n_tools
         self._link_pose = np.zeros((self.n_tools, 3, 7))  # link poses of tick _link_tick
         self._link_tick = -1
-        self.scope = self._make_scope()
+        self.scope = start_scope(cfg, self.anatomy, self.tissue, self.rigid.pegboard)
         self.topology_version = 0  # +1 per applied topology change (cut, tear, removal)
         self.topology_listeners: list = []  # f(change) after each applied change
         if self.injury is not None:
@@ -320,7 +192,7 @@ class Scene:
 
     # -- topology ------------------------------------------------------------------------------------
 
-    def cut(self, blade: Blade, *, tool: int = -1) -> tissue_topology.TopologyChange | None:
+    def cut(self, blade: Blade, *, tool: int = -1) -> TopologyChange | None:
         """Cut the tissue along `blade` now (what the scissors do when their jaws close); appends a
         'cut' event (value: the cut's length [m]) and returns the change, or None if nothing
         separated."""
@@ -329,7 +201,7 @@ class Scene:
         change = tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
         if change is None:
             return None
-        change = self._drop_crumbs(change)
+        change = topo.drop_crumbs(change, self.dt)
         who = f"tool {tool}" if tool >= 0 else "a scripted blade"
         if change.model.node_count == self.tissue.node_count and change.killed.size == 0:
             # Nothing came apart (a snip shorter than about one element), but nodes were moved
@@ -344,27 +216,6 @@ class Scene:
                                  f"{who} cut {change.length * 1e3:.1f} mm of tissue")
         return change if ok else None
 
-    def _drop_crumbs(self, change: tissue_topology.TopologyChange) -> tissue_topology.TopologyChange:
-        """A change that cut off pieces of fewer than CRUMB_ELEMENTS live elements with no clamped
-        node (a tet or two between two snips) drops them too (they die: a crumb falls off; its
-        mass is lost, ~0.04 % per element of the gauze). A lone free tet with a stale factor and
-        no neighbours blew the one-pass step up (the pattern cut's 'tissue_reset' at 9.67 s)."""
-        model = change.model
-        label = tissue_topology.components(model)
-        live = np.flatnonzero(model.volume > 0.0)
-        el_label = label[model.tets[live, 0]]
-        count = np.bincount(el_label, minlength=label.max() + 1)
-        held = np.bincount(label, weights=model.fixed.astype(float), minlength=label.max() + 1) > 0
-        crumb = (count > 0) & (count < CRUMB_ELEMENTS) & ~held
-        if not crumb.any():
-            return change
-        gone = tissue_topology.remove_elements(model, change.state, live[crumb[el_label]], dt=self.dt)
-        if gone is None:
-            return change
-        return dataclasses.replace(gone, node_source=change.node_source[gone.node_source],
-                                   moved=change.moved, killed=np.union1d(change.killed, gone.killed),
-                                   faces=change.faces, length=change.length, area=change.area)
-
     def _tear(self, blade: Blade | None, failed: np.ndarray, event) -> None:
         """Separate the tissue along a tear's crack (`sim.damage.DamageField.crack_blade`) with
         the cutting core; the topology change carries the 'tear' event (or 'tear_grows' for
@@ -372,7 +223,7 @@ class Scene:
         change = (tissue_topology.cut(self.tissue, self.tissue_state, blade, dt=self.dt)
                   if blade is not None else None)
         if change is not None:
-            change = self._drop_crumbs(change)
+            change = topo.drop_crumbs(change, self.dt)
         if change is not None and (change.model.node_count > self.tissue.node_count
                                    or change.killed.size):
             kind, tool, value, message = event if event is not None else (
@@ -381,7 +232,7 @@ class Scene:
                 return
         self.injury.tear_not_separated(failed, event, self.tissue_state)
 
-    def apply_topology(self, change: tissue_topology.TopologyChange, kind: str, tool: int, value: float,
+    def apply_topology(self, change: TopologyChange, kind: str, tool: int, value: float,
                        message: str) -> bool:
         """Swap in a topology change (`sim.tissue_topology`: cut, separate_faces, remove_elements)
         at this tick boundary: the model and state, the contact layer (surface, node arrays), the
@@ -471,32 +322,6 @@ class Scene:
         return SceneControl(np.array([np.r_[t.tip(), t.read_state().q[3]] for t in self.tools]),
                             np.zeros(self.n_tools))
 
-    def _make_scope(self) -> LaparoscopeCamera:
-        """The scope at its start pose: through its port, aimed at the work area."""
-        cfg = self.config
-        if self.anatomy is not None:  # the work area: Calot's triangle, centred in the image
-            port, calot = cfg.scope_port.point(), self.anatomy.landmarks["calot"]
-            # Tip ~8 cm from the target: the triangle and both instruments' jaws in the image.
-            insert = float(np.clip(np.linalg.norm(calot - port) - 0.08, 0.02, 0.30))
-            cam = LaparoscopeCamera(port=port, view_angle=float(cfg.scope_angle), insert=insert)
-            d = calot - port
-            cam.yaw = float(np.arctan2(d[1], d[0]))
-            best = np.inf
-            for pitch in np.radians(np.linspace(10.0, 89.0, 317)):  # optics on the target
-                cam.pitch = float(pitch)
-                v = cam.view()
-                off = abs((v[1, :3] @ calot + v[1, 3]) / (v[2, :3] @ calot + v[2, 3]))
-                if off < best:
-                    best, keep = off, cam.pitch
-            cam.pitch = keep
-            return cam
-        around: dict = {"tissue_rest": self.tissue.rest if self.tissue is not None else np.zeros((0, 3))}
-        if self.rigid.pegboard is not None:
-            spec = self.rigid.pegboard.spec
-            around["pegboard"] = {"centre": spec.centre, "size": spec.size}
-        return LaparoscopeCamera.aimed_at(cfg.scope_port.point(), aim_target(around),
-                                          view_angle=float(cfg.scope_angle))
-
     # -- reading -------------------------------------------------------------------------------------
 
     def _links(self) -> np.ndarray:
@@ -549,72 +374,9 @@ class Scene:
         }
 
     def describe(self) -> dict:
-        """Static description for renderers (picklable plain data, fixed for the scene's life).
-
-        Keys: name; snapshot_version (`sim.scene_topology.SNAPSHOT_VERSION`); tissue_max_nodes,
-        tissue_max_triangles (snapshot capacities); dt [s]; tissue_rest (n, 3) [m] and
-        tissue_triangles (k, 3) int32 (outward surface at the start, see snapshot's tissue_tris for
-        the live one; empty without tissue); tools: list of dicts (name, port (3,) [m],
-        shaft_length, shaft_radius, jaw_length, jaw_width, jaw_thickness, jaw_curve [rad], jaw_gap,
-        jaw_open_max [rad]) in control order; scope: dict(port (3,), view_angle [rad], params (6,):
-        the scope's start pose, `sim.camera.PARAMS` order); floor_half_extent [m] (floor top at z =
-        0); trainer_top [m]; pegboard: None or dict(centre (2,), size (3,), pegs (k, 3) peg base
-        centres on the board top [m], peg_radius, peg_height); bodies: one dict per snapshot
-        `bodies` row: kind 'ring' (radius, tube) or 'clip'; (version 3 snapshots also carry `clips`
-        and `blood`, fixed sizes); clip_size (3,) [m]: a closed clip's box (across the jaw plane,
-        closing direction, along the jaws); tissue_body: the tissue body's name.
-        Organ scenes add: tissue_node_body (n,) int32 (organ label of each start node),
-        tissue_body_colours (B, 3) (linear RGB per organ label), rigid_meshes: list of dicts
-        (name, points (p, 3) [m], triangles (t, 3) int32, colour (3,)) for the rigid organs.
-        """
-        pegboard = None
-        if self.rigid.pegboard is not None:
-            spec = self.rigid.pegboard.spec
-            pegboard = {"centre": np.array(spec.centre), "size": np.array(spec.size),
-                        "pegs": np.array([spec.peg_world(i) for i in range(len(spec.peg_xy))]),
-                        "peg_radius": spec.peg_radius, "peg_height": spec.peg_height}
-        rings = set(self.rigid.pegboard.rings) if self.rigid.pegboard is not None else set()
-        bodies = [{"kind": "ring", "radius": self.rigid.pegboard.spec.ring_radius,
-                   "tube": self.rigid.pegboard.spec.ring_tube} if b in rings else {"kind": "clip"}
-                  for b in self.rigid.graspable]
-        tools = []
-        for tool in self.tools:
-            s = tool.spec
-            tools.append({"name": s.name, "port": tool.port_point.copy(), "shaft_length": s.shaft_length,
-                          "shaft_radius": s.shaft_radius, "jaw_length": s.jaw_length,
-                          "jaw_width": s.jaw_width, "jaw_thickness": s.jaw_thickness,
-                          "jaw_curve": s.jaw_curve, "jaw_gap": s.jaw_gap, "jaw_open_max": s.jaw_open_max})
-        out = {
-            "name": self.config.name,
-            "snapshot_version": topo.SNAPSHOT_VERSION,
-            "tissue_max_nodes": self._caps[0],
-            "tissue_max_triangles": self._caps[1],
-            "dt": self.dt,
-            "tissue_rest": self.tissue.rest.copy() if self.tissue else np.zeros((0, 3)),
-            "tissue_triangles": (self.tissue.surface.astype(np.int32) if self.tissue
-                                 else np.zeros((0, 3), np.int32)),
-            "tools": tools,
-            "scope": {"port": self.config.scope_port.point(), "view_angle": self.scope.view_angle,
-                      "params": self.scope.params()},
-            "floor_half_extent": 0.25,
-            "trainer_top": 0.25,
-            "pegboard": pegboard,
-            "bodies": bodies,
-            "clip_size": np.array([clp.CLIP_WIDTH, 1.0e-3, 0.009]),
-            "tissue_body": self.body_info.name if self.body_info is not None else None,
-        }
-        if self.anatomy is not None:
-            out.update(self._organ_description())
-        return out
-
-    def _organ_description(self) -> dict:
-        """describe()'s organ keys (see there)."""
-        rigid = [{"name": name, "points": pts.copy(), "triangles": tri.astype(np.int32),
-                  "colour": np.array(RIGID_COLOURS[name])}
-                 for name, (pts, tri) in self.anatomy.rigid.items()]
-        return {"tissue_node_body": self.anatomy.node_body.astype(np.int32),
-                "tissue_body_colours": BODY_COLOURS.copy(),
-                "rigid_meshes": rigid}
+        """Static description for renderers (`sim.scene_describe.describe`: picklable plain data,
+        fixed for the scene's life)."""
+        return describe(self, self._caps)
 
     # -- state ---------------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         raise UserError("--seconds must be > 0")
     device = args.device or ("xr,xr" if args.display == "xr" else "keyboard,keyboard")
     parse_devices(device)
-    from sim.scene import SCENES
+    from sim.scene_build import SCENES
 
     if args.scene not in SCENES:
         raise UserError(f"unknown scene {args.scene!r}; built-in scenes: {', '.join(SCENES)}")

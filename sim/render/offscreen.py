@@ -90,7 +90,8 @@ def _prepare_dir(path: str) -> Path:
 
 
 def build_named_scene(name: str, **overrides):
-    from sim.scene import SCENES, build_scene
+    from sim.scene import build_scene
+    from sim.scene_build import SCENES
 
     if name not in SCENES:
         raise UserError(f"unknown scene {name!r}; built-in scenes: {', '.join(SCENES)}")

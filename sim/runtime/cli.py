@@ -26,7 +26,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _scenes() -> tuple[str, ...]:
-    """sim.scene.SCENES; pybullet's import banner (C stdio) is kept off stderr so that an error
+    """sim.scene_build.SCENES; pybullet's import banner (C stdio) is kept off stderr so that an error
     stays one line."""
     import importlib
 
@@ -41,7 +41,7 @@ def _scenes() -> tuple[str, ...]:
             os.dup2(saved, 2)
             os.close(saved)
             os.close(devnull)
-    from sim.scene import SCENES
+    from sim.scene_build import SCENES
 
     return SCENES
 

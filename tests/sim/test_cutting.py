@@ -16,6 +16,7 @@ from sim.mesh_generators import block
 from sim.scene import build_scene
 from sim.tissue import make_state, step
 from sim.tissue_model import TissueMaterial, TissueModelBuilder, linear_static
+from sim.tissue_rebuild import face_keys, interior_faces
 from sim.topology_solver import FactorRebuild
 
 DT = 1e-3
@@ -62,8 +63,8 @@ def test_straight_cut_splits_a_block_into_two_bodies_with_the_right_volumes():
     pts = change.state.x[change.faces.reshape(-1)]
     assert np.abs(pts[:, 0] - x0).max() < 1e-3
     assert change.faces.shape[0] == 2 * 4 * 2  # 4 x 2 cells of the cut plane, 2 triangles each
-    keys = tt.face_keys(new.surface, new.node_count)
-    assert np.isin(tt.face_keys(change.faces.reshape(-1, 3), new.node_count), keys).all()
+    keys = face_keys(new.surface, new.node_count)
+    assert np.isin(face_keys(change.faces.reshape(-1, 3), new.node_count), keys).all()
     # Each side keeps its own copy of the cut nodes: the two bodies share no node.
     assert not np.intersect1d(bodies[0][1], bodies[1][1]).size
     assert change.length == pytest.approx(SIZE[1], rel=1e-6)  # the blade runs along y
@@ -138,7 +139,7 @@ def test_separate_faces_and_remove_elements_keep_ids_and_mass(elasticity):
     # (neo-Hookean: a dead element's 0 / 0 Lame ratio made every node NaN on the next step; in
     # the cholecystectomy a tear then reset the tissue on every tick)
     model, state = _block(elasticity=elasticity)
-    faces, elems = tt.interior_faces(model)
+    faces, elems = interior_faces(model)
     rest = model.rest
     mid = np.abs(rest[faces][:, :, 0] - 0.02).max(axis=1) < 1e-9  # the faces on the plane x = 20 mm
     change = tt.separate_faces(model, state, faces[mid], dt=DT)

@@ -8,7 +8,8 @@ from sim.bleeding import DROP_ML
 from sim.clips import lumen_area, wall_gap
 from sim.eased_move import eased_move
 from sim.ports import Port
-from sim.scene import Scene, SceneConfig, SceneControl, build_scene
+from sim.scene import Scene, SceneControl, build_scene
+from sim.scene_build import SceneConfig
 from sim.tissue_bodies import StripBody, TubeBody
 from sim.tissue_topology import components
 from sim.tool_scene import ToolSetup

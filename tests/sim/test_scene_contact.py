@@ -8,7 +8,8 @@ from sim import instruments as inst
 from sim.contact_kernels import clearance
 from sim.eased_move import eased_move
 from sim.ports import Port
-from sim.scene import Scene, SceneConfig, SceneControl, build_scene
+from sim.scene import Scene, SceneControl, build_scene
+from sim.scene_build import SceneConfig
 from sim.tool_scene import ToolSetup
 
 DT = 1e-3

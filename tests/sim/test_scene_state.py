@@ -15,7 +15,7 @@ GRASPED_BY = 700  # ticks: the jaws have closed on the pad by then
 
 def _grasp_xy() -> tuple[float, float]:
     """The top-face node nearest the pad centre (the jaws close around a node there)."""
-    from sim.scene import SceneConfig, make_tissue
+    from sim.scene_build import SceneConfig, make_tissue
 
     rest = make_tissue(SceneConfig(tissue_tets=TETS)).rest
     top = np.flatnonzero(rest[:, 2] >= rest[:, 2].max() - 1e-9)
@@ -31,7 +31,8 @@ def make_scene():
     scissors through the right port."""
     from sim import instruments as inst
     from sim.ports import Port
-    from sim.scene import RIGHT_PORT, Scene, SceneConfig
+    from sim.scene import Scene
+    from sim.scene_build import RIGHT_PORT, SceneConfig
     from sim.tool_scene import ToolSetup
 
     tools = (ToolSetup(inst.GRASPER, Port((*GRASP_XY, 0.25)), depth=0.2),
