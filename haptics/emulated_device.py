@@ -1,7 +1,8 @@
 """EmulatedDevice: the serial driver connected to a device emulator process it starts.
 
-Owns that process's lifetime (start, stop) for tests, benchmarks and `trocar device bench`; the
-link itself is haptics.serial_device.SerialDevice, unchanged: the same code path as hardware.
+Owns that process's lifetime (start, stop; `stop_process` also serves sim.runtime.devices) for
+tests, benchmarks and `trocar device bench`; the link itself is
+haptics.serial_device.SerialDevice, unchanged: the same code path as hardware.
 """
 
 from __future__ import annotations
@@ -11,7 +12,23 @@ import subprocess
 import sys
 
 from haptics.device import DeviceError
-from haptics.serial_device import SerialDevice, stop_process
+from haptics.serial_device import SerialDevice
+
+
+def stop_process(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    """Terminate and reap a child process we started (an emulator), killing it after timeout_s;
+    closes its stdout pipe. None or an already finished process is fine."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 class EmulatedDevice(SerialDevice):

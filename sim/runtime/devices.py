@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from haptics.serial_device import stop_process
+from haptics.emulated_device import stop_process
 from sim.errors import UserError
 
 DEVICE_KINDS = ("emu", "serial:PORT", "keyboard", "replay:FILE", "null", "script", "xr")

@@ -18,7 +18,7 @@ import pytest
 from conftest import first_event, read_events, servo
 
 from haptics import protocol as P
-from haptics.emulator import RAMP_DOWN_S
+from haptics.emulator_physics import RAMP_DOWN_S
 
 MARGIN_S = 0.25  # scheduling slack on a loaded CI machine [s]
 

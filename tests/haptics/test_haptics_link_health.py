@@ -12,13 +12,9 @@ from conftest import first_event, read_events, servo
 from test_haptics_faults import MARGIN_S, events, ramp_up
 
 from haptics.device import DeviceError
-from haptics.emulator import RAMP_DOWN_S
-from haptics.serial_device import (
-    HANDSHAKE_RETRY_S,
-    SHUTDOWN_CONFIRM_S,
-    STATE_TIMEOUT_S,
-    SerialDevice,
-)
+from haptics.emulator_physics import RAMP_DOWN_S
+from haptics.serial_device import SHUTDOWN_CONFIRM_S, SerialDevice
+from haptics.serial_link import HANDSHAKE_RETRY_S, STATE_TIMEOUT_S
 
 
 def _count(log, name: str) -> int:

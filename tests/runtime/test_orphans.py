@@ -20,7 +20,7 @@ import time
 import pytest
 from runtime_helpers import read_events, wait_for
 
-from haptics.emulator import RAMP_DOWN_S
+from haptics.emulator_physics import RAMP_DOWN_S
 from sim.runtime.devices import EMU_DEFAULT_ARGS
 from sim.runtime.recording import read_recording
 
