@@ -141,6 +141,8 @@ class Scene:
         self._follow = getattr(self.body_info, "start_x", None) is not None
         self._frames = np.zeros((self._caps[0], 4))
         self._start = self.get_state()  # what reset() returns to
+        if self.cutters or (self.injury is not None and self.injury.damage is not None):
+            tissue_topology.warmup()  # not inside the first snip's or tear's tick
 
     # -- the tick ------------------------------------------------------------------------------------
 
