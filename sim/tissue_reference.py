@@ -48,7 +48,8 @@ def tangent_stiffness(model, x: np.ndarray) -> sp.csr_matrix:
 
 
 def static_equilibrium(model, load: np.ndarray | None = None, *, x_fixed: np.ndarray | None = None,
-                       increments: int = 4, tol: float = 1e-9, max_iter: int = 60) -> np.ndarray:
+                       increments: int = 4, tol: float = 1e-9, max_iter: int = 60,
+                       start: np.ndarray | None = None) -> np.ndarray:
     """Converged nonlinear static positions [m], (n, 3), under gravity plus node loads [N] (n, 3),
     with the fixed nodes where x_fixed (n, 3) puts them (default: at rest; a grasp that lifts
     some nodes is modelled as fixed nodes moved). Prescribed moves are applied in the same
@@ -59,6 +60,9 @@ def static_equilibrium(model, load: np.ndarray | None = None, *, x_fixed: np.nda
     tangent is indefinite past a buckling or inversion) falls back to the gradient scaled by the
     rest stiffness. Converged when the largest free-node force residual is below tol times the
     largest node load. RuntimeError if it does not converge.
+
+    start (n, 3) [m]: free-node positions to start from instead of rest (with increments=1: the
+    equilibrium nearest a state, e.g. the time stepper's settled one, where a load admits several).
     """
     law = model.material.elasticity
     free = np.flatnonzero(np.repeat(~model.fixed, 3))
@@ -78,6 +82,8 @@ def static_equilibrium(model, load: np.ndarray | None = None, *, x_fixed: np.nda
                                             model.mu, model.lam) - float(np.sum(f_ext * (x - model.rest)))
 
     x = model.rest.copy()
+    if start is not None:
+        x[~model.fixed] = start[~model.fixed]
     move = np.zeros_like(x) if x_fixed is None else np.where(model.fixed[:, None],
                                                              x_fixed - model.rest, 0.0)
     for i in range(1, increments + 1):
@@ -109,6 +115,15 @@ def static_equilibrium(model, load: np.ndarray | None = None, *, x_fixed: np.nda
         else:
             raise RuntimeError("static reference did not converge")
     return x
+
+
+def residual(model, x: np.ndarray, load: np.ndarray | None = None) -> float:
+    """Largest free-node force residual [N] at positions x (n, 3): elastic forces, weights and
+    node loads [N] (n, 3), which sum to zero at an equilibrium."""
+    f = fem.elastic_forces_reference(model.material.elasticity, x, model.tets, model.dm_inv,
+                                     model.volume, model.mu, model.lam)
+    f = f + model.mass[:, None] * model.gravity + (0.0 if load is None else load)
+    return float(np.abs(f[~model.fixed]).max())
 
 
 def first_mode(model) -> tuple[float, np.ndarray]:

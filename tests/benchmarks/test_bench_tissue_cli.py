@@ -53,3 +53,7 @@ def test_bench_tissue_with_a_point_load_reports_the_solver_work_and_matches_nonl
     assert row["transient_median_us"] > 0
     # The settled top face under the point load is the converged nonlinear static FEM's.
     assert abs(row["sag_err"]) < 0.02
+    # And the settled state is an equilibrium: forces balance to a fraction of a mN, and Newton's
+    # method started there moves no node by a micrometre.
+    assert row["residual_n"] < 1e-3 and row["local_ref_move_mm"] < 1e-3
+    assert abs(row["sag_local_err"]) < 1e-3
