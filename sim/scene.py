@@ -297,6 +297,7 @@ class Scene:
         for name in ("x", "v", "q"):
             getattr(self.tissue_state, name)[...] = getattr(rest, name)
         self.tissue_state.carried = False
+        self.tissue_state.step_hint = 1.0
         self._contacts.force[:] = 0.0
         self.reaction[:] = 0.0
         self.contact.reset()

@@ -77,6 +77,8 @@ class TissueState:
             the next step starts from (docs/tissue-solver.md, "One pass per tick").
         carried: whether fs ... weight belong to x (False: the next step re-evaluates every
             element; set it False after changing an element's material or the mesh).
+        step_hint: the first step length the next step's line search tries (1 unless the body
+            settled with a shortened step: `sim.tissue_solver.next_hint`).
         time: simulated time [s]; step_count: steps taken.
         inverted: elements with det F <= 0 at the last step.
         max_speed: largest node speed at the last step [m/s].
@@ -94,7 +96,7 @@ class TissueState:
     """
 
     DYNAMIC = ("x", "v", "q", "x_prev", "v_prev", "x_last", "v_last", "fs", "gs", "force",
-               "energy", "weight", "carried")
+               "energy", "weight", "carried", "step_hint")
     #: Per-step scratch: recomputed in every step before being read (not hashed in a checksum).
     SCRATCH = ("qt", "f", "gn", "xp", "y", "dx", "pz", "r_prev", "fb", "df", "f_cur", "e_trial",
                "grad", "r_node", "res", "rhs", "node_e", "fresh", "f_sum")
@@ -131,6 +133,7 @@ class TissueState:
     fresh: np.ndarray
     f_sum: np.ndarray
     carried: bool = False
+    step_hint: float = 1.0
     time: float = 0.0
     step_count: int = 0
     inverted: int = 0
@@ -173,6 +176,7 @@ def converge_rotations(model: TissueModel, state: TissueState, iters: int = 100)
     elastic corner forces at state.x in state.force (and the next step re-evaluates every
     element)."""
     state.carried = False
+    state.step_hint = 1.0
     state.q[:] = 0.0
     state.q[0] = 1.0
     element_pass(model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam,
@@ -238,7 +242,7 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
     s = state
     if s.rhs.shape[0] != fac.d_inv.shape[0]:  # a topology change swapped the factor (docs/cutting.md)
         s.rhs = np.zeros((fac.d_inv.shape[0], 3))
-    inverted, vmax, bad, iters, evals, refreshed = step_kernel(
+    inverted, vmax, bad, iters, evals, refreshed, hint = step_kernel(
         model.tets_u, model.dm_inv_rows, model.volume, model.mu, model.lam, model.elasticity,
         model.mass, model.gravity, model.node_ptr, model.node_inc, model.node_rep, system.fpos,
         fac.l_ptr, fac.l_col, fac.l_val, fac.d_inv, float(dt), mat.damping, mat.mass_damping,
@@ -248,13 +252,14 @@ def step(model: TissueModel, state: TissueState, control: TissueControl | None,
         s.weight, s.carried, s.qt, s.f, s.gn, s.xp, s.y, s.dx, s.pz, s.r_prev, s.fb, s.df,
         s.f_cur, s.e_trial, s.r_node, s.res, s.rhs, s.node_e, s.fresh,
         NO_FRAMES if system.frames is None else system.frames,
-        *(NO_TETHERS if tethers is None else tethers),
+        *(NO_TETHERS if tethers is None else tethers), s.step_hint,
     )
     # The step's end rotations, F and next-step damping gradients are in qt, f, gn: swap.
     s.q, s.qt = s.qt, s.q
     s.fs, s.f = s.f, s.fs
     s.gs, s.gn = s.gn, s.gs
     state.carried = True
+    state.step_hint = hint
     state.inverted = inverted
     state.iterations = iters
     state.evaluations = evals

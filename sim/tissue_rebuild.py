@@ -316,7 +316,7 @@ def _resize_state(state: TissueState, x: np.ndarray, node_source: np.ndarray) ->
     """A copy of `state` for the new node set: node rows gathered from their sources (x from the
     possibly moved positions `x`), element rows copied, counters kept. The carried element
     evaluation (`TissueState.carried`) no longer matches the new mesh: the next step re-evaluates
-    every element."""
+    every element, and tries full steps (the old mesh's step hint says nothing of the new one)."""
     out = {}
     for f in fields(state):
         v = getattr(state, f.name)
@@ -331,4 +331,5 @@ def _resize_state(state: TissueState, x: np.ndarray, node_source: np.ndarray) ->
         else:
             out[f.name] = v
     out["carried"] = False
+    out["step_hint"] = 1.0
     return TissueState(**out)
