@@ -19,7 +19,7 @@ equilibrium. So the rows also say whether the solver's settled state *is* an equ
 `residual_n` (largest free-node force residual there [N]) and `sag_local_ref_mm` / `sag_local_err`
 / `local_ref_move_mm`, from Newton's method started at the settled state (the equilibrium nearest
 it). On the 5k pad the settled state is 2.07 % off the rest-started reference in sag but within
-0.0001 mm of an equilibrium of its own, whose tangent stiffness is positive definite.
+0.0002 mm of an equilibrium of its own, whose tangent stiffness is positive definite.
 """
 
 from __future__ import annotations
