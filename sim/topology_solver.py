@@ -92,9 +92,13 @@ def extend_system(old: TissueSystem, model: TissueModel, node_source: np.ndarray
 
 class FactorRebuild:
     """Factors a model's exact step matrix (at rest, or at a configuration `at`:
-    `TissueSystem.build`) in a worker thread (SciPy's SuperLU and NumPy release
-    the GIL for the heavy parts); `result()` waits for it. One per model (`for_model`), so a saved
-    state restored later finds the factor already built."""
+    `TissueSystem.build`) in a worker thread; `result()` waits for it. A saved scene state keeps
+    the job (`sim.scene_topology.Refactor.get_state`), so restoring it finds the factor built.
+
+    The thread does not run free of the tick: SciPy's sparse conversions and SuperLU hold the GIL
+    for up to ~4 ms at a time (measured: the cholecystectomy's tissue step, p99 250 us alone, 4.4
+    ms with a thread factoring alongside; docs/anatomy.md). A worker process was tried and not
+    kept (docs/anatomy.md, sixth session)."""
 
     def __init__(self, model: TissueModel, dt: float, at: tuple | None = None) -> None:
         self.model, self.dt, self.at = model, dt, at
