@@ -136,3 +136,28 @@ def test_element_stress_of_a_simple_shear_is_sqrt3_mu_gamma_in_any_orientation(m
     # Co-rotated small shear: sigma_xy = mu * gamma (to O(gamma^2)); von Mises = sqrt(3) sigma_xy.
     expected = np.sqrt(3) * model.mu * gamma
     np.testing.assert_allclose(vm, expected, rtol=2 * gamma)
+
+
+def test_refactoring_on_an_unchanged_pattern_reuses_the_ordering_and_gives_the_same_factor(model):
+    # An organ's step matrix is refactored at its configuration on the same pattern every
+    # 0.5-1.5 s: the fill-reducing order is looked up, not recomputed, and the factor is the one
+    # a fresh ordering gives, to the bit. Another pattern gets its own order.
+    import scipy.sparse as sp
+
+    from sim.sparse_factor import cached_orderings, factor_spd_blocked, minimum_degree_order
+
+    free = np.repeat(~model.fixed, 3)
+    kf = sp.csr_matrix(model.stiffness())[free][:, free]
+    mat = sp.csr_matrix(kf + sp.diags(np.full(kf.shape[0], 1.0)))  # SPD, the step matrix's pattern
+    cached_orderings(clear=True)
+    first = factor_spd_blocked(mat)
+    assert cached_orderings() == 1
+    first.order[:] = 0  # a caller's array: the cache keeps its own copy
+    again = factor_spd_blocked(2.0 * mat)
+    assert cached_orderings() == 1
+    assert np.array_equal(again.order, minimum_degree_order(sp.coo_matrix(mat), mat.shape[0] // 3))
+    cached_orderings(clear=True)
+    recomputed = factor_spd_blocked(2.0 * mat)
+    assert np.array_equal(again.l_val, recomputed.l_val) and np.array_equal(again.d_inv, recomputed.d_inv)
+    factor_spd_blocked(sp.csr_matrix(mat[:-3, :-3]))  # one node fewer: another pattern
+    assert cached_orderings() == 2
