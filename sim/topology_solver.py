@@ -96,9 +96,9 @@ class FactorRebuild:
     the job (`sim.scene_topology.Refactor.get_state`), so restoring it finds the factor built.
 
     The thread does not run free of the tick: SciPy's sparse conversions and SuperLU hold the GIL
-    for up to ~4 ms at a time (measured: the cholecystectomy's tissue step, p99 250 us alone, 4.4
-    ms with a thread factoring alongside; docs/anatomy.md). A worker process was tried and not
-    kept (docs/anatomy.md, sixth session)."""
+    while they run (measured on the cholecystectomy's tissue step, p99 200-250 us alone: 4.4 ms
+    with a thread factoring alongside, 0.7 ms once the ordering of an unchanged pattern was
+    cached; docs/anatomy.md). A worker process was tried and not kept (docs/anatomy.md)."""
 
     def __init__(self, model: TissueModel, dt: float, at: tuple | None = None) -> None:
         self.model, self.dt, self.at = model, dt, at
