@@ -14,6 +14,7 @@ runs in the tick.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import numba as nb
@@ -52,6 +53,7 @@ class BlockLDLFactor:
 #: (3 ms of the ~16 ms build for the cholecystectomy, SuperLU holding the GIL) is the same each time.
 _ORDERINGS: dict[bytes, np.ndarray] = {}
 _ORDERINGS_KEPT = 8
+_ORDERINGS_LOCK = threading.Lock()  # rebuild threads of several scenes may order at once
 
 
 def node_ordering(a: sp.spmatrix) -> np.ndarray:
@@ -63,21 +65,24 @@ def node_ordering(a: sp.spmatrix) -> np.ndarray:
     digest.update(np.ascontiguousarray(coo.row // 3, dtype=np.int32).tobytes())
     digest.update(np.ascontiguousarray(coo.col // 3, dtype=np.int32).tobytes())
     key = digest.digest()
-    cached = _ORDERINGS.get(key)
+    with _ORDERINGS_LOCK:
+        cached = _ORDERINGS.get(key)
     if cached is not None:
         return cached.copy()
     order = minimum_degree_order(coo, k)
-    while _ORDERINGS and len(_ORDERINGS) >= _ORDERINGS_KEPT:  # the oldest goes
-        _ORDERINGS.pop(next(iter(_ORDERINGS)), None)
-    _ORDERINGS[key] = order
+    with _ORDERINGS_LOCK:
+        while _ORDERINGS and len(_ORDERINGS) >= _ORDERINGS_KEPT:  # the oldest goes
+            _ORDERINGS.pop(next(iter(_ORDERINGS)))
+        _ORDERINGS[key] = order
     return order.copy()
 
 
 def cached_orderings(*, clear: bool = False) -> int:
     """How many node orderings `node_ordering` holds (after emptying the cache if `clear`)."""
-    if clear:
-        _ORDERINGS.clear()
-    return len(_ORDERINGS)
+    with _ORDERINGS_LOCK:
+        if clear:
+            _ORDERINGS.clear()
+        return len(_ORDERINGS)
 
 
 def minimum_degree_order(coo: sp.coo_matrix, k: int) -> np.ndarray:
