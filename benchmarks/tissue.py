@@ -86,12 +86,12 @@ def sag_fields(sag_mm: float, sag_ref: float | None) -> dict:
     return {"sag_ref_mm": round(sag_ref, 6), "sag_err": round(sag_mm / sag_ref - 1.0, 5)}
 
 
-def local_equilibrium(model, x: np.ndarray, load: float, top: np.ndarray, sag_mm: float) -> dict:
-    """Is the settled state x (n, 3) [m] an equilibrium? Its force residual [N], and the
-    equilibrium Newton's method reaches from it (sag, error, largest node move [mm])."""
+def local_equilibrium(model, x: np.ndarray, f: np.ndarray, top: np.ndarray, sag_mm: float) -> dict:
+    """Is the settled state x (n, 3) [m] under node loads f (n, 3) [N] an equilibrium? Its force
+    residual [N], and the equilibrium Newton's method reaches from it (sag, error, largest node
+    move [mm])."""
     from sim.tissue_reference import residual, static_equilibrium
 
-    f = point_load(model, load)
     out = {"residual_n": float(f"{residual(model, x, f):.3g}")}
     try:
         x_loc = static_equilibrium(model, f, increments=1, start=x)
@@ -150,7 +150,7 @@ def run_trocar(mesh: TetMesh, *, threads: int, settle_steps: int, steps: int, re
     top = top_face(model.rest)
     sag = float(-(state.x[top, 2] - model.rest[top, 2]).mean() * 1e3)
     stable = stable and bool(np.isfinite(state.x).all())
-    local = local_equilibrium(model, state.x, load, top, sag) if stable and load else {}
+    local = local_equilibrium(model, state.x, control.force, top, sag) if stable and load else {}
     out = {
         "engine": "trocar",
         "elasticity": elasticity,
